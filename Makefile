@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench browser services clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# CPU build from the local wheel; a plain `torch` would pull several GB of CUDA wheels.
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# Debian's chromium for the page tests (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# Redis and PostgreSQL are expected on 127.0.0.1; start them if they are down.
+services:
+	@bash scripts/ensure_services.sh
+
+run: $(STAMP)
+	$(VENV)/bin/cryoclust serve --demo
+
+test: $(STAMP) browser services
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/cryoclust bench
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

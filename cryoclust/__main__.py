@@ -1,0 +1,3 @@
+from cryoclust.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The classification engine: pure computation, no web, queue or database code."""

@@ -1,0 +1,52 @@
+"""Progress of a run as small typed events, handed to a callback.
+
+The command line turns them into progress bars; the worker turns them into database rows that
+the page follows live. A callback may raise `JobCancelled` to stop the run between batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RoundStarted:
+    round: int  # 1-based
+    round_num: int
+    pairs_total: int  # pairs this round will train on (epoch_num * N)
+
+
+@dataclass(frozen=True)
+class LossPoint:
+    round: int
+    epoch: int  # 1-based
+    step: int  # batches done in this round
+    pairs_done: int  # pairs done in this round
+    loss: float  # mean loss over the batches since the previous point
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    round: int
+    epoch: int
+    loss: float  # mean loss of the epoch
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RoundDone:
+    round: int
+    round_num: int
+    counts: list[int]  # members per class, class 1 first
+    seconds: float
+    loss: float  # mean loss of the last epoch
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+Event = RoundStarted | LossPoint | EpochDone | RoundDone
+Callback = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """The callback used when nobody listens."""
