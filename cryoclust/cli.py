@@ -39,7 +39,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cryoclust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, summary in SUMMARIES.items():
-        if command is not None and name != command:
+        if name != command:
             sub.add_parser(name, help=summary)
             continue
         module = importlib.import_module(COMMANDS[name])
