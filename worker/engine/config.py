@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 METHODS = ("reference", "invariant")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,19 @@ class ClassifyConfig:
     seed: int = 0
     device: str = "cuda:0"
     method: str = "reference"
-    # Options beyond the reference method; the reference method ignores them.
-    phase_flip: bool = True
-    align_averages: bool = False
+    precision: str = "fp32"  # "bf16" autocasts the network for speed
+    # Options beyond the reference method. None means: on for the invariant method, off for
+    # the reference method, so `method="reference"` alone reproduces the original exactly.
+    phase_flip: bool | None = None
+    align_averages: bool | None = None
+
+    @property
+    def flips_phase(self) -> bool:
+        return self.method != "reference" if self.phase_flip is None else self.phase_flip
+
+    @property
+    def aligns_averages(self) -> bool:
+        return self.method != "reference" if self.align_averages is None else self.align_averages
 
     def __post_init__(self) -> None:
         checks = {
@@ -33,6 +44,7 @@ class ClassifyConfig:
             "round_num": self.round_num >= 1,
             "size": 8 <= self.size <= 512 and self.size % 2 == 0,
             "method": self.method in METHODS,
+            "precision": self.precision in PRECISIONS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -1,0 +1,131 @@
+"""Writing a run's results: one complete folder per round, renamed into place when done.
+
+A folder `round_NN` exists only once everything in it is written, so a run that stops at any
+point (killed worker, full disk) leaves earlier rounds intact and can resume after the last one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from worker.engine.gallery import gallery_png
+from worker.engine.io.mrc import write_stack
+from worker.engine.io.star import write_particles_star
+
+ROUND_DIR = re.compile(r"^round_(\d{2,})$")
+
+
+def round_dir(out_dir: Path, round_index: int) -> Path:
+    return out_dir / f"round_{round_index:02d}"
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON through a temporary file so readers never see half a document."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def completed_rounds(out_dir: Path) -> list[int]:
+    """Round numbers 1, 2, ... whose folders are complete, stopping at the first gap."""
+    found = sorted(int(m.group(1)) for p in out_dir.glob("round_*") if (m := ROUND_DIR.match(p.name)))
+    done = []
+    for expected, number in enumerate(found, start=1):
+        if number != expected:
+            break
+        done.append(number)
+    return done
+
+
+def class_table(labels: np.ndarray, k: int, quality: list[float | None] | None = None) -> list[dict]:
+    counts = np.bincount(labels, minlength=k)
+    rows = []
+    for c in range(k):
+        row = {"class": c + 1, "count": int(counts[c]), "fraction": float(counts[c] / len(labels))}
+        if quality is not None:
+            row["quality"] = quality[c]
+        rows.append(row)
+    return rows
+
+
+def captions(classes: list[dict]) -> list[str]:
+    text = []
+    for row in classes:
+        line = f"#{row['class']}  {row['count']:,} ({100 * row['fraction']:.0f}%)"
+        if row.get("quality"):
+            line += f"  {row['quality']:.1f} Å"
+        text.append(line)
+    return text
+
+
+def write_labels_csv(path: Path, labels: np.ndarray, image_names: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "image_name", "class"])
+        writer.writerows(zip(range(len(labels)), image_names, (labels + 1).tolist()))
+    os.replace(tmp, path)
+
+
+def read_labels_csv(path: Path) -> np.ndarray:
+    """0-based labels from a labels.csv (whose classes are 1-based)."""
+    with path.open(newline="") as handle:
+        return np.array([int(row["class"]) - 1 for row in csv.DictReader(handle)], dtype=np.int64)
+
+
+def write_round(
+    out_dir: Path,
+    round_index: int,
+    *,
+    labels: np.ndarray,
+    image_names: list[str],
+    embedding: np.ndarray,
+    embedding_2d: np.ndarray,
+    averages: np.ndarray,
+    pixel_size: float,
+    classes: list[dict],
+    loss: list[dict],
+    info: dict,
+) -> Path:
+    """Write every file of a round into a temporary folder, then rename it into place."""
+    final = round_dir(out_dir, round_index)
+    tmp = out_dir / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_labels_csv(tmp / "labels.csv", labels, image_names)
+    np.save(tmp / "embedding.npy", embedding.astype(np.float32))
+    np.save(tmp / "embedding_2d.npy", embedding_2d.astype(np.float32))
+    write_stack(tmp / "class_averages.mrcs", averages.astype(np.float32), pixel_size)
+    write_bytes(tmp / "class_averages.png", gallery_png(averages, captions(classes)))
+    write_json(tmp / "classes.json", classes)
+    write_json(tmp / "loss.json", loss)
+    write_json(tmp / "round.json", info)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def write_final(out_dir: Path, last_round: int, image_names: list[str], pixel_size: float, summary: dict) -> None:
+    """Top-level results: the RELION star of the last round, its averages, the summary."""
+    last = round_dir(out_dir, last_round)
+    labels = read_labels_csv(last / "labels.csv")
+    write_particles_star(out_dir / "particles.star", image_names, labels + 1, pixel_size=pixel_size)
+    for name in ("class_averages.mrcs", "class_averages.png", "classes.json"):
+        tmp = out_dir / f".{name}.tmp"
+        shutil.copyfile(last / name, tmp)
+        os.replace(tmp, out_dir / name)
+    write_json(out_dir / "summary.json", summary)

@@ -1,0 +1,187 @@
+"""The classification pipeline: preprocess, initial labels, then train/KMeans rounds.
+
+    from worker.engine.pipeline import classify
+    result = classify(ParticleStack.open("particles.mrcs"), ClassifyConfig(), "out/")
+
+Every round is written to OUT/round_NN/ as it finishes; calling `classify` again on the same
+folder resumes after the last complete round and gives the same result as an unbroken run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryoclust import __version__
+from worker.engine import outputs
+from worker.engine.averages import MeanAverager
+from worker.engine.cluster import initial_labels, kmeans_labels, project_2d
+from worker.engine.config import ClassifyConfig
+from worker.engine.devices import resolve_device
+from worker.engine.errors import InputError
+from worker.engine.events import Callback, Event, LossPoint, RoundDone, RoundStarted, ignore
+from worker.engine.io.particles import ParticleStack
+from worker.engine.methods import get_method
+from worker.engine.preprocess import model_size, preprocess
+
+
+@dataclass
+class ClassifyResult:
+    out_dir: Path
+    labels: np.ndarray  # final labels, 0-based
+    rounds: list[dict] = field(default_factory=list)  # each round's round.json
+    device: str = "cpu"
+
+
+def _averager(config: ClassifyConfig):
+    if config.aligns_averages:
+        from worker.engine.align import AlignedAverager
+
+        return AlignedAverager()
+    return MeanAverager()
+
+
+def _phase_flipper(stack: ParticleStack, config: ClassifyConfig):
+    if not (config.flips_phase and stack.ctf is not None):
+        return None
+    from worker.engine.ctf import phase_flip
+
+    return lambda chunk, rows: phase_flip(chunk, stack.ctf.subset(np.arange(rows.start, rows.stop)), stack.pixel_size)
+
+
+def _class_quality(images: torch.Tensor, labels: np.ndarray, k: int, pixel_size: float):
+    try:
+        from worker.engine.quality import class_resolutions
+    except ImportError:
+        return None
+    return class_resolutions(images, labels, k, pixel_size)
+
+
+def classify(
+    stack: ParticleStack,
+    config: ClassifyConfig,
+    out_dir: str | Path,
+    on_event: Callback = ignore,
+    *,
+    on_notice=None,
+    command: list[str] | None = None,
+) -> ClassifyResult:
+    """Run (or resume) a classification and write its results into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n, k = len(stack), config.cluster_num
+    if n < 2:
+        raise InputError(f"{stack.source}: a classification needs at least 2 particles, found {n}")
+    if k > n:
+        raise InputError(f"{stack.source}: cluster_num {k} is more than the {n} particles")
+    device, notice = resolve_device(config.device)
+    if notice and on_notice:
+        on_notice(notice)
+    started = time.perf_counter()
+    outputs.write_json(
+        out_dir / "config.json",
+        {
+            "parameters": config.to_dict(),
+            "input": str(stack.source),
+            "device": str(device),
+            "version": __version__,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": command if command is not None else sys.argv,
+        },
+    )
+
+    images = preprocess(stack, config.size, device, before_normalise=_phase_flipper(stack, config))
+    preprocess_seconds = time.perf_counter() - started
+    size = model_size(stack.box, config.size)
+    pixel_size = stack.pixel_size * stack.box / size
+
+    done = outputs.completed_rounds(out_dir)
+    rounds = [_read_json(outputs.round_dir(out_dir, r) / "round.json") for r in done]
+    if done:
+        labels = outputs.read_labels_csv(outputs.round_dir(out_dir, done[-1]) / "labels.csv")
+    else:
+        labels = initial_labels(images[:, 0].cpu().numpy(), k, config.seed)
+
+    method = get_method(config.method)
+    averager = _averager(config)
+    generator = torch.Generator(device=device)
+    for r in range(len(done) + 1, config.round_num + 1):
+        round_started = time.perf_counter()
+        # Seeds per round, so a resumed run repeats exactly what an unbroken one would do.
+        generator.manual_seed(config.seed * 100_003 + r)
+        losses: list[dict] = []
+
+        def record(event: Event) -> None:
+            if isinstance(event, LossPoint):
+                losses.append({"epoch": event.epoch, "step": event.step, "pairs_done": event.pairs_done, "loss": event.loss})
+            on_event(event)
+
+        on_event(RoundStarted(r, config.round_num, config.epoch_num * n))
+        embedding, state = method.train_round(images, labels, config, r, generator, record)
+        trained = time.perf_counter()
+        labels = kmeans_labels(embedding, k, config.seed + r)
+        clustered = time.perf_counter()
+        averages = averager.average(images, labels, k)
+        classes = outputs.class_table(labels, k, _class_quality(images, labels, k, pixel_size))
+        averaged = time.perf_counter()
+        timings = {
+            "train_embed": trained - round_started,
+            "kmeans": clustered - trained,
+            "averages": averaged - clustered,
+        }
+        info = {
+            "round": r,
+            "counts": [row["count"] for row in classes],
+            "loss": state["loss"],
+            "seconds": averaged - round_started,
+            "timings": timings,
+        }
+        outputs.write_round(
+            out_dir,
+            r,
+            labels=labels,
+            image_names=stack.image_names,
+            embedding=embedding,
+            embedding_2d=project_2d(embedding, config.seed),
+            averages=averages,
+            pixel_size=pixel_size,
+            classes=classes,
+            loss=losses,
+            info=info,
+        )
+        if "network" in state:
+            _save_weights(out_dir / "model.pt", state["network"], r)
+        rounds.append(info)
+        on_event(RoundDone(r, config.round_num, info["counts"], info["seconds"], state["loss"], timings))
+
+    summary = {
+        "parameters": config.to_dict(),
+        "device": str(device),
+        "particles": n,
+        "box": stack.box,
+        "model_size": size,
+        "pixel_size": stack.pixel_size,
+        "preprocess_seconds": preprocess_seconds,
+        "rounds": rounds,
+        "total_seconds": time.perf_counter() - started,
+        "version": __version__,
+    }
+    outputs.write_final(out_dir, config.round_num, stack.image_names, stack.pixel_size, summary)
+    return ClassifyResult(out_dir, labels, rounds, str(device))
+
+
+def _save_weights(path: Path, network: torch.nn.Module, round_index: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"round": round_index, "state_dict": network.state_dict()}, tmp)
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())

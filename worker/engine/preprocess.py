@@ -1,0 +1,76 @@
+"""Per-particle normalisation and Fourier cropping into one float32 tensor.
+
+The stack is read chunk by chunk, so memory stays flat: only the (N, 1, S, S) result and one
+chunk of raw images are ever held. The result lives on the training device, so training never
+touches the disk or loops over images in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from worker.engine.io.particles import ParticleStack
+
+CHUNK_BYTES = 256 * 2**20  # raw float32 images read at a time
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """Zero mean and unit standard deviation per image (constant images stay zero)."""
+    flat = images.flatten(-2)
+    mean = flat.mean(-1, keepdim=True)
+    std = flat.std(-1, keepdim=True)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return ((flat - mean) / std).view_as(images)
+
+
+def fourier_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Downsample (..., B, B) images to (..., size, size) by keeping the central spectrum."""
+    box = images.shape[-1]
+    if size >= box:
+        return images
+    spectrum = torch.fft.rfft2(images)
+    half = size // 2
+    kept_rows = torch.cat([spectrum[..., :half, : half + 1], spectrum[..., box - half :, : half + 1]], dim=-2)
+    # irfft2 normalises by the output size; rescale so that mean intensities are preserved.
+    return torch.fft.irfft2(kept_rows, s=(size, size)) * (size * size) / (box * box)
+
+
+def model_size(box: int, size: int) -> int:
+    """The network's input size: `size`, or the (even) box when the particles are smaller."""
+    return min(size, box - box % 2)
+
+
+ChunkHook = Callable[[np.ndarray, slice], np.ndarray]
+
+
+def preprocess(
+    stack: "ParticleStack",
+    size: int,
+    device: torch.device | str = "cpu",
+    *,
+    before_normalise: ChunkHook | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Read, normalise and Fourier-crop the whole stack into a (N, 1, S, S) float32 tensor.
+
+    `before_normalise(chunk, rows)` may change each raw chunk first (CTF phase flipping).
+    """
+    n, box = len(stack), stack.box
+    target = model_size(box, size)
+    out = torch.empty((n, 1, target, target), dtype=torch.float32, device=device)
+    chunk = max(1, CHUNK_BYTES // (4 * box * box))
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        raw = stack.read(start, stop)
+        if before_normalise is not None:
+            raw = before_normalise(raw, slice(start, stop))
+        images = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)).to(device)
+        out[start:stop, 0] = fourier_crop(normalise(images), target)
+        if on_progress is not None:
+            on_progress(stop, n)
+    return out
