@@ -1,0 +1,299 @@
+"""ParticleStack: one lazy, memory-mapped reader for .mrcs/.mrc stacks, RELION .star files and
+folders of stacks or picture files.
+
+Example:
+    from worker.engine.io import ParticleStack
+    with ParticleStack.open("particles.star") as stack:
+        print(len(stack), stack.box, stack.pixel_size, stack.ctf is not None)
+        for start, images in stack.chunks(1024):
+            ...  # float32 (k, box, box)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from worker.engine.ctf import CtfParams
+from worker.engine.errors import InputError
+from worker.engine.io.images import IMAGE_SUFFIXES, image_shape, read_image
+from worker.engine.io.mrc import MrcHeader, open_mrc_data, read_header
+from worker.engine.io.star import read_particles_star
+
+__all__ = ["ParticleStack"]
+
+STACK_SUFFIXES = (".mrcs", ".mrc")
+MAX_OPEN_FILES = 32  # memory maps kept open at once (a star can reference thousands of stacks)
+STAR_SEARCH_LEVELS = 3  # RELION names are relative to the project folder, often 2 levels up
+
+
+class _PictureFile:
+    """One particle in a PNG/JPEG/TIFF file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.ny, self.nx = image_shape(path)
+        self.nz = 1
+
+
+class ParticleStack:
+    """N square particle images from one or more files, read lazily as float32."""
+
+    def __init__(self, source: Path, files: list[MrcHeader | _PictureFile], file_index: np.ndarray,
+                 frame: np.ndarray, names: Sequence[str] | None = None, pixel_size: float | None = None,
+                 ctf: CtfParams | None = None):
+        self.source = source
+        self._files = files
+        self._file_index = file_index
+        self._frame = frame
+        self._names = list(names) if names is not None else None
+        self.ctf = ctf
+        self.n = len(file_index)
+        if self.n == 0:
+            raise InputError(f"{source}: the stack is empty")
+        first = files[0]
+        for f in files:
+            if f.nx != f.ny:
+                raise InputError(f"{f.path}: images are {f.nx} x {f.ny}; particles must be square")
+            if f.nx != first.nx:
+                raise InputError(f"{source}: box sizes differ: {first.path.name} is {first.nx} px, "
+                                 f"{f.path.name} is {f.nx} px")
+        self.box = int(first.nx)
+        if pixel_size is None:
+            pixel_size = getattr(first, "pixel_size", None)
+        self.pixel_size = float(pixel_size) if pixel_size else 1.0
+        self.mode = int(first.mode) if isinstance(first, MrcHeader) else None
+        self._open: OrderedDict[int, tuple[object, np.ndarray]] = OrderedDict()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, confine_to: str | os.PathLike | None = None) -> ParticleStack:
+        """Open a .mrcs/.mrc stack, a RELION .star file or a folder of stacks or pictures.
+
+        With confine_to, every file read (the star's referenced stacks included) must lie
+        inside that folder after resolving links, as the service requires for uploads.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: file not found")
+        if path.is_dir():
+            stack = cls._open_folder(path)
+        elif path.suffix.lower() == ".star":
+            stack = cls._open_star(path)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            stack = cls(path, [_PictureFile(path)], np.zeros(1, np.int32), np.zeros(1, np.int64),
+                        [path.name])
+        else:
+            header = _stack_header(path)
+            stack = cls(path, [header], np.zeros(header.nz, np.int32), np.arange(header.nz))
+        if confine_to is not None:
+            stack._check_confined(Path(confine_to))
+        return stack
+
+    @classmethod
+    def _open_folder(cls, folder: Path) -> ParticleStack:
+        entries = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
+                         key=_natural_key)
+        stacks = [p for p in entries if p.suffix.lower() in STACK_SUFFIXES]
+        pictures = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        if stacks:
+            headers = [_stack_header(p) for p in stacks]
+            counts = np.array([h.nz for h in headers])
+            file_index = np.repeat(np.arange(len(headers), dtype=np.int32), counts)
+            frame = np.concatenate([np.arange(c) for c in counts])
+            return cls(folder, headers, file_index, frame)
+        if pictures:
+            files = [_PictureFile(p) for p in pictures]
+            n = len(files)
+            return cls(folder, files, np.arange(n, dtype=np.int32), np.zeros(n, np.int64),
+                       [p.name for p in pictures])
+        raise InputError(f"{folder}: no .mrcs/.mrc stacks or .png/.jpg/.tif images in this folder")
+
+    @classmethod
+    def _open_star(cls, star: Path) -> ParticleStack:
+        table = read_particles_star(star)
+        headers: list[MrcHeader] = []
+        by_name: dict[str, int] = {}
+        file_index = np.empty(len(table.image_names), np.int32)
+        frame = np.empty(len(table.image_names), np.int64)
+        for row, name in enumerate(table.image_names):
+            number, _, file_name = name.rpartition("@")
+            if file_name not in by_name:
+                by_name[file_name] = len(headers)
+                headers.append(read_header(_resolve_in_star(star, file_name, row)))
+            f = by_name[file_name]
+            try:
+                k = int(number) if number else 1
+            except ValueError:
+                raise InputError(f"{star}: row {row + 1}: cannot read image name {name!r}") from None
+            if not 1 <= k <= headers[f].nz:
+                raise InputError(f"{star}: row {row + 1} ({name}) points past the end of "
+                                 f"{headers[f].path}, which holds {headers[f].nz} images")
+            file_index[row], frame[row] = f, k - 1
+        return cls(star, headers, file_index, frame, table.image_names, table.pixel_size, table.ctf)
+
+    def _check_confined(self, root: Path) -> None:
+        root = root.resolve()
+        for path in [self.source, *self.files]:
+            if not path.resolve().is_relative_to(root):
+                raise InputError(f"{self.source}: refers to {path}, which is outside {root}")
+
+    # ------------------------------------------------------------------ description
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return (f"ParticleStack({str(self.source)!r}, n={self.n}, box={self.box}, "
+                f"pixel_size={self.pixel_size:g})")
+
+    @property
+    def files(self) -> list[Path]:
+        """The data files this stack reads (not the .star itself)."""
+        return [f.path for f in self._files]
+
+    @property
+    def image_names(self) -> list[str]:
+        """RELION-style names: "000001@stack.mrcs" (1-based), as given in a star file."""
+        if self._names is None:
+            base = self.source if self.source.is_dir() else self.source.parent
+            rel = [_relative_name(f.path, base) for f in self._files]
+            self._names = [f"{k + 1:06d}@{rel[f]}" for f, k in zip(self._file_index, self._frame)]
+        return self._names
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Images start..stop-1 as float32 (k, box, box); InputError on NaN/Inf values."""
+        stop = self.n if stop is None else stop
+        if not 0 <= start <= stop <= self.n:
+            raise IndexError(f"read({start}, {stop}) is outside 0..{self.n}")
+        return self._gather(np.arange(start, stop))
+
+    def read_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Images at the given 0-based indices (any order, repeats allowed) as float32."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= self.n):
+            bad = idx[(idx < 0) | (idx >= self.n)][0]
+            raise IndexError(f"particle index {bad} is outside 0..{self.n - 1}")
+        return self._gather(idx)
+
+    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, images) for consecutive blocks of at most `size` images."""
+        if size < 1:
+            raise ValueError("chunk size must be at least 1")
+        for start in range(0, self.n, size):
+            yield start, self.read(start, min(start + size, self.n))
+
+    def check_finite(self, chunk_size: int = 4096) -> None:
+        """Scan every image in chunks; InputError naming the first particle with NaN/Inf."""
+        for _ in self.chunks(chunk_size):
+            pass
+
+    def _gather(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), self.box, self.box), dtype=np.float32)
+        if not len(idx):
+            return out
+        files = self._file_index[idx]
+        frames = self._frame[idx]
+        if files[0] == files[-1] and (files == files[0]).all():
+            groups = [(int(files[0]), slice(None))]
+        else:  # one read per file touched
+            groups = [(int(f), np.flatnonzero(files == f)) for f in np.unique(files)]
+        for f, where in groups:
+            self._read_file(f, frames[where], out, where)
+        if not np.isfinite(out).all():
+            bad = int(np.flatnonzero(~np.isfinite(out).all(axis=(1, 2)))[0])
+            path = self._files[files[bad]].path
+            raise InputError(f"{path}: image {frames[bad] + 1} (particle index {idx[bad]}) "
+                             "contains NaN or Inf values")
+        return out
+
+    def _read_file(self, f: int, frames: np.ndarray, out: np.ndarray, where: slice | np.ndarray) -> None:
+        entry = self._files[f]
+        if isinstance(entry, _PictureFile):
+            out[where] = read_image(entry.path)
+            return
+        data = self._data(f)
+        first = int(frames[0])
+        if len(frames) == 1 or (frames[-1] - first == len(frames) - 1 and (np.diff(frames) == 1).all()):
+            out[where] = data[first:first + len(frames)]  # a contiguous range: one slice of the map
+        else:
+            out[where] = data[frames]
+
+    def _data(self, f: int) -> np.ndarray:
+        """The memory-mapped data of file f, keeping at most MAX_OPEN_FILES maps open."""
+        if f in self._open:
+            self._open.move_to_end(f)
+            return self._open[f][1]
+        handle, data = open_mrc_data(self._files[f])
+        self._open[f] = (handle, data)
+        while len(self._open) > MAX_OPEN_FILES:
+            _, (old, _) = self._open.popitem(last=False)
+            old.close()
+        return data
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Close the memory maps (a later read opens them again)."""
+        while self._open:
+            _, (handle, _) = self._open.popitem()
+            handle.close()
+
+    def __enter__(self) -> ParticleStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        # Memory maps do not pickle; a copy in another process opens its own.
+        state = self.__dict__.copy()
+        state["_open"] = OrderedDict()
+        return state
+
+
+def _stack_header(path: Path) -> MrcHeader:
+    """Header of a file opened as a stack: .mrcs always is one; a .mrc must not be a volume."""
+    header = read_header(path)
+    if path.suffix.lower() != ".mrcs" and header.is_volume:
+        raise InputError(f"{path}: is a 3-D volume (nz = {header.nz}, ispg = {header.ispg}), not a "
+                         "particle stack; rename it to .mrcs if it really is a stack of images")
+    return header
+
+
+def _resolve_in_star(star: Path, file_name: str, row: int) -> Path:
+    """Find a stack named in a star file: beside the star, or in a folder above it (RELION)."""
+    name = re.sub(r":mrcs?$", "", file_name.strip())
+    if not name:
+        raise InputError(f"{star}: row {row + 1} has an empty image name")
+    given = Path(name)
+    if given.is_absolute():
+        candidates = [given]
+    else:
+        folder = star.parent
+        candidates = [folder / given] + [up / given for up in list(folder.parents)[:STAR_SEARCH_LEVELS]]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"{star}: row {row + 1} refers to {name}, which is not found "
+                     f"(looked in {candidates[0].parent})")
+
+
+def _relative_name(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _natural_key(path: Path) -> list[object]:
+    """Sort 'img2' before 'img10'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
