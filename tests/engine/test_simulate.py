@@ -116,7 +116,7 @@ def test_command_writes_stack_star_truth_and_views(tmp_path, capsys):
         assert mrcfile.validate(str(out / name))
     with mrcfile.open(out / "particles.mrcs", permissive=False) as mrc:
         assert mrc.data.shape == (40, 32, 32)
-        assert float(mrc.voxel_size.x) == pytest.approx(4.0)
+        assert float(mrc.voxel_size.x) == pytest.approx(2.0)
     with mrcfile.open(out / "views.mrcs") as mrc:
         assert mrc.data.shape == (3, 32, 32)
     with open(out / "truth.csv", newline="") as handle:
@@ -140,7 +140,7 @@ def test_star_reads_back_with_its_ctf(tmp_path):
     paths = write_simulation(sim, tmp_path)
     with ParticleStack.open(paths["star"]) as stack:
         assert stack.n == 30 and stack.box == 32
-        assert stack.pixel_size == pytest.approx(4.0)
+        assert stack.pixel_size == pytest.approx(2.0)
         assert np.allclose(stack.read(), sim.images)
         assert stack.ctf is not None
         assert np.allclose(stack.ctf.defocus_u, sim.ctf.defocus_u, atol=0.01)

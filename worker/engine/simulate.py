@@ -31,6 +31,7 @@ SPHERICAL_ABERRATION = 2.7  # mm
 AMPLITUDE_CONTRAST = 0.1
 MAX_ASTIGMATISM = 600.0  # Å between defocus U and V
 BLOB_COUNT = 14
+BLOB_SIGMA = (0.02, 0.045)  # blob widths as fractions of the box
 CHUNK = 2048  # particles drawn per batch
 
 
@@ -72,7 +73,7 @@ def make_model(box: int, rng: np.random.Generator) -> BlobModel:
     # Keep every blob inside a sphere of radius 0.3 box so shifted particles stay in the box.
     radius = np.linalg.norm(centres, axis=1, keepdims=True)
     centres *= np.minimum(1.0, 0.3 * box / np.maximum(radius, 1e-9))
-    sigmas = rng.uniform(0.03, 0.065, BLOB_COUNT) * box
+    sigmas = rng.uniform(*BLOB_SIGMA, BLOB_COUNT) * box
     weights = rng.uniform(0.4, 1.6, BLOB_COUNT)
     return BlobModel(centres, sigmas, weights)
 
@@ -123,7 +124,7 @@ def simulate(
     shift: float = 0.0,
     ctf: bool = False,
     defocus_range: tuple[float, float] = (10000.0, 25000.0),
-    pixel_size: float = 4.0,
+    pixel_size: float = 2.0,
     seed: int = 0,
 ) -> Simulation:
     """Simulate n particles from k views (see the module docstring for the conventions)."""

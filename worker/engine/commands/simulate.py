@@ -27,7 +27,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--num", type=int, default=2000, help="particles (default 2000)")
     parser.add_argument("-k", "--views", type=int, default=4, help="views = classes (default 4)")
     parser.add_argument("--box", type=int, default=64, help="box size in pixels (default 64)")
-    parser.add_argument("--pixel-size", type=float, default=4.0, help="Å per pixel (default 4)")
+    parser.add_argument("--pixel-size", type=float, default=2.0, help="Å per pixel (default 2)")
     parser.add_argument("--snr", type=float, default=1.0, help="signal/noise variance (default 1)")
     parser.add_argument("--rotate", action="store_true", help="uniform random in-plane rotation")
     parser.add_argument("--shift", type=float, default=0.0, help="max shift per axis in px")
