@@ -62,6 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    args.argv = ["cryoclust", *argv]  # recorded in each run's config.json
     module = importlib.import_module(COMMANDS[args.command])
     try:
         return module.main(args) or 0

@@ -106,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
             args.output,
             ProgressPrinter(args.quiet),
             on_notice=lambda text: print(f"note: {text}", file=sys.stderr),
-            command=["cryoclust", *sys.argv[1:]] if sys.argv else None,
+            command=getattr(args, "argv", None),
         )
     print(f"done on {result.device}: results in {result.out_dir}/ (particles.star, class_averages.mrcs)")
     return 0

@@ -1,0 +1,128 @@
+"""End to end: `cryoclust classify` on small simulated stacks, in-process."""
+
+import csv
+import io
+import json
+
+import mrcfile
+import numpy as np
+import pytest
+import starfile
+from sklearn.metrics import adjusted_rand_score
+
+from cryoclust.cli import main, parse_args
+from worker.engine.config import ClassifyConfig
+from worker.engine.events import EpochDone, LossPoint, RoundDone, RoundStarted
+from worker.engine.io.particles import ParticleStack
+from worker.engine.pipeline import classify
+from worker.engine.simulate import read_truth, simulate, write_simulation
+
+
+@pytest.fixture(scope="module")
+def easy_set(tmp_path_factory):
+    """300 particles of 4 well separated views at SNR 1, box 48 (cropped to 32)."""
+    folder = tmp_path_factory.mktemp("easy")
+    paths = write_simulation(simulate(n=300, k=4, box=48, snr=1.0, pixel_size=2.0, seed=3), folder)
+    return paths
+
+
+def _labels(path):
+    with open(path, newline="") as handle:
+        return np.array([int(row["class"]) for row in csv.DictReader(handle)])
+
+
+def test_classify_command_recovers_the_classes_and_writes_every_output(easy_set, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["classify", str(easy_set["particles"]), "-o", str(out), "-c", "4", "-e", "3", "-r", "2",
+            "-g", "cpu", "--size", "32", "--seed", "1", "-q"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "round 1/2" in printed and "round 2/2" in printed
+
+    truth = read_truth(easy_set["truth"])
+    labels = _labels(out / "round_02" / "labels.csv")
+    assert set(labels) <= {1, 2, 3, 4}
+    assert adjusted_rand_score(truth, labels) >= 0.9
+
+    for r in (1, 2):
+        folder = out / f"round_{r:02d}"
+        for name in ("labels.csv", "embedding.npy", "embedding_2d.npy", "class_averages.mrcs",
+                     "class_averages.png", "loss.json", "classes.json", "round.json"):
+            assert (folder / name).is_file(), name
+        assert np.load(folder / "embedding.npy").shape == (300, 20)
+        assert np.load(folder / "embedding_2d.npy").shape == (300, 2)
+        assert (folder / "class_averages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        loss = json.loads((folder / "loss.json").read_text())
+        assert loss and all(np.isfinite(p["loss"]) for p in loss)
+        assert loss[-1]["pairs_done"] == 3 * 300
+
+    averages = out / "class_averages.mrcs"
+    assert mrcfile.validate(str(averages), print_file=io.StringIO())
+    with mrcfile.open(averages) as mrc:
+        assert mrc.header.mode == 2 and mrc.data.shape == (4, 32, 32) and mrc.header.nz == 4
+        # averages are at the model size, so the pixel grows by box/size
+        assert float(mrc.voxel_size.x) == pytest.approx(2.0 * 48 / 32, rel=1e-4)
+
+    star = starfile.read(out / "particles.star")
+    particles = star["particles"] if isinstance(star, dict) else star
+    assert list(particles["rlnImageName"][:2]) == ["000001@particles.mrcs", "000002@particles.mrcs"]
+    assert np.array_equal(particles["rlnClassNumber"].to_numpy(), labels)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["particles"] == 300 and len(summary["rounds"]) == 2
+    assert summary["parameters"]["cluster_num"] == 4
+    config = json.loads((out / "config.json").read_text())
+    assert config["command"] == ["cryoclust", *argv]
+
+
+def test_runs_with_a_seed_repeat_exactly_and_resume_matches(easy_set, tmp_path):
+    config = ClassifyConfig(cluster_num=4, epoch_num=1, round_num=2, size=32, seed=5, device="cpu")
+    with ParticleStack.open(easy_set["particles"]) as stack:
+        first = classify(stack, config, tmp_path / "a")
+        second = classify(stack, config, tmp_path / "b")
+    assert np.array_equal(first.labels, second.labels)
+    assert np.array_equal(np.load(tmp_path / "a/round_02/embedding.npy"), np.load(tmp_path / "b/round_02/embedding.npy"))
+
+    # a run stopped after round 1 resumes from it and ends exactly where the unbroken one did
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "c", ignore=shutil.ignore_patterns("round_02"))
+    events = []
+    with ParticleStack.open(easy_set["particles"]) as stack:
+        resumed = classify(stack, config, tmp_path / "c", events.append)
+    assert [e.round for e in events if isinstance(e, RoundStarted)] == [2]
+    assert np.array_equal(resumed.labels, first.labels)
+    assert np.array_equal(np.load(tmp_path / "c/round_02/embedding.npy"), np.load(tmp_path / "a/round_02/embedding.npy"))
+
+
+def test_events_arrive_in_order(easy_set, tmp_path):
+    events = []
+    config = ClassifyConfig(cluster_num=3, epoch_num=2, round_num=1, size=32, device="cpu", batch_size=32)
+    with ParticleStack.open(easy_set["particles"]) as stack:
+        classify(stack, config, tmp_path, events.append)
+    kinds = [type(e) for e in events]
+    assert kinds[0] is RoundStarted and kinds[-1] is RoundDone
+    assert kinds.count(EpochDone) == 2
+    points = [e for e in events if isinstance(e, LossPoint)]
+    assert len(points) >= 10
+    assert [p.pairs_done for p in points] == sorted(p.pairs_done for p in points)
+    assert sum(events[-1].counts) == 300
+
+
+def test_missing_input_is_one_line_and_nonzero(tmp_path, capsys):
+    code = main(["classify", str(tmp_path / "nope.mrcs"), "-o", str(tmp_path / "out"), "-g", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1 and "nope.mrcs" in err[0]
+
+
+def test_more_classes_than_particles_is_refused(easy_set, tmp_path, capsys):
+    code = main(["classify", str(easy_set["particles"]), "-o", str(tmp_path / "o"), "-c", "301", "-g", "cpu"])
+    assert code != 0
+    assert "cluster_num 301" in capsys.readouterr().err
+
+
+def test_defaults_are_the_original_programs():
+    args = parse_args(["classify", "x.mrcs", "-o", "out"])
+    assert (args.cluster_num, args.gpu, args.learning_rate, args.epoch_num, args.batch_size, args.round_num) == (4, "cuda:0", 5e-4, 20, 128, 5)
+    assert (args.seed, args.size, args.method) == (0, 64, "reference")

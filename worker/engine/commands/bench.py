@@ -1,0 +1,165 @@
+"""Measure speed, memory and accuracy on simulated data.
+
+(a) Training throughput (pairs/s), embedding speed and seconds per round of the engine for
+several stack sizes on the chosen device; (b) the same round through a naive pipeline built like
+the original program (one image file read per __getitem__, rejection sampling, embedding one
+particle at a time) and the speed-up; (c) peak memory against N; (d) ARI/NMI against the truth
+for the reference method and for PCA+KMeans on an easy simulated set. A round here is
+--epochs epochs; a round at the default 20 epochs trains 20 times as many pairs.
+Results go to benchmarks/results/ as JSON; a Markdown table is printed.
+
+Example:
+    cryoclust bench                          # full run (about 20 minutes on 2 CPU cores)
+    cryoclust bench --quick                  # a smoke run in about a minute
+    cryoclust bench -g cuda:0 --sizes 2000 10000 50000 --naive-n 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from cryoclust import __version__
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 50000], help="stack sizes N for the speed runs")
+    parser.add_argument("--naive-n", type=int, default=10000, help="N for the naive-pipeline comparison (0 skips it)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per measured round (default 1)")
+    parser.add_argument("--box", type=int, default=64, help="box of the simulated particles (default 64)")
+    parser.add_argument("--size", type=int, default=64, help="model size S (default 64)")
+    parser.add_argument("-g", "--gpu", default="cuda:0", help="device (default cuda:0, falls back to cpu)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32", "bf16"], help="precisions to measure")
+    parser.add_argument("--accuracy-n", type=int, default=2000, help="particles in the accuracy sets (0 skips them)")
+    parser.add_argument("--methods", action="store_true", help="also compare the invariant method on rotated, CTF-affected data")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"), help="folder for the JSON results")
+
+
+def _simulated_stack(folder: Path, n: int, box: int, seed: int) -> Path:
+    from worker.engine.simulate import simulate, write_simulation
+
+    return write_simulation(simulate(n=n, k=4, box=box, snr=1.0, seed=seed), folder)["particles"]
+
+
+def accuracy(n: int, epochs: int, rounds: int, device: str, workdir: Path) -> dict:
+    """ARI/NMI of the reference method and of PCA+KMeans on an easy set (4 views, SNR 1)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from worker.engine.cluster import initial_labels
+    from worker.engine.config import ClassifyConfig
+    from worker.engine.io.particles import ParticleStack
+    from worker.engine.pipeline import classify
+    from worker.engine.preprocess import preprocess
+    from worker.engine.simulate import simulate, write_simulation
+
+    sim = simulate(n=n, k=4, box=64, snr=1.0, rotate=False, seed=7)
+    paths = write_simulation(sim, workdir / "easy")
+    config = ClassifyConfig(cluster_num=4, epoch_num=epochs, round_num=rounds, device=device, seed=0)
+    with ParticleStack.open(paths["particles"]) as stack:
+        started = time.perf_counter()
+        result = classify(stack, config, workdir / "easy_run")
+        seconds = time.perf_counter() - started
+        baseline = initial_labels(preprocess(stack, 64)[:, 0].numpy(), 4, 0)
+    score = lambda labels: {  # noqa: E731
+        "ari": adjusted_rand_score(sim.views, labels),
+        "nmi": normalized_mutual_info_score(sim.views, labels),
+    }
+    return {
+        "set": f"easy: N={n}, 4 views, no rotation, SNR 1",
+        "reference": {**score(result.labels), "epochs": epochs, "rounds": rounds, "seconds": seconds},
+        "pca_kmeans": score(baseline),
+    }
+
+
+def _mib(value) -> str:
+    return "-" if value is None else f"{value / 2**20:,.0f}"
+
+
+def table(results: dict) -> str:
+    lines = [
+        "| pipeline | precision | N | pairs/s | embed/s | s/round | peak RSS MiB | peak anon MiB | preprocessed MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in results["speed"]:
+        lines.append(
+            f"| {run['pipeline']} | {run.get('precision', 'fp32')} | {run['n']:,} | {run['pairs_per_second']:,.0f} | "
+            f"{run['embed_per_second']:,.0f} | {run['round_seconds']:,.1f} | {_mib(run['peak_rss_bytes'])} | "
+            f"{_mib(run['peak_anonymous_bytes'])} | {_mib(run.get('preprocessed_bytes'))} |"
+        )
+    for row in results.get("speedup", []):
+        lines.append("")
+        lines.append(
+            f"Speed-up at N={row['n']:,} ({row['precision']}): training x{row['train']:.1f}, "
+            f"embedding x{row['embed']:.1f}, whole round x{row['round']:.1f}"
+        )
+    if "accuracy" in results:
+        acc = results["accuracy"]
+        lines.append("")
+        lines.append(f"Accuracy ({acc['set']}): reference ARI {acc['reference']['ari']:.3f} NMI {acc['reference']['nmi']:.3f} "
+                     f"({acc['reference']['epochs']} epochs x {acc['reference']['rounds']} rounds); "
+                     f"PCA+KMeans ARI {acc['pca_kmeans']['ari']:.3f} NMI {acc['pca_kmeans']['nmi']:.3f}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    from worker.engine.bench_speed import run_child
+    from worker.engine.devices import resolve_device
+
+    if args.quick:
+        args.sizes, args.naive_n, args.accuracy_n = [500, 2000], 500, 600
+    device, notice = resolve_device(args.gpu)
+    if notice:
+        print(f"note: {notice}")
+    results: dict = {
+        "version": __version__,
+        "device": str(device),
+        "machine": platform.processor() or platform.machine(),
+        "epochs": args.epochs,
+        "date": time.strftime("%Y-%m-%d"),
+        "speed": [],
+        "speedup": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="cryoclust-bench-") as tmp:
+        work = Path(tmp)
+        sizes = sorted(set(args.sizes) | ({args.naive_n} if args.naive_n else set()))
+        stacks = {n: _simulated_stack(work / f"n{n}", n, args.box, seed=n) for n in sizes}
+        for n in args.sizes:
+            for precision in args.precision:
+                print(f"engine {precision}: N={n:,} ...", flush=True)
+                results["speed"].append(run_child("engine", stack=stacks[n], epochs=args.epochs, size=args.size, device=device, precision=precision))
+        if args.naive_n:
+            print(f"naive pipeline: N={args.naive_n:,} ...", flush=True)
+            naive = run_child("naive", stack=stacks[args.naive_n], epochs=args.epochs, size=args.size, workdir=work / "naive")
+            results["speed"].append(naive)
+            for precision in args.precision:
+                engine = [r for r in results["speed"] if r["pipeline"] == "engine" and r["n"] == args.naive_n and r["precision"] == precision]
+                if not engine:
+                    engine = [run_child("engine", stack=stacks[args.naive_n], epochs=args.epochs, size=args.size, device=device, precision=precision)]
+                    results["speed"].append(engine[0])
+                e = engine[0]
+                results["speedup"].append({
+                    "n": args.naive_n,
+                    "precision": precision,
+                    "train": e["pairs_per_second"] / naive["pairs_per_second"],
+                    "embed": e["embed_per_second"] / naive["embed_per_second"],
+                    "round": naive["round_seconds"] / e["round_seconds"],
+                })
+        if args.accuracy_n:
+            print(f"accuracy: N={args.accuracy_n:,} ...", flush=True)
+            results["accuracy"] = accuracy(args.accuracy_n, epochs=5, rounds=3, device=str(device), workdir=work)
+        if args.methods:
+            from worker.engine.bench_methods import compare_methods
+
+            print("methods: reference / invariant / PCA+KMeans ...", flush=True)
+            results["methods"] = compare_methods(device=str(device))
+    args.output.mkdir(parents=True, exist_ok=True)
+    name = f"bench-{device.type}{'-quick' if args.quick else ''}.json"
+    (args.output / name).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(table(results))
+    print(f"results written to {args.output / name}")
+    return 0
