@@ -1,0 +1,196 @@
+// Datasets panel: drag-and-drop or pick files, upload with a progress bar, list what is there.
+
+import { api, uploadFiles, withToken } from "./api.js";
+import { fmtBytes, fmtInt, h, replace } from "./dom.js";
+
+const ACCEPTED = /\.(mrcs|mrc|star)$/i;
+const THUMBNAILS = 10;
+
+export class DatasetsPanel {
+  /** onChange(datasets) runs after every refresh; onUse(dataset) when "New job" is pressed. */
+  constructor({ onChange, onUse }) {
+    this.onChange = onChange;
+    this.onUse = onUse;
+    this.datasets = [];
+    this.upload = null;
+    this.dropzone = document.getElementById("dropzone");
+    this.fileInput = document.getElementById("file-input");
+    this.nameInput = document.getElementById("dataset-name");
+    this.status = document.getElementById("upload-status");
+    this.error = document.getElementById("upload-error");
+    this.list = document.getElementById("dataset-list");
+    this.bindDropzone();
+    document.getElementById("upload-abort").addEventListener("click", () => this.upload?.abort());
+  }
+
+  bindDropzone() {
+    const zone = this.dropzone;
+    const stop = (event) => {
+      event.preventDefault();
+      event.stopPropagation();
+    };
+    zone.addEventListener("dragenter", (e) => {
+      stop(e);
+      zone.classList.add("dragging");
+    });
+    zone.addEventListener("dragover", (e) => {
+      stop(e);
+      e.dataTransfer.dropEffect = "copy";
+    });
+    zone.addEventListener("dragleave", (e) => {
+      stop(e);
+      if (!zone.contains(e.relatedTarget)) zone.classList.remove("dragging");
+    });
+    zone.addEventListener("drop", (e) => {
+      stop(e);
+      zone.classList.remove("dragging");
+      this.start([...e.dataTransfer.files]);
+    });
+    zone.addEventListener("click", (e) => {
+      if (e.target === zone || e.target.tagName === "P" || e.target.tagName === "STRONG") this.fileInput.click();
+    });
+    zone.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        this.fileInput.click();
+      }
+    });
+    this.fileInput.addEventListener("change", () => {
+      const files = [...this.fileInput.files];
+      this.fileInput.value = "";
+      this.start(files);
+    });
+    // A file dropped outside the zone would otherwise make the browser navigate away.
+    window.addEventListener("dragover", (e) => e.preventDefault());
+    window.addEventListener("drop", (e) => e.preventDefault());
+  }
+
+  showError(message) {
+    this.error.textContent = message;
+    this.error.hidden = !message;
+  }
+
+  /** Upload the chosen files as one dataset. */
+  async start(files) {
+    if (!files.length || this.upload) return;
+    this.showError("");
+    const wrong = files.filter((f) => !ACCEPTED.test(f.name));
+    if (wrong.length) {
+      this.showError(`Not a particle file (.mrcs, .mrc or .star): ${wrong.map((f) => f.name).join(", ")}`);
+      return;
+    }
+    const total = files.reduce((sum, f) => sum + f.size, 0);
+    document.getElementById("upload-files").textContent =
+      files.length === 1 ? files[0].name : `${files.length} files: ${files.map((f) => f.name).join(", ")}`;
+    const bar = document.getElementById("upload-progress");
+    const text = document.getElementById("upload-text");
+    bar.value = 0;
+    text.textContent = `0 B of ${fmtBytes(total)}`;
+    this.status.hidden = false;
+    this.dropzone.classList.add("busy");
+
+    // Speed over the last few seconds, so it follows the current rate rather than the average.
+    const samples = [{ t: performance.now(), loaded: 0 }];
+    const onProgress = ({ loaded, total: sent }) => {
+      const now = performance.now();
+      samples.push({ t: now, loaded });
+      while (samples.length > 2 && now - samples[0].t > 3000) samples.shift();
+      const dt = (now - samples[0].t) / 1000;
+      const rate = dt > 0 ? (loaded - samples[0].loaded) / dt : 0;
+      bar.value = sent ? loaded / sent : 0;
+      text.textContent =
+        loaded >= sent
+          ? `${fmtBytes(sent)} sent; the server is checking the files…`
+          : `${fmtBytes(loaded)} of ${fmtBytes(sent)} · ${fmtBytes(rate)}/s`;
+    };
+    this.upload = uploadFiles("/api/datasets", files, { name: this.nameInput.value.trim() }, onProgress);
+    try {
+      const dataset = await this.upload.promise;
+      this.nameInput.value = "";
+      await this.refresh();
+      this.onUse?.(dataset, { scroll: false });
+    } catch (err) {
+      this.showError(err.message);
+    } finally {
+      this.upload = null;
+      this.status.hidden = true;
+      this.dropzone.classList.remove("busy");
+    }
+  }
+
+  async refresh() {
+    try {
+      this.datasets = await api("/api/datasets");
+    } catch (err) {
+      replace(this.list, h("p", { class: "error", text: `Datasets could not be loaded: ${err.message}` }));
+      return;
+    }
+    this.render();
+    this.onChange?.(this.datasets);
+  }
+
+  render() {
+    if (!this.datasets.length) {
+      replace(this.list, h("p", { class: "muted", text: "No datasets yet: upload a particle stack." }));
+      return;
+    }
+    const known = new Map([...this.list.querySelectorAll(".dataset-card")].map((c) => [c.dataset.id, c]));
+    const cards = this.datasets.map((d) => known.get(String(d.id)) || this.card(d));
+    replace(this.list, cards);
+  }
+
+  card(d) {
+    const pixel = Number(d.pixel_size);
+    const meta = [
+      `${fmtInt(d.n_particles)} particles`,
+      `box ${d.box_size} px`,
+      `${Number.isFinite(pixel) ? pixel.toFixed(3) : "?"} Å/px`,
+      fmtBytes(d.size_bytes),
+    ];
+    if (d.has_ctf) meta.push("CTF");
+    const strip = h("div", { class: "thumb-strip" });
+    const count = Math.min(THUMBNAILS, d.n_particles || 0);
+    for (let i = 0; i < count; i++) {
+      strip.append(
+        h("img", {
+          src: withToken(`/api/datasets/${d.id}/particles/${i}.png`, { size: 64 }),
+          alt: `particle ${i}`,
+          title: `particle ${i}`,
+          width: "56",
+          height: "56",
+          loading: "lazy",
+        }),
+      );
+    }
+    const files = (d.files || []).join(", ");
+    return h(
+      "article",
+      { class: "dataset-card", dataset: { id: String(d.id) } },
+      h(
+        "div",
+        { class: "row spread" },
+        h("h3", { class: "dataset-name", text: d.name || `dataset ${d.id}`, title: files }),
+        h(
+          "span",
+          { class: "row" },
+          h("button", { type: "button", class: "small", text: "New job", on: { click: () => this.onUse?.(d, { scroll: true }) } }),
+          h("button", { type: "button", class: "small danger", text: "Delete", on: { click: () => this.remove(d) } }),
+        ),
+      ),
+      h("p", { class: "meta", text: meta.join(" · ") }),
+      h("p", { class: "muted files", text: files }),
+      strip,
+    );
+  }
+
+  async remove(d) {
+    if (!window.confirm(`Delete dataset "${d.name}" and its files?`)) return;
+    try {
+      await api(`/api/datasets/${d.id}`, { method: "DELETE" });
+      this.showError("");
+    } catch (err) {
+      this.showError(err.message);
+    }
+    await this.refresh();
+  }
+}

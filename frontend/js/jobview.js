@@ -1,0 +1,377 @@
+// One job, live: header with status and progress, the loss curve fed by Server-Sent Events,
+// the embedding scatter and class gallery of a chosen round, and the downloads.
+
+import { api, withToken } from "./api.js";
+import { fmtDuration, fmtInt, fmtTime, h, progressBar, replace, statusBadge } from "./dom.js";
+import { ClassGallery } from "./gallery.js";
+import { ACTIVE } from "./jobs.js";
+import { LossPlot } from "./lossplot.js";
+import { EmbeddingScatter } from "./scatter.js";
+
+const EVENT_TYPES = ["status", "round_started", "loss", "epoch", "round", "end"];
+
+export class JobView {
+  constructor(root, jobId, { onGone }) {
+    this.root = root;
+    this.jobId = jobId;
+    this.onGone = onGone;
+    this.source = null;
+    this.lastEventId = null;
+    this.ended = false;
+    this.closed = false;
+    this.retryDelay = 1000;
+    this.rounds = [];
+    this.round = null;
+    this.follow = true; // jump to each new round while the newest one is shown
+    this.live = { round: 0, pairsDone: 0, pairsTotal: 0, epoch: null };
+    this.loadSeq = 0;
+  }
+
+  async start() {
+    replace(this.root, h("p", { class: "muted", text: `Loading job ${this.jobId}…` }));
+    try {
+      this.job = await api(`/api/jobs/${this.jobId}`);
+    } catch (err) {
+      replace(this.root, h("a", { href: "#/", class: "back", text: "← Datasets and jobs" }), h("p", { class: "error", text: `Job ${this.jobId}: ${err.message}` }));
+      return;
+    }
+    try {
+      this.dataset = await api(`/api/datasets/${this.job.dataset_id}`);
+    } catch {
+      this.dataset = { id: this.job.dataset_id, name: `dataset ${this.job.dataset_id}`, n_particles: 0 };
+    }
+    if (this.closed) return;
+    this.build();
+    this.renderHead();
+    this.loss = new LossPlot(this.lossEl, this.dataset.n_particles);
+    try {
+      this.loss.addHistory(await api(`/api/jobs/${this.jobId}/loss`));
+    } catch {
+      // the live stream replays the points as well
+    }
+    if (this.closed) return;
+    this.scatter = new EmbeddingScatter(this.scatterEl, this.previewEl, {
+      thumbnailUrl: (i) => withToken(`/api/datasets/${this.job.dataset_id}/particles/${i}.png`, { size: 96 }),
+    });
+    this.gallery = new ClassGallery(this.galleryEl, { jobId: this.jobId, datasetId: this.job.dataset_id });
+    await this.refreshRounds();
+    this.connect();
+  }
+
+  build() {
+    this.headEl = h("div", { class: "job-head panel" });
+    this.lossEl = h("div", { class: "plot", id: "loss-plot" });
+    this.scatterEl = h("div", { class: "plot", id: "scatter-plot" });
+    this.previewEl = h(
+      "div",
+      { class: "hover-preview", id: "hover-preview", hidden: true },
+      h("img", { alt: "hovered particle", width: "96", height: "96" }),
+      h("span", { class: "preview-caption" }),
+    );
+    this.slider = h("input", { type: "range", id: "round-slider", min: "1", max: "1", step: "1", value: "1", "aria-label": "round", disabled: true });
+    this.slider.addEventListener("input", () => {
+      const r = this.rounds[Number(this.slider.value) - 1];
+      this.follow = r === this.rounds[this.rounds.length - 1];
+      this.selectRound(r);
+    });
+    this.sliderLabel = h("span", { class: "muted", id: "round-label" });
+    this.scatterNote = h("p", { class: "muted", id: "scatter-note" });
+    this.galleryEl = h("div", { id: "gallery" });
+    this.galleryTitle = h("h3", { text: "Class averages" });
+    this.downloadsEl = h("div", { class: "downloads", id: "downloads" });
+    replace(
+      this.root,
+      h("a", { href: "#/", class: "back", text: "← Datasets and jobs" }),
+      this.headEl,
+      h(
+        "div",
+        { class: "plots" },
+        h("section", { class: "panel" }, h("h3", { text: "Training loss" }), this.lossEl),
+        h(
+          "section",
+          { class: "panel" },
+          h("div", { class: "row spread wrap" }, h("h3", { text: "Embedding" }), h("span", { class: "row round-control" }, h("label", { for: "round-slider", text: "Round" }), this.slider, this.sliderLabel)),
+          this.scatterNote,
+          h("div", { class: "scatter-wrap" }, this.scatterEl, this.previewEl),
+        ),
+      ),
+      h("section", { class: "panel", id: "gallery-panel" }, this.galleryTitle, this.galleryEl),
+      h("section", { class: "panel" }, h("h3", { text: "Downloads" }), this.downloadsEl),
+    );
+  }
+
+  /** Overall progress: the server's figure, or a finer one from the live loss events. */
+  progress() {
+    const job = this.job;
+    let fraction = Number(job.progress) || 0;
+    const total = job.round_num || (job.params && job.params.round_num) || 1;
+    if (job.status === "running" && this.live.round && this.live.pairsTotal) {
+      const local = (this.live.round - 1 + Math.min(1, this.live.pairsDone / this.live.pairsTotal)) / total;
+      fraction = Math.max(fraction, local);
+    }
+    if (job.status === "succeeded") fraction = 1;
+    return fraction;
+  }
+
+  renderHead() {
+    const job = this.job;
+    const p = job.params || {};
+    const total = job.round_num || p.round_num || "?";
+    const round = Math.max(job.round || 0, this.live.round || 0);
+    const times = [];
+    if (job.started_at) times.push(`started ${fmtTime(job.started_at)}`);
+    if (job.finished_at) {
+      times.push(`finished ${fmtTime(job.finished_at)}`);
+      const secs = (new Date(job.finished_at) - new Date(job.started_at)) / 1000;
+      if (job.started_at && Number.isFinite(secs)) times.push(`took ${fmtDuration(secs)}`);
+    }
+    const where = [job.worker, job.device].filter(Boolean).join(" · ");
+    const params = [
+      p.method, `${p.cluster_num} classes`, `lr ${p.learning_rate}`, `${p.epoch_num} epochs`, `batch ${p.batch_size}`,
+      `${p.round_num} rounds`, `size ${p.size}`, `seed ${p.seed}`, `device ${p.device}`,
+      p.phase_flip ? "phase flip" : "no phase flip", p.align_averages ? "aligned averages" : "plain averages",
+    ];
+    const actions = h("span", { class: "row" });
+    if (ACTIVE.has(job.status)) actions.append(h("button", { type: "button", id: "job-cancel", text: "Cancel job", on: { click: () => this.cancel() } }));
+    else actions.append(h("button", { type: "button", id: "job-delete", class: "danger", text: "Delete job", on: { click: () => this.remove() } }));
+    this.liveEl = this.liveEl || h("span", { class: "live", id: "live-state" });
+    const epochText = job.status === "running" && this.live.epoch ? ` · epoch ${this.live.epoch}/${p.epoch_num}` : "";
+    replace(
+      this.headEl,
+      h(
+        "div",
+        { class: "row spread wrap" },
+        h("h2", { class: "row" }, h("span", { text: `Job #${job.id}` }), h("span", { class: "dataset-name", text: this.dataset.name }), statusBadge(job.status), this.liveEl),
+        actions,
+      ),
+      h(
+        "div",
+        { class: "row wrap" },
+        (this.roundEl = h("span", { id: "job-round", text: `round ${round}/${total}${epochText}` })),
+        (this.progressEl = h("span", {}, progressBar(this.progress(), "job progress"))),
+        h("span", { class: "muted", text: `${fmtInt(this.dataset.n_particles)} particles · box ${this.dataset.box_size ?? "?"} px` }),
+        where ? h("span", { class: "muted", text: where }) : null,
+      ),
+      h("p", { class: "muted params", text: params.join(" · ") }),
+      times.length ? h("p", { class: "muted", text: times.join(" · ") }) : null,
+      job.error ? h("p", { class: "error", id: "job-error", text: job.error }) : null,
+    );
+  }
+
+  setLive(state, text) {
+    if (!this.liveEl) return;
+    this.liveEl.className = `live ${state}`;
+    this.liveEl.textContent = text;
+  }
+
+  /** Open the event stream, from the last event seen when reconnecting. */
+  connect() {
+    if (this.closed || this.ended) return;
+    const params = this.lastEventId !== null ? { last_event_id: this.lastEventId } : {};
+    const source = new EventSource(withToken(`/api/jobs/${this.jobId}/events`, params));
+    this.source = source;
+    this.setLive("connecting", "connecting…");
+    source.addEventListener("open", () => {
+      this.retryDelay = 1000;
+      this.setLive("on", "live");
+    });
+    for (const type of EVENT_TYPES) {
+      source.addEventListener(type, (event) => {
+        if (event.lastEventId) this.lastEventId = event.lastEventId;
+        let data = {};
+        try {
+          data = event.data ? JSON.parse(event.data) : {};
+        } catch {
+          return;
+        }
+        this.onEvent(type, data);
+      });
+    }
+    source.addEventListener("error", () => {
+      if (this.closed || this.ended) return;
+      if (source.readyState === EventSource.CONNECTING) {
+        // The browser reconnects by itself and sends Last-Event-ID.
+        this.setLive("off", "reconnecting…");
+        return;
+      }
+      // Closed for good (an HTTP error, e.g. 401 or 502): check the job and open a new stream.
+      source.close();
+      this.setLive("off", "reconnecting…");
+      const delay = this.retryDelay;
+      this.retryDelay = Math.min(10000, this.retryDelay * 2);
+      setTimeout(async () => {
+        if (this.closed) return;
+        try {
+          this.job = await api(`/api/jobs/${this.jobId}`);
+          this.renderHead();
+        } catch (err) {
+          if (err.status === 404) return this.gone();
+        }
+        this.connect();
+      }, delay);
+    });
+  }
+
+  onEvent(type, data) {
+    if (type === "loss") {
+      this.loss.add(data);
+      this.live.round = Number(data.round);
+      this.live.pairsDone = Number(data.pairs_done);
+      this.live.epoch = Number(data.epoch);
+      if (this.job.status === "queued") {
+        this.job.status = "running";
+        this.renderHead();
+      }
+      this.renderProgressSoon();
+    } else if (type === "round_started") {
+      this.live = { round: Number(data.round), pairsDone: 0, pairsTotal: Number(data.pairs_total), epoch: 1 };
+      this.job.round = Math.max(this.job.round || 0, Number(data.round));
+      if (data.round_num) this.job.round_num = data.round_num;
+      this.renderHead();
+    } else if (type === "epoch") {
+      this.live.epoch = Number(data.epoch);
+    } else if (type === "round") {
+      this.job.round = Math.max(this.job.round || 0, Number(data.round));
+      this.refreshJob();
+      this.refreshRounds();
+    } else if (type === "status") {
+      this.job.status = data.status || this.job.status;
+      if (data.error) this.job.error = data.error;
+      this.renderHead();
+      if (!ACTIVE.has(this.job.status)) this.refreshJob();
+    } else if (type === "end") {
+      this.ended = true;
+      this.source.close();
+      this.setLive("done", "finished");
+      this.refreshJob();
+      this.refreshRounds();
+    }
+  }
+
+  /** Update the round and progress in place (many loss events a second; buttons stay put). */
+  renderProgressSoon() {
+    if (this.headTimer) return;
+    this.headTimer = setTimeout(() => {
+      this.headTimer = null;
+      if (this.closed || !this.roundEl) return;
+      const p = this.job.params || {};
+      const total = this.job.round_num || p.round_num || "?";
+      const round = Math.max(this.job.round || 0, this.live.round || 0);
+      const epoch = this.live.epoch ? ` · epoch ${this.live.epoch}/${p.epoch_num}` : "";
+      this.roundEl.textContent = `round ${round}/${total}${epoch}`;
+      replace(this.progressEl, progressBar(this.progress(), "job progress"));
+    }, 250);
+  }
+
+  async refreshJob() {
+    try {
+      this.job = await api(`/api/jobs/${this.jobId}`);
+    } catch (err) {
+      if (err.status === 404) this.gone();
+      return;
+    }
+    if (!this.closed) this.renderHead();
+  }
+
+  async refreshRounds() {
+    let rounds;
+    try {
+      rounds = await api(`/api/jobs/${this.jobId}/rounds`);
+    } catch {
+      return;
+    }
+    if (this.closed) return;
+    rounds = rounds.map(Number).sort((a, b) => a - b);
+    const grew = rounds.length !== this.rounds.length;
+    this.rounds = rounds;
+    if (!rounds.length) {
+      this.slider.disabled = true;
+      this.sliderLabel.textContent = "";
+      this.scatterNote.textContent = "The embedding and the class averages appear when round 1 is complete.";
+      this.galleryTitle.textContent = "Class averages";
+      this.renderDownloads();
+      return;
+    }
+    this.slider.disabled = rounds.length < 2;
+    this.slider.max = String(rounds.length);
+    if (this.round === null || (grew && this.follow)) this.selectRound(rounds[rounds.length - 1]);
+    else this.renderDownloads();
+  }
+
+  /** Show round r in the slider, the scatter, the gallery and the downloads. */
+  async selectRound(r) {
+    const seq = ++this.loadSeq;
+    this.round = r;
+    this.slider.value = String(this.rounds.indexOf(r) + 1);
+    const total = this.job.round_num || "?";
+    this.sliderLabel.textContent = `${r} of ${total}`;
+    this.galleryTitle.textContent = `Class averages, round ${r}`;
+    this.renderDownloads();
+    let embedding;
+    let classes;
+    try {
+      [embedding, classes] = await Promise.all([
+        api(`/api/jobs/${this.jobId}/rounds/${r}/embedding`),
+        api(`/api/jobs/${this.jobId}/rounds/${r}/classes`),
+      ]);
+    } catch (err) {
+      this.scatterNote.textContent = `Round ${r} could not be loaded: ${err.message}`;
+      return;
+    }
+    if (seq !== this.loadSeq || this.closed) return;
+    this.scatterNote.textContent = `${fmtInt(embedding.labels.length)} particles, ${classes.length} classes; hover a point to see the particle.`;
+    this.gallery.show(r, classes);
+    await this.scatter.show(embedding, r);
+  }
+
+  renderDownloads() {
+    const links = [];
+    const link = (path, text, note) =>
+      h("a", { href: withToken(path), download: "", class: "download", text }, note ? h("span", { class: "muted", text: ` ${note}` }) : null);
+    if (this.round !== null) {
+      const base = `/api/jobs/${this.jobId}/rounds/${this.round}`;
+      links.push(
+        link(`${base}/class_averages.mrcs`, "Class averages (.mrcs)", `round ${this.round}`),
+        link(`${base}/class_averages.png`, "Class averages (PNG)", `round ${this.round}`),
+        link(`${base}/labels.csv`, "Labels (CSV)", `round ${this.round}`),
+        link(`${base}/archive.zip`, "Everything of the round (.zip)", `round ${this.round}`),
+      );
+    }
+    if (this.job.status === "succeeded") links.push(link(`/api/jobs/${this.jobId}/particles.star`, "Particles with classes (RELION .star)", "final round"));
+    if (!links.length) links.push(h("span", { class: "muted", text: "Downloads appear when round 1 is complete." }));
+    replace(this.downloadsEl, links);
+  }
+
+  async cancel() {
+    try {
+      await api(`/api/jobs/${this.jobId}/cancel`, { method: "POST" });
+    } catch (err) {
+      window.alert(`The job could not be cancelled: ${err.message}`);
+    }
+    this.refreshJob();
+  }
+
+  async remove() {
+    if (!window.confirm(`Delete job ${this.jobId} and its results?`)) return;
+    try {
+      await api(`/api/jobs/${this.jobId}`, { method: "DELETE" });
+    } catch (err) {
+      window.alert(`The job could not be deleted: ${err.message}`);
+      return;
+    }
+    this.gone();
+  }
+
+  gone() {
+    this.destroy();
+    this.onGone?.();
+  }
+
+  destroy() {
+    this.closed = true;
+    if (this.source) this.source.close();
+    clearTimeout(this.headTimer);
+    this.loss?.destroy();
+    this.scatter?.destroy();
+  }
+}
