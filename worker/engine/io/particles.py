@@ -124,6 +124,7 @@ class ParticleStack:
         frame = np.empty(len(table.image_names), np.int64)
         for row, name in enumerate(table.image_names):
             number, _, file_name = name.rpartition("@")
+            file_name = re.sub(r":mrcs?$", "", file_name.strip())  # RELION's "x.mrc:mrcs"
             if file_name not in by_name:
                 by_name[file_name] = len(headers)
                 headers.append(read_header(_resolve_in_star(star, file_name, row)))
@@ -271,7 +272,7 @@ def _stack_header(path: Path) -> MrcHeader:
 
 def _resolve_in_star(star: Path, file_name: str, row: int) -> Path:
     """Find a stack named in a star file: beside the star, or in a folder above it (RELION)."""
-    name = re.sub(r":mrcs?$", "", file_name.strip())
+    name = file_name
     if not name:
         raise InputError(f"{star}: row {row + 1} has an empty image name")
     given = Path(name)
