@@ -1,0 +1,94 @@
+"""The FastAPI application: REST API under /api, the page at /, Plotly.js at /vendor.
+
+    uvicorn --factory backend.app:create_app
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from backend import jobstate
+from backend.db import Database
+from backend.deps import require_token
+from backend.dispatch import Dispatcher
+from backend.routes import datasets, downloads, events, health, jobs, page, results
+from backend.settings import Settings
+from backend.storage import StackCache, Storage, UploadError
+from cryoclust import __version__
+
+log = logging.getLogger("cryoclust.api")
+
+
+def reap_once(app: FastAPI) -> list[str]:
+    """Requeue the jobs whose worker is gone and send them again."""
+    settings = app.state.settings
+    with app.state.db.session() as session:
+        resend = jobstate.reap_stale(session, settings.STALE_AFTER_SECONDS, settings.MAX_ATTEMPTS)
+    for job_id in resend:
+        try:
+            app.state.dispatcher.send(job_id)
+            log.warning("job %s: worker lost, requeued", job_id)
+        except Exception as exc:  # broker down: the next pass retries via the heartbeat
+            log.error("job %s: cannot requeue: %s", job_id, exc)
+    return resend
+
+
+async def _reaper(app: FastAPI) -> None:
+    interval = max(0.5, min(30.0, app.state.settings.STALE_AFTER_SECONDS / 4))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(reap_once, app)
+        except Exception:
+            log.exception("stale-job reaper")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    task = asyncio.create_task(_reaper(app))
+    try:
+        yield
+    finally:
+        task.cancel()
+        app.state.stacks.clear()
+        app.state.dispatcher.close()
+        app.state.db.dispose()
+
+
+async def _upload_error(_request: Request, exc: UploadError) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="cryoclust",
+        version=__version__,
+        description="2D classification of cryo-EM particle images: datasets, jobs, live events, results.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = Database.from_settings(settings)
+    app.state.storage = Storage(settings.data_dir)
+    app.state.dispatcher = Dispatcher(settings)
+    app.state.stacks = StackCache()
+    app.add_exception_handler(UploadError, _upload_error)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        )
+    protected = [Depends(require_token)]
+    for module in (health, datasets, jobs, events, results, downloads):
+        app.include_router(module.router, prefix="/api", dependencies=protected)
+    app.include_router(page.router)
+    return app

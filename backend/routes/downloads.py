@@ -1,0 +1,143 @@
+"""Downloads: a round's files, a zip of a round, the final RELION star, subset exports."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from backend import artifacts
+from backend.deps import SessionDep, StorageDep
+from backend.routes.jobs import get_job
+from backend.schemas import SubsetRequest
+from backend.storage import Storage
+from backend.tables import Dataset
+
+router = APIRouter(tags=["downloads"])
+
+ROUND_FILES = {
+    "class_averages.mrcs": "application/octet-stream",
+    "class_averages.png": "image/png",
+    "labels.csv": "text/csv",
+}
+# Weights are resume state, large and of no use outside the engine.
+ARCHIVE_EXCLUDES = {"model.pt", "checkpoint.pt"}
+SUBSET_CHUNK = 1024
+
+
+def _temporary_download(path: Path, filename: str, media_type: str) -> FileResponse:
+    """Serve a file made for this request and remove it once sent."""
+    return FileResponse(path, media_type=media_type, filename=filename, background=BackgroundTask(path.unlink, missing_ok=True))
+
+
+def _zip_round(folder: Path, target: Path, prefix: str) -> None:
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.name not in ARCHIVE_EXCLUDES and not path.name.startswith("."):
+                archive.write(path, f"{prefix}/{path.name}")
+
+
+@router.get(
+    "/jobs/{job_id}/rounds/{round_ref}/archive.zip",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+async def round_archive(job_id: str, round_ref: str, session: SessionDep, storage: StorageDep) -> FileResponse:
+    """Every file of a round in one zip."""
+    job = get_job(session, job_id)
+    number, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
+    target = storage.tmp_file(".zip")
+    name = f"{job.id}_round{number:02d}"
+    await run_in_threadpool(_zip_round, folder, target, name)
+    return _temporary_download(target, f"{name}.zip", "application/zip")
+
+
+@router.get(
+    "/jobs/{job_id}/rounds/{round_ref}/{filename}",
+    response_class=FileResponse,
+    responses={200: {"content": {t: {} for t in set(ROUND_FILES.values())}}},
+)
+def round_file(  # after archive.zip: {filename} would shadow it
+    job_id: str,
+    round_ref: str,
+    filename: Literal["class_averages.mrcs", "class_averages.png", "labels.csv"],
+    session: SessionDep,
+    storage: StorageDep,
+) -> FileResponse:
+    """Class averages (.mrcs, PNG gallery) or labels CSV of a round (`final` = last complete)."""
+    job = get_job(session, job_id)
+    number, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
+    path = folder / filename
+    if not path.is_file():
+        raise HTTPException(404, f"{filename} is missing from round {number}")
+    stem, suffix = filename.rsplit(".", 1)
+    return FileResponse(path, media_type=ROUND_FILES[filename], filename=f"{job.id}_round{number:02d}_{stem}.{suffix}")
+
+
+@router.get(
+    "/jobs/{job_id}/particles.star",
+    response_class=FileResponse,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def particles_star(job_id: str, session: SessionDep, storage: StorageDep) -> FileResponse:
+    """RELION particles .star with _rlnClassNumber of the final round (once the job succeeded)."""
+    job = get_job(session, job_id)
+    path = storage.job_dir(job.id) / "particles.star"
+    if not path.is_file():
+        raise HTTPException(404, f"job {job.id} has no final particles.star yet (status {job.status})")
+    return FileResponse(path, media_type="text/plain", filename=f"{job.id}_particles.star")
+
+
+def _write_subset(storage: Storage, dataset: Dataset, folder: Path, classes: list[int], fmt: str, target: Path) -> int:
+    from worker.engine.io.particles import ParticleStack
+
+    labels = artifacts.labels(folder) + 1
+    chosen = np.flatnonzero(np.isin(labels, classes))
+    if chosen.size == 0:
+        raise HTTPException(422, f"classes {classes} have no members")
+    with ParticleStack.open(storage.dataset_dir(dataset.id) / dataset.path) as stack:
+        if fmt == "star":
+            from worker.engine.io.star import write_particles_star
+
+            names = stack.image_names
+            write_particles_star(target, [names[i] for i in chosen], labels[chosen], pixel_size=stack.pixel_size)
+        else:
+            from worker.engine.io.mrc import write_stack
+
+            images = np.empty((chosen.size, stack.box, stack.box), dtype=np.float32)
+            for start in range(0, chosen.size, SUBSET_CHUNK):
+                images[start : start + SUBSET_CHUNK] = stack.read_indices(chosen[start : start + SUBSET_CHUNK])
+            write_stack(target, images, stack.pixel_size)
+    return int(chosen.size)
+
+
+@router.post(
+    "/jobs/{job_id}/subset",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}, "text/plain": {}}}},
+)
+async def subset(job_id: str, body: SubsetRequest, session: SessionDep, storage: StorageDep) -> FileResponse:
+    """The particles of chosen classes: a .star referencing the original stack, or a new .mrcs."""
+    job = get_job(session, job_id)
+    number, folder = artifacts.resolve_round(storage.job_dir(job.id), body.round)
+    artifacts.check_classes(folder, body.classes)
+    dataset = session.get(Dataset, job.dataset_id)
+    if dataset is None:
+        raise HTTPException(404, f"the dataset of job {job.id} is gone")
+    classes = sorted(set(body.classes))
+    target = storage.tmp_file(f".{body.format}")
+    try:
+        await run_in_threadpool(_write_subset, storage, dataset, folder, classes, body.format, target)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    label = "-".join(str(c) for c in classes[:20])
+    filename = f"{job.id}_round{number:02d}_classes{label}.{body.format}"
+    media = "text/plain" if body.format == "star" else "application/octet-stream"
+    return _temporary_download(target, filename, media)

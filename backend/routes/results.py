@@ -1,0 +1,109 @@
+"""Results as JSON for the page: loss history, complete rounds, embedding, classes, members."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import select
+
+from backend import artifacts
+from backend.deps import SessionDep, StacksDep, StorageDep
+from backend.routes.jobs import get_job
+from backend.schemas import ClassOut, EmbeddingOut, LossOut, MembersOut
+from backend.tables import JobEvent
+
+router = APIRouter(tags=["results"])
+
+
+@router.get("/jobs/{job_id}/loss", response_model=LossOut)
+def job_loss(job_id: str, session: SessionDep, storage: StorageDep) -> dict:
+    """Loss points of every round: complete rounds from their loss.json, the running one live."""
+    job = get_job(session, job_id)
+    out_dir = storage.job_dir(job.id)
+    done = artifacts.rounds(out_dir)
+    result = []
+    for number in done:
+        points = artifacts.read_json(artifacts.round_dir(out_dir, number) / "loss.json")
+        result.append({"round": number, "points": points})
+    # The round in progress: the loss events since its (latest) start.
+    started = session.execute(
+        select(JobEvent.id, JobEvent.data)
+        .where(JobEvent.job_id == job.id, JobEvent.kind == "round_started")
+        .order_by(JobEvent.id.desc())
+        .limit(1)
+    ).first()
+    if started and started.data.get("round") not in done:
+        live = session.scalars(
+            select(JobEvent.data)
+            .where(JobEvent.job_id == job.id, JobEvent.kind == "loss", JobEvent.id > started.id)
+            .order_by(JobEvent.id)
+        ).all()
+        points = [{k: p[k] for k in ("step", "pairs_done", "epoch", "loss")} for p in live]
+        result.append({"round": started.data["round"], "points": points})
+    return {"rounds": result}
+
+
+@router.get("/jobs/{job_id}/rounds", response_model=list[int])
+def job_rounds(job_id: str, session: SessionDep, storage: StorageDep) -> list[int]:
+    """Numbers of the complete rounds, 1-based."""
+    job = get_job(session, job_id)
+    return artifacts.rounds(storage.job_dir(job.id))
+
+
+@router.get("/jobs/{job_id}/rounds/{round_ref}/embedding", response_model=EmbeddingOut)
+def round_embedding(job_id: str, round_ref: str, session: SessionDep, storage: StorageDep) -> dict:
+    """The 2-D projection of every particle's embedding, with its class (1-based)."""
+    job = get_job(session, job_id)
+    _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
+    points = np.round(np.asarray(artifacts.embedding_2d(folder), dtype=np.float64), 4)
+    return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "labels": (artifacts.labels(folder) + 1).tolist()}
+
+
+@router.get("/jobs/{job_id}/rounds/{round_ref}/classes", response_model=list[ClassOut])
+def round_classes(job_id: str, round_ref: str, session: SessionDep, storage: StorageDep) -> list[dict]:
+    """Per class: its number (1-based), member count, fraction and quality when known."""
+    job = get_job(session, job_id)
+    _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
+    return artifacts.read_json(folder / "classes.json")
+
+
+@router.get(
+    "/jobs/{job_id}/rounds/{round_ref}/classes/{class_number}/average.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def class_average_png(
+    job_id: str,
+    round_ref: str,
+    class_number: int,
+    session: SessionDep,
+    storage: StorageDep,
+    stacks: StacksDep,
+    size: int = Query(128, ge=16, le=512),
+) -> Response:
+    """One class average as a PNG."""
+    from worker.engine.gallery import thumbnail_png
+
+    job = get_job(session, job_id)
+    _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
+    artifacts.check_classes(folder, [class_number])
+    image = stacks.read(folder / "class_averages.mrcs", lambda s: s.read(class_number - 1, class_number)[0])
+    return Response(thumbnail_png(image, size), media_type="image/png")
+
+
+@router.get("/jobs/{job_id}/rounds/{round_ref}/classes/{class_number}/members", response_model=MembersOut)
+def class_members(
+    job_id: str,
+    round_ref: str,
+    class_number: int,
+    session: SessionDep,
+    storage: StorageDep,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=10000),
+) -> dict:
+    """Indices (0-based) of the particles in one class, a page at a time."""
+    job = get_job(session, job_id)
+    _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
+    artifacts.check_classes(folder, [class_number])
+    members = np.flatnonzero(artifacts.labels(folder) == class_number - 1)
+    return {"total": int(members.size), "indices": members[offset : offset + limit].tolist()}
