@@ -24,7 +24,9 @@ def image_shape(path: Path) -> tuple[int, int]:
             return img.height, img.width
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not a readable image (unknown or damaged format)") from None
+    except OSError as err:
         raise InputError(f"{path}: not a readable image ({err})") from None
 
 
@@ -38,5 +40,7 @@ def read_image(path: Path) -> np.ndarray:
             return np.asarray(img, dtype=np.float32)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not a readable image (unknown or damaged format)") from None
+    except (OSError, ValueError) as err:
         raise InputError(f"{path}: not a readable image ({err})") from None

@@ -133,7 +133,9 @@ class ParticleStack:
                 k = int(number) if number else 1
             except ValueError:
                 raise InputError(f"{star}: row {row + 1}: cannot read image name {name!r}") from None
-            if not 1 <= k <= headers[f].nz:
+            if k < 1:
+                raise InputError(f"{star}: row {row + 1} ({name}): image numbers start at 1")
+            if k > headers[f].nz:
                 raise InputError(f"{star}: row {row + 1} ({name}) points past the end of "
                                  f"{headers[f].path}, which holds {headers[f].nz} images")
             file_index[row], frame[row] = f, k - 1
@@ -284,8 +286,8 @@ def _resolve_in_star(star: Path, file_name: str, row: int) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise InputError(f"{star}: row {row + 1} refers to {name}, which is not found "
-                     f"(looked in {candidates[0].parent})")
+    where = "" if given.is_absolute() else f" beside {star.name} or in the folders above it"
+    raise InputError(f"{star}: row {row + 1} refers to {name}, which is not found{where}")
 
 
 def _relative_name(path: Path, base: Path) -> str:
