@@ -50,19 +50,29 @@ def request_cancel(session: Session, job: Job) -> None:
     session.commit()
 
 
-def claim(session: Session, job_id: str, worker: str, device: str) -> Job | None:
-    """Mark a job running on this worker; None when it needs no run (ended, cancelled, gone)."""
-    job = session.get(Job, job_id, with_for_update=session.bind.dialect.name != "sqlite")
+def claim(session: Session, job_id: str, worker: str, default_device: str, stale_after: float) -> Job | None:
+    """Mark a job running on this worker; None when it needs no run here.
+
+    None when the job ended, was cancelled or deleted, or runs on another worker that is still
+    alive (Redis redelivers a task after its visibility timeout even if its job still runs).
+    """
+    locking = session.bind.dialect.name != "sqlite"
+    job = session.get(Job, job_id, with_for_update=locking)
     if job is None or job.status in TERMINAL:
         return None
     if job.cancel_requested:
         finish(session, job, "cancelled")
         session.commit()
         return None
+    fresh = job.heartbeat_at and job.heartbeat_at > utcnow() - timedelta(seconds=stale_after)
+    if job.status == "running" and job.worker != worker and fresh:
+        session.rollback()
+        return None
     job.status = "running"
     job.worker = worker
-    job.device = device
+    job.device = job.params.get("device") or default_device
     job.attempts += 1
+    job.error = None
     job.started_at = job.started_at or utcnow()
     job.heartbeat_at = utcnow()
     message = f"attempt {job.attempts} on {worker}" if job.attempts > 1 else None

@@ -1,0 +1,221 @@
+"""The Celery task "classify"(job_id): run the engine for one job and record what happens.
+
+Thin on purpose: it loads the job and its dataset, builds a ClassifyConfig, calls
+`worker.engine.pipeline.classify` with a callback that turns engine events into job_events rows,
+and records the outcome. The engine resumes after the last complete round of an existing
+out_dir, so a job delivered again after its worker died continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from celery import shared_task, signals
+
+from backend import jobstate
+from backend.db import Database
+from backend.settings import Settings
+from backend.tables import Dataset, Job
+from backend.workers import Heartbeat
+from worker.engine.errors import InputError, JobCancelled
+from worker.engine.events import EpochDone, Event, LossPoint, RoundDone, RoundStarted
+
+log = logging.getLogger("cryoclust.worker")
+
+LOSS_INTERVAL = 0.2  # at most 5 loss events a second reach the database
+CHECK_INTERVAL = 0.5  # how often the callback looks for a cancel request
+
+
+class WorkerStopping(Exception):
+    """The worker is shutting down: the job goes back to the queue and resumes later."""
+
+
+class Superseded(Exception):
+    """The job was requeued to another worker while this one still ran it (stale heartbeat)."""
+
+
+_state: dict = {}
+_stopping = threading.Event()
+
+
+def _context() -> tuple[Settings, Database]:
+    """Settings and database of this worker process, made once."""
+    if "db" not in _state:
+        _state["settings"] = Settings()
+        _state["db"] = Database.from_settings(_state["settings"])
+    return _state["settings"], _state["db"]
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender=None, **_kwargs) -> None:
+    settings, db = _context()
+    name = getattr(sender, "hostname", None) or f"{socket.gethostname()}:{os.getpid()}"
+    _state["heartbeat"] = Heartbeat(db, name, settings.DEVICE, settings.QUEUE, settings.HEARTBEAT_SECONDS)
+    _state["heartbeat"].start()
+
+
+@signals.worker_shutting_down.connect
+def _on_shutting_down(**_kwargs) -> None:
+    # Runs in the signal handler: only set a flag; the job's callback acts on it.
+    _stopping.set()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_kwargs) -> None:
+    heartbeat = _state.pop("heartbeat", None)
+    if heartbeat:
+        heartbeat.stop()
+
+
+class JobRecorder:
+    """The engine's callback: events to rows (loss points throttled), progress, cancel checks."""
+
+    def __init__(self, db: Database, job_id: str, worker: str, round_num: int) -> None:
+        self.db = db
+        self.job_id = job_id
+        self.worker = worker
+        self.round_num = round_num
+        self.pairs_total = 1
+        self.pending: LossPoint | None = None
+        self.last_loss = 0.0
+        self.last_check = time.monotonic()
+
+    def __call__(self, event: Event) -> None:
+        now = time.monotonic()
+        if isinstance(event, LossPoint):
+            self.pending = event
+            if now - self.last_loss >= LOSS_INTERVAL:
+                self._write([])
+        else:
+            self._write([event])
+        if now - self.last_check >= CHECK_INTERVAL:
+            self.last_check = now
+            self._check()
+
+    def notice(self, message: str) -> None:
+        with self.db.session() as session:
+            jobstate.add_event(session, self.job_id, "status", {"status": "running", "message": message})
+            session.commit()
+
+    def flush(self) -> None:
+        if self.pending:
+            self._write([])
+
+    def _write(self, events: list[Event]) -> None:
+        rows: list[tuple[str, dict]] = []
+        values: dict = {}
+        if self.pending is not None:
+            p, self.pending = self.pending, None
+            self.last_loss = time.monotonic()
+            rows.append(("loss", {"round": p.round, "epoch": p.epoch, "step": p.step, "pairs_done": p.pairs_done, "loss": p.loss}))
+            values = {"round": p.round, "progress": self._progress(p.round, p.pairs_done)}
+        for e in events:
+            if isinstance(e, RoundStarted):
+                self.pairs_total = max(1, e.pairs_total)
+                rows.append(("round_started", {"round": e.round, "round_num": e.round_num, "pairs_total": e.pairs_total}))
+                values = {"round": e.round, "progress": self._progress(e.round, 0)}
+            elif isinstance(e, EpochDone):
+                rows.append(("epoch", {"round": e.round, "epoch": e.epoch, "loss": e.loss, "seconds": e.seconds}))
+            elif isinstance(e, RoundDone):
+                rows.append(("round", {"round": e.round, "round_num": e.round_num, "counts": list(e.counts),
+                                       "seconds": e.seconds, "loss": e.loss, "timings": dict(e.timings)}))
+                values = {"round": e.round, "rounds_done": e.round, "progress": e.round / self.round_num}
+        with self.db.session() as session:
+            for kind, data in rows:
+                jobstate.add_event(session, self.job_id, kind, data)
+            job = session.get(Job, self.job_id)
+            if job is not None:
+                for key, value in values.items():
+                    setattr(job, key, value)
+            session.commit()
+
+    def _progress(self, round_index: int, pairs_done: int) -> float:
+        return min(1.0, ((round_index - 1) + pairs_done / self.pairs_total) / self.round_num)
+
+    def _check(self) -> None:
+        if _stopping.is_set():
+            raise WorkerStopping()
+        with self.db.session() as session:
+            job = session.get(Job, self.job_id)
+            if job is None or job.cancel_requested:
+                raise JobCancelled()
+            if job.status != "running" or job.worker != self.worker:
+                raise Superseded()
+
+
+def failure_message(exc: BaseException) -> str:
+    if isinstance(exc, (InputError, ValueError)):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"cannot read or write files: {exc.strerror}{where}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@shared_task(name="classify", bind=True, acks_late=True, reject_on_worker_lost=True)
+def classify(self, job_id: str) -> str:
+    """Run (or resume) job `job_id`; returns its final status."""
+    settings, db = _context()
+    worker = self.request.hostname or f"{socket.gethostname()}:{os.getpid()}"
+    with db.session() as session:
+        job = jobstate.claim(session, job_id, worker, settings.DEVICE, settings.STALE_AFTER_SECONDS)
+        if job is None:
+            return "skipped"
+        dataset = session.get(Dataset, job.dataset_id)
+        params, device, round_num = dict(job.params), job.device, job.round_num
+    heartbeat = _state.get("heartbeat")
+    if heartbeat:
+        heartbeat.job_id = job_id
+    recorder = JobRecorder(db, job_id, worker, round_num)
+    status, error = "failed", None
+    try:
+        status, error = _run(settings, dataset, job_id, params, device, recorder)
+    except WorkerStopping:
+        recorder.flush()
+        with db.session() as session:
+            jobstate.requeue(session, session.get(Job, job_id), f"worker {worker} stopped; requeued")
+            session.commit()
+        self.app.send_task("classify", args=[job_id], queue=settings.QUEUE)
+        return "requeued"
+    except Superseded:
+        log.warning("job %s: taken over by another worker; stopping here", job_id)
+        return "superseded"
+    finally:
+        if heartbeat:
+            heartbeat.job_id = None
+    recorder.flush()
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        if job is not None:
+            jobstate.finish(session, job, status, error)
+            session.commit()
+    return status
+
+
+def _run(settings: Settings, dataset: Dataset | None, job_id: str, params: dict, device: str, recorder: JobRecorder):
+    """The engine run itself; returns (status, error)."""
+    if dataset is None:
+        return "failed", "the job's dataset was deleted"
+    try:
+        from worker.engine.config import ClassifyConfig
+        from worker.engine.io.particles import ParticleStack
+        from worker.engine.pipeline import classify as run_pipeline
+
+        config = ClassifyConfig.from_dict({**params, "device": device})
+        folder = settings.data_dir / "datasets" / dataset.id
+        out_dir = settings.data_dir / "jobs" / job_id
+        with ParticleStack.open(folder / dataset.path, confine_to=folder) as stack:
+            run_pipeline(stack, config, out_dir, on_event=recorder, on_notice=recorder.notice,
+                         command=["cryoclust", "worker", f"job={job_id}"])
+        return "succeeded", None
+    except JobCancelled:
+        return "cancelled", None
+    except (WorkerStopping, Superseded):
+        raise
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        return "failed", failure_message(exc)
