@@ -144,14 +144,16 @@ def test_folder_of_pictures(tmp_path):
 
 
 def test_many_stacks_keep_few_files_open(make_mrc, tmp_path):
-    count = particles_module.MAX_OPEN_FILES + 4
-    datas = [make_mrc(f"many/s{i:02d}.mrcs", n=2, box=6, seed=i)[1] for i in range(count)]
+    datas = [make_mrc(f"many/s{i:02d}.mrcs", n=2, box=6, seed=i)[1] for i in range(8)]
     expected = np.concatenate(datas)
     with ParticleStack.open(tmp_path / "many") as stack:
-        order = np.random.default_rng(0).permutation(2 * count)
+        stack.max_open_files = 3
+        order = np.random.default_rng(0).permutation(16)
         np.testing.assert_array_equal(stack.read_indices(order), expected[order])
-        assert len(stack._open) <= particles_module.MAX_OPEN_FILES
+        assert len(stack._open) == 3
         np.testing.assert_array_equal(stack.read(), expected)
+        assert len(stack._open) == 3
+    assert particles_module.MAX_OPEN_FILES >= 16
 
 
 def test_close_pickle_and_reopen(make_mrc):

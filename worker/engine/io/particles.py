@@ -28,7 +28,23 @@ from worker.engine.io.star import read_particles_star
 __all__ = ["ParticleStack"]
 
 STACK_SUFFIXES = (".mrcs", ".mrc")
-MAX_OPEN_FILES = 32  # memory maps kept open at once (a star can reference thousands of stacks)
+
+
+def _max_open_files() -> int:
+    """Memory maps to keep open at once: a star can name thousands of stacks, and each map
+    holds a file descriptor, so stay well under the process's limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            soft = 4096
+    except (ImportError, OSError, ValueError):  # no `resource` module off Unix
+        soft = 1024
+    return max(16, min(512, soft // 4))
+
+
+MAX_OPEN_FILES = _max_open_files()
 STAR_SEARCH_LEVELS = 3  # RELION names are relative to the project folder, often 2 levels up
 
 
@@ -43,6 +59,8 @@ class _PictureFile:
 
 class ParticleStack:
     """N square particle images from one or more files, read lazily as float32."""
+
+    max_open_files = MAX_OPEN_FILES  # per instance if need be (tests, tight descriptor limits)
 
     def __init__(self, source: Path, files: list[MrcHeader | _PictureFile], file_index: np.ndarray,
                  frame: np.ndarray, names: Sequence[str] | None = None, pixel_size: float | None = None,
@@ -167,7 +185,8 @@ class ParticleStack:
         if self._names is None:
             base = self.source if self.source.is_dir() else self.source.parent
             rel = [_relative_name(f.path, base) for f in self._files]
-            self._names = [f"{k + 1:06d}@{rel[f]}" for f, k in zip(self._file_index, self._frame)]
+            pairs = zip(self._file_index.tolist(), self._frame.tolist())
+            self._names = [f"{k + 1:06d}@{rel[f]}" for f, k in pairs]
         return self._names
 
     # ------------------------------------------------------------------ reading
@@ -207,8 +226,11 @@ class ParticleStack:
         frames = self._frame[idx]
         if files[0] == files[-1] and (files == files[0]).all():
             groups = [(int(files[0]), slice(None))]
-        else:  # one read per file touched
-            groups = [(int(f), np.flatnonzero(files == f)) for f in np.unique(files)]
+        else:  # one read per file touched; a stable sort keeps each file's frames in order
+            order = np.argsort(files, kind="stable")
+            touched, starts = np.unique(files[order], return_index=True)
+            ends = [*starts[1:], len(order)]
+            groups = [(int(f), order[a:b]) for f, a, b in zip(touched, starts, ends)]
         for f, where in groups:
             self._read_file(f, frames[where], out, where)
         if not np.isfinite(out).all():
@@ -237,7 +259,7 @@ class ParticleStack:
             return self._open[f][1]
         handle, data = open_mrc_data(self._files[f])
         self._open[f] = (handle, data)
-        while len(self._open) > MAX_OPEN_FILES:
+        while len(self._open) > self.max_open_files:
             _, (old, _) = self._open.popitem(last=False)
             old.close()
         return data
