@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     @property
     def broker_url(self) -> str:
-        return self.BROKER_URL or "filesystem://"
+        return self.BROKER_URL or "filesystem://localhost//"
 
     @property
     def uses_filesystem_broker(self) -> bool:

@@ -31,6 +31,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="worker name shown in /api/health (default: host and device)")
     parser.add_argument("--data-dir", help="DATA_DIR (default: CRYOCLUST_DATA_DIR or ./data)")
     parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--quiet", action="store_true", help="no start-up banner")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -55,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
         name = f"{name}@{socket.gethostname()}"
     print(f"cryoclust worker {name}: queue {settings.QUEUE} on {settings.broker_url.split('@')[-1]}, "
           f"device {settings.DEVICE}, data in {settings.data_dir}", flush=True)
-    app.worker_main([
+    app.worker_main(["--quiet"] * args.quiet + [
         "worker",
         f"--hostname={name}",
         f"--queues={settings.QUEUE}",
