@@ -107,6 +107,15 @@ _rlnOpticsGroup
         np.testing.assert_array_equal(stack.read(), data[[2, 0]])
 
 
+def test_flattened_copy_finds_stacks_beside_the_star(make_mrc, write_star):
+    """An upload keeps file names but not RELION's folders."""
+    _, data = make_mrc("upload/mic1.mrcs", n=2)
+    star = write_star("upload/p.star", "data_\nloop_\n_rlnImageName\n2@Extract/job003/mic1.mrcs\n")
+    with ParticleStack.open(star, confine_to=star.parent) as stack:
+        assert stack.image_names == ["2@Extract/job003/mic1.mrcs"]
+        np.testing.assert_array_equal(stack.read(), data[1:])
+
+
 def test_old_style_star_with_ctf_in_particle_table(make_mrc, write_star):
     _, data = make_mrc("stack.mrcs", n=2, box=8)
     star = write_star("old.star", """

@@ -295,7 +295,8 @@ def _stack_header(path: Path) -> MrcHeader:
 
 
 def _resolve_in_star(star: Path, file_name: str, row: int) -> Path:
-    """Find a stack named in a star file: beside the star, or in a folder above it (RELION)."""
+    """Find a stack named in a star file: beside the star, in a folder above it (RELION
+    project layout), or, as a last resort, by its bare name beside the star."""
     name = file_name
     if not name:
         raise InputError(f"{star}: row {row + 1} has an empty image name")
@@ -305,6 +306,9 @@ def _resolve_in_star(star: Path, file_name: str, row: int) -> Path:
     else:
         folder = star.parent
         candidates = [folder / given] + [up / given for up in list(folder.parents)[:STAR_SEARCH_LEVELS]]
+        # Uploads and copies flatten RELION's Extract/jobNNN/... folders: last, try the bare
+        # file name beside the star.
+        candidates.append(folder / given.name)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
