@@ -85,6 +85,19 @@ def test_star_with_two_stacks_and_relative_paths(make_mrc, tmp_path):
         np.testing.assert_array_equal(stack.read_indices([3, 0, 2]), expected[[3, 0, 2]])
 
 
+def test_names_relative_to_another_folder(make_mrc, tmp_path):
+    _, a = make_mrc("job/Extract/a.mrcs", n=3, seed=1)
+    star = write_particles_star(tmp_path / "job" / "in.star", ["3@Extract/a.mrcs", "1@Extract/a.mrcs"])
+    out = tmp_path / "results" / "run1"
+    out.mkdir(parents=True)
+    with ParticleStack.open(star) as stack:
+        names = stack.image_names_relative_to(out)
+        assert names == ["000003@../../job/Extract/a.mrcs", "000001@../../job/Extract/a.mrcs"]
+        write_particles_star(out / "particles.star", names, [2, 1], stack.pixel_size)
+    with ParticleStack.open(out / "particles.star") as copy:
+        np.testing.assert_array_equal(copy.read(), a[[2, 0]])
+
+
 def test_relion_project_layout(make_mrc, write_star, tmp_path):
     """RELION names are relative to the project folder, two levels above Select/job005/."""
     _, data = make_mrc("project/Extract/job003/mic1.mrcs", n=3)

@@ -189,6 +189,14 @@ class ParticleStack:
             self._names = [f"{k + 1:06d}@{rel[f]}" for f, k in pairs]
         return self._names
 
+    def image_names_relative_to(self, folder: str | os.PathLike) -> list[str]:
+        """Image names whose paths work from `folder`, for a star file written there."""
+        base = os.path.abspath(folder)
+        rel = [Path(os.path.relpath(os.path.abspath(f.path), base)).as_posix() for f in self._files]
+        pictures = [isinstance(f, _PictureFile) for f in self._files]
+        pairs = zip(self._file_index.tolist(), self._frame.tolist())
+        return [rel[f] if pictures[f] else f"{k + 1:06d}@{rel[f]}" for f, k in pairs]
+
     # ------------------------------------------------------------------ reading
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
