@@ -55,10 +55,10 @@ export class EmbeddingScatter {
       hovertemplate: `particle %{customdata}<br>class ${cls}<extra></extra>`,
     }));
     const layout = {
-      margin: { l: 44, r: 8, t: 8, b: 36 },
+      margin: { l: 44, r: 8, t: 28, b: 36 },
       xaxis: { title: { text: "PC 1" }, zeroline: false },
       yaxis: { title: { text: "PC 2" }, zeroline: false },
-      legend: { itemsizing: "constant" },
+      legend: { itemsizing: "constant", orientation: "h", x: 0, y: 1.01, yanchor: "bottom" },
       hovermode: "closest",
       dragmode: "pan",
       uirevision: `round-${round}`,
