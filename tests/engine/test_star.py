@@ -174,6 +174,11 @@ def test_confine_to_rejects_references_outside(make_mrc, write_star, tmp_path):
         assert stack.n == 1
     with pytest.raises(InputError, match=r"outside\.mrcs, which is outside .*upload"):
         ParticleStack.open(star, confine_to=tmp_path / "upload")
+    missing = write_star("upload/q.star", "data_\nloop_\n_rlnImageName\n1@/nonexistent/x.mrcs\n")
+    with pytest.raises(InputError, match="outside"):  # refused before looking for it
+        ParticleStack.open(missing, confine_to=tmp_path / "upload")
+    with pytest.raises(InputError, match="p.star, which is outside"):
+        ParticleStack.open(star, confine_to=tmp_path / "elsewhere")
 
 
 def test_confine_to_rejects_a_link_that_leaves_the_folder(make_mrc, write_star, tmp_path):

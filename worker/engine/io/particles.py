@@ -98,26 +98,27 @@ class ParticleStack:
         inside that folder after resolving links, as the service requires for uploads.
         """
         path = Path(path)
+        # Confinement is checked before a file is opened, so nothing outside is ever read.
+        root = Path(confine_to).resolve() if confine_to is not None else None
+        _require_inside(path, root, path)
         if not path.exists():
             raise InputError(f"{path}: file not found")
         if path.is_dir():
-            stack = cls._open_folder(path)
-        elif path.suffix.lower() == ".star":
-            stack = cls._open_star(path)
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            stack = cls(path, [_PictureFile(path)], np.zeros(1, np.int32), np.zeros(1, np.int64),
-                        [path.name])
-        else:
-            header = _stack_header(path)
-            stack = cls(path, [header], np.zeros(header.nz, np.int32), np.arange(header.nz))
-        if confine_to is not None:
-            stack._check_confined(Path(confine_to))
-        return stack
+            return cls._open_folder(path, root)
+        if path.suffix.lower() == ".star":
+            return cls._open_star(path, root)
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return cls(path, [_PictureFile(path)], np.zeros(1, np.int32), np.zeros(1, np.int64),
+                       [path.name])
+        header = _stack_header(path)
+        return cls(path, [header], np.zeros(header.nz, np.int32), np.arange(header.nz))
 
     @classmethod
-    def _open_folder(cls, folder: Path) -> ParticleStack:
+    def _open_folder(cls, folder: Path, root: Path | None) -> ParticleStack:
         entries = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
                          key=_natural_key)
+        for entry in entries:
+            _require_inside(entry, root, folder)
         stacks = [p for p in entries if p.suffix.lower() in STACK_SUFFIXES]
         pictures = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if stacks:
@@ -134,7 +135,7 @@ class ParticleStack:
         raise InputError(f"{folder}: no .mrcs/.mrc stacks or .png/.jpg/.tif images in this folder")
 
     @classmethod
-    def _open_star(cls, star: Path) -> ParticleStack:
+    def _open_star(cls, star: Path, root: Path | None) -> ParticleStack:
         table = read_particles_star(star)
         headers: list[MrcHeader] = []
         by_name: dict[str, int] = {}
@@ -145,7 +146,7 @@ class ParticleStack:
             file_name = re.sub(r":mrcs?$", "", file_name.strip())  # RELION's "x.mrc:mrcs"
             if file_name not in by_name:
                 by_name[file_name] = len(headers)
-                headers.append(read_header(_resolve_in_star(star, file_name, row)))
+                headers.append(read_header(_resolve_in_star(star, file_name, row, root)))
             f = by_name[file_name]
             try:
                 k = int(number) if number else 1
@@ -158,12 +159,6 @@ class ParticleStack:
                                  f"{headers[f].path}, which holds {headers[f].nz} images")
             file_index[row], frame[row] = f, k - 1
         return cls(star, headers, file_index, frame, table.image_names, table.pixel_size, table.ctf)
-
-    def _check_confined(self, root: Path) -> None:
-        root = root.resolve()
-        for path in [self.source, *self.files]:
-            if not path.resolve().is_relative_to(root):
-                raise InputError(f"{self.source}: refers to {path}, which is outside {root}")
 
     # ------------------------------------------------------------------ description
 
@@ -302,7 +297,13 @@ def _stack_header(path: Path) -> MrcHeader:
     return header
 
 
-def _resolve_in_star(star: Path, file_name: str, row: int) -> Path:
+def _require_inside(path: Path, root: Path | None, source: Path) -> None:
+    """InputError unless path (links resolved) lies inside root; no check when root is None."""
+    if root is not None and not path.resolve().is_relative_to(root):
+        raise InputError(f"{source}: refers to {path}, which is outside {root}")
+
+
+def _resolve_in_star(star: Path, file_name: str, row: int, root: Path | None) -> Path:
     """Find a stack named in a star file: beside the star, in a folder above it (RELION
     project layout), or, as a last resort, by its bare name beside the star."""
     name = file_name
@@ -317,6 +318,11 @@ def _resolve_in_star(star: Path, file_name: str, row: int) -> Path:
         # Uploads and copies flatten RELION's Extract/jobNNN/... folders: last, try the bare
         # file name beside the star.
         candidates.append(folder / given.name)
+    # Confined: a name that leaves the folder is refused as written (without looking whether
+    # it exists); the other places are only searched inside the folder.
+    _require_inside(candidates[0], root, star)
+    if root is not None:
+        candidates = [c for c in candidates if c.resolve().is_relative_to(root)]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
