@@ -23,6 +23,7 @@ router = APIRouter(tags=["events"])
 POLL_SECONDS = 0.3
 KEEPALIVE_SECONDS = 15.0
 BATCH = 500
+MAX_ID = 2**62
 
 
 def format_event(event_id: int, kind: str, data: dict) -> str:
@@ -40,6 +41,11 @@ def _fetch(db, job_id: str, after: int) -> tuple[list[tuple[int, str, dict]], st
         ).all()
         status = session.scalar(select(Job.status).where(Job.id == job_id))
     return [tuple(row) for row in rows], status
+
+
+def _status(db, job_id: str) -> str | None:
+    with db.session() as session:
+        return session.scalar(select(Job.status).where(Job.id == job_id))
 
 
 async def stream(request: Request, job_id: str, after: int):
@@ -81,18 +87,17 @@ async def stream(request: Request, job_id: str, after: int):
 async def job_events(
     job_id: str,
     request: Request,
-    last_event_id: int | None = Query(None, ge=0, description="resume after this event id"),
+    last_event_id: int | None = Query(None, ge=0, le=MAX_ID, description="resume after this event id"),
     last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
 ) -> StreamingResponse:
     """Server-Sent Events: status, round_started, loss, epoch, round, then end."""
     after = last_event_id or 0
     if last_event_id_header:
         try:
-            after = max(after, int(last_event_id_header))
+            after = max(after, min(int(last_event_id_header), MAX_ID))
         except ValueError:
             raise HTTPException(422, "Last-Event-ID must be an integer") from None
-    exists = await run_in_threadpool(_fetch, request.app.state.db, job_id, 2**62)
-    if exists[1] is None:
+    if await run_in_threadpool(_status, request.app.state.db, job_id) is None:
         raise HTTPException(404, f"no job {job_id}")
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(request, job_id, after), media_type="text/event-stream", headers=headers)
