@@ -65,8 +65,14 @@ def test_classify_command_recovers_the_classes_and_writes_every_output(easy_set,
 
     star = starfile.read(out / "particles.star")
     particles = star["particles"] if isinstance(star, dict) else star
-    assert list(particles["rlnImageName"][:2]) == ["000001@particles.mrcs", "000002@particles.mrcs"]
+    # image names point from OUT back into the input stack, 1-based
+    names = list(particles["rlnImageName"][:2])
+    assert names[0].startswith("000001@../") and names[1].startswith("000002@../")
+    assert names[0].endswith(f"{easy_set['particles'].parent.name}/particles.mrcs")
     assert np.array_equal(particles["rlnClassNumber"].to_numpy(), labels)
+    with ParticleStack.open(out / "particles.star") as again, ParticleStack.open(easy_set["particles"]) as original:
+        assert np.array_equal(again.read(10, 12), original.read(10, 12))
+        assert again.pixel_size == pytest.approx(2.0)
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["particles"] == 300 and len(summary["rounds"]) == 2

@@ -119,11 +119,21 @@ def write_round(
     return final
 
 
-def write_final(out_dir: Path, last_round: int, image_names: list[str], pixel_size: float, summary: dict) -> None:
-    """Top-level results: the RELION star of the last round, its averages, the summary."""
+def write_final(out_dir: Path, last_round: int, stack, summary: dict) -> None:
+    """Top-level results: the RELION star of the last round, its averages, the summary.
+
+    The star's image names are relative to OUT, so RELION finds the particles from there.
+    """
     last = round_dir(out_dir, last_round)
     labels = read_labels_csv(last / "labels.csv")
-    write_particles_star(out_dir / "particles.star", image_names, labels + 1, pixel_size=pixel_size)
+    write_particles_star(
+        out_dir / "particles.star",
+        stack.image_names_relative_to(out_dir),
+        labels + 1,
+        pixel_size=stack.pixel_size,
+        ctf=stack.ctf,
+        image_size=stack.box,
+    )
     for name in ("class_averages.mrcs", "class_averages.png", "classes.json"):
         tmp = out_dir / f".{name}.tmp"
         shutil.copyfile(last / name, tmp)

@@ -9,6 +9,7 @@ folder resumes after the last complete round and gives the same result as an unb
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -171,7 +172,7 @@ def classify(
         "total_seconds": time.perf_counter() - started,
         "version": __version__,
     }
-    outputs.write_final(out_dir, config.round_num, stack.image_names, stack.pixel_size, summary)
+    outputs.write_final(out_dir, config.round_num, stack, summary)
     return ClassifyResult(out_dir, labels, rounds, str(device))
 
 
@@ -182,6 +183,4 @@ def _save_weights(path: Path, network: torch.nn.Module, round_index: int) -> Non
 
 
 def _read_json(path: Path) -> dict:
-    import json
-
     return json.loads(path.read_text())
