@@ -132,7 +132,10 @@ def _unpack(raw: bytes, order: str) -> tuple[int, int, int, int, int, int, int, 
 def open_mrc_data(header: MrcHeader) -> tuple[object, np.ndarray]:
     """Memory-map a checked MRC file; return (mrcfile handle, data shaped (nz, ny, nx))."""
     try:
-        mrc = mrcfile.mmap(header.path, mode="r")
+        with warnings.catch_warnings():
+            # Trailing bytes past the data only warn; read_header already checked the size.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mrc = mrcfile.mmap(header.path, mode="r")
     except ValueError as strict_error:
         # Old or sloppy writers (no MAP id, odd stamps): read permissively, but only if the
         # data come out whole; otherwise report what the strict reader found.

@@ -149,7 +149,8 @@ def _read_blocks(path: Path) -> dict[str, object]:
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except (UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError) as err:
-        raise InputError(f"{path}: not a readable STAR file ({type(err).__name__}: {err})") from None
+        detail = " ".join(str(err).split())  # parser messages may span lines
+        raise InputError(f"{path}: not a readable STAR file ({type(err).__name__}: {detail})") from None
     if not blocks:
         raise InputError(f"{path}: not a STAR file (no data_ blocks found)")
     return blocks
@@ -176,7 +177,10 @@ def _as_frame(block: object) -> pd.DataFrame:
 
 def _merge_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame) -> pd.DataFrame:
     """Copy optics-group columns onto each particle (particle values win where both exist)."""
-    if "rlnOpticsGroup" not in particles.columns:
+    optics = optics.assign(rlnOpticsGroup=_group_numbers(path, optics))
+    if "rlnOpticsGroup" in particles.columns:
+        particles = particles.assign(rlnOpticsGroup=_group_numbers(path, particles))
+    else:
         if len(optics) != 1:
             raise InputError(f"{path}: {len(optics)} optics groups but particles have no _rlnOpticsGroup")
         particles = particles.assign(rlnOpticsGroup=optics["rlnOpticsGroup"].iloc[0])
@@ -190,6 +194,14 @@ def _merge_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame) -> 
     return merged
 
 
+def _group_numbers(path: Path, table: pd.DataFrame) -> np.ndarray:
+    """Optics group numbers as integers (pandas cannot merge text or fractions with them)."""
+    values = _numbers(path, table, "rlnOpticsGroup")
+    if np.any(values != np.round(values)) or np.any(np.abs(values) > 2**31):
+        raise InputError(f"{path}: _rlnOpticsGroup must be whole numbers")
+    return values.astype(np.int64)
+
+
 def _pixel_size(path: Path, particles: pd.DataFrame) -> float | None:
     values = None
     for label in ("rlnImagePixelSize", "rlnPixelSize"):
@@ -199,8 +211,9 @@ def _pixel_size(path: Path, particles: pd.DataFrame) -> float | None:
     else:
         if {"rlnDetectorPixelSize", "rlnMagnification"} <= set(particles.columns):
             # RELION 3.0: detector pixel in µm, magnification unitless.
-            values = (_numbers(path, particles, "rlnDetectorPixelSize") * 1e4
-                      / _numbers(path, particles, "rlnMagnification"))
+            with np.errstate(divide="ignore", invalid="ignore"):  # 0 is refused just below
+                values = (_numbers(path, particles, "rlnDetectorPixelSize") * 1e4
+                          / _numbers(path, particles, "rlnMagnification"))
     if values is None:
         return None
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
