@@ -45,7 +45,7 @@ export class JobView {
     this.renderHead();
     this.loss = new LossPlot(this.lossEl, this.dataset.n_particles);
     try {
-      this.loss.addHistory(await api(`/api/jobs/${this.jobId}/loss`));
+      this.loss.setRounds((await api(`/api/jobs/${this.jobId}/loss`)).rounds);
     } catch {
       // the live stream replays the points as well
     }
@@ -228,12 +228,14 @@ export class JobView {
       this.job.round = Math.max(this.job.round || 0, Number(data.round));
       if (data.round_num) this.job.round_num = data.round_num;
       this.renderHead();
+      if (Number(data.round) > 1) this.refreshRounds(); // the previous round's files are in place
     } else if (type === "epoch") {
       this.live.epoch = Number(data.epoch);
     } else if (type === "round") {
       this.job.round = Math.max(this.job.round || 0, Number(data.round));
       this.refreshJob();
       this.refreshRounds();
+      this.reloadLoss(Number(data.round));
     } else if (type === "status") {
       this.job.status = data.status || this.job.status;
       if (data.error) this.job.error = data.error;
@@ -245,6 +247,17 @@ export class JobView {
       this.setLive("done", "finished");
       this.refreshJob();
       this.refreshRounds();
+      this.reloadLoss(Infinity);
+    }
+  }
+
+  /** Every loss point of the rounds up to `complete` (the stream carries only some of them). */
+  async reloadLoss(complete) {
+    try {
+      const history = await api(`/api/jobs/${this.jobId}/loss`);
+      if (!this.closed) this.loss.setRounds(history.rounds.filter((r) => r.round <= complete));
+    } catch {
+      // keep the live points
     }
   }
 

@@ -23,7 +23,6 @@ export class LossPlot {
     this.lastStep = new Map(); // round -> last step drawn (replayed events are skipped)
     this.queue = new Map(); // round -> {x: [], y: [], text: []}
     this.frame = null;
-    this.pointCount = 0;
     // Plotly calls run one after another: a trace must exist before points extend it.
     this.chain = Plotly.newPlot(el, [], LAYOUT, CONFIG);
   }
@@ -54,7 +53,6 @@ export class LossPlot {
     q.x.push(Number(point.pairs_done) / this.n);
     q.y.push(Number(point.loss));
     q.text.push(`step ${step}`);
-    this.pointCount++;
     if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
     return true;
   }
@@ -88,11 +86,32 @@ export class LossPlot {
     await Plotly.extendTraces(this.el, update, indices);
   }
 
-  /** Load the history from GET /api/jobs/{id}/loss. */
-  addHistory(history) {
-    for (const r of history.rounds || []) {
-      for (const p of r.points || []) this.add({ ...p, round: r.round });
-    }
+  /**
+   * Draw rounds from GET /api/jobs/{id}/loss in full, replacing what the live stream drew: the
+   * worker sends at most a few loss events a second, the round's loss.json has every point.
+   * Only pass rounds that are complete (or when nothing was drawn yet), or newer live points
+   * would be lost.
+   */
+  setRounds(rounds) {
+    for (const r of rounds) this.replaceRound(Number(r.round), r.points || []);
+  }
+
+  replaceRound(round, points) {
+    const x = points.map((p) => Number(p.pairs_done) / this.n);
+    const y = points.map((p) => Number(p.loss));
+    const text = points.map((p) => `step ${p.step}`);
+    const last = points.reduce((m, p) => Math.max(m, Number(p.step)), -Infinity);
+    this.queue.delete(round);
+    this.lastStep.set(round, Math.max(this.lastStep.get(round) ?? -Infinity, last));
+    this.chain = this.chain.then(async () => {
+      if (this.destroyed) return;
+      if (!this.traceOfRound.has(round)) {
+        this.traceOfRound.set(round, this.traceOfRound.size);
+        await Plotly.addTraces(this.el, { ...this.trace(round), x, y, text });
+      } else {
+        await Plotly.restyle(this.el, { x: [x], y: [y], text: [text] }, [this.traceOfRound.get(round)]);
+      }
+    });
   }
 
   destroy() {

@@ -1,0 +1,420 @@
+"""The page end to end in Debian's chromium against a real `cryoclust serve` with its worker.
+
+Set CRYOCLUST_SCREENSHOTS=docs to refresh docs/screenshots/ from the job view (otherwise the
+screenshots go to the test's tmp folder and are only checked).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import os
+import re
+import time
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+FRONTEND = ROOT / "frontend"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+TERMINAL = {"succeeded", "failed", "cancelled"}
+# Small and quick on a busy 2-core machine; still several loss points per epoch.
+JOB_FORM = {"cluster_num": "4", "epoch_num": "2", "round_num": "2", "batch_size": "32", "size": "32", "device": "cpu"}
+
+
+def drop_files(page, selector: str, files: list[tuple[str, bytes]]) -> None:
+    """Drop files on an element the way a drag from the file manager does."""
+    payload = [[name, base64.b64encode(data).decode()] for name, data in files]
+    transfer = page.evaluate_handle(
+        """(files) => {
+            const dt = new DataTransfer();
+            for (const [name, b64] of files) {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                dt.items.add(new File([bytes], name));
+            }
+            return dt;
+        }""",
+        payload,
+    )
+    page.dispatch_event(selector, "dragenter", {"dataTransfer": transfer})
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def loss_points(page) -> int:
+    return page.evaluate(
+        "() => { const gd = document.getElementById('loss-plot');"
+        " return gd && gd.data ? gd.data.reduce((s, t) => s + t.x.length, 0) : 0; }"
+    )
+
+
+def badge(page) -> str:
+    return page.evaluate("() => document.querySelector('.job-head .badge')?.textContent || ''")
+
+
+def download(page, click) -> Path:
+    with page.expect_download() as info:
+        click()
+    path = info.value.path()
+    assert path and Path(path).stat().st_size > 0
+    return Path(path)
+
+
+def star_rows(text: str) -> int:
+    """Rows of the particles table of a RELION .star file."""
+    block = text.split("data_particles", 1)[1]
+    rows = [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith(("_", "loop_", "#"))]
+    return len(rows)
+
+
+def save_screenshot(page, name: str, tmp_path: Path) -> Path:
+    """A full-page PNG reduced to a 256-colour palette (small enough to commit)."""
+    raw = page.screenshot(full_page=True)
+    with Image.open(io.BytesIO(raw)) as shot:
+        image = shot.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    folder = SCREENSHOTS if os.environ.get("CRYOCLUST_SCREENSHOTS") == "docs" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    image.save(path, optimize=True)
+    return path
+
+
+def test_page_never_writes_html_from_strings():
+    """Untrusted text only goes in as text: no innerHTML & co. anywhere in the page's code."""
+    sources = {p.name: p.read_text() for p in (FRONTEND / "js").glob("*.js")}
+    assert "main.js" in sources and "jobview.js" in sources
+    for name, text in sources.items():
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in text, f"{name} uses {sink}"
+
+
+def test_bad_upload_shows_the_server_message_as_text(page, server, console):
+    console.allow(r"status of 4\d\d")  # the browser logs the failed upload request itself
+    page.goto(server.url)
+    expect(page.locator("#jobs-list")).to_contain_text(re.compile("No jobs yet|Job"))
+    # A file the browser can refuse by name never reaches the server.
+    page.set_input_files("#file-input", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
+    expect(page.locator("#upload-error")).to_contain_text("Not a particle file")
+
+    bad = b"<b>not</b> an MRC file" * 3
+    name = "bad<img src=x onerror=alert(1)>.mrcs"
+    with server.client() as client:
+        expected = client.post("/api/datasets", files={"files": (name, bad)}).json()["detail"]
+    page.set_input_files("#file-input", files=[{"name": name, "mimeType": "application/octet-stream", "buffer": bad}])
+    error = page.locator("#upload-error")
+    expect(error).to_have_text(expected)
+    assert error.evaluate("el => el.children.length") == 0, "the message was parsed as HTML"
+    assert page.locator("img[src='x']").count() == 0
+    expect(page.locator("#upload-status")).to_be_hidden()
+
+
+def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
+    with server.client() as client:
+        response = client.post("/api/datasets", files={"files": ("form.mrcs", sim_stack.mrcs.read_bytes())}, data={"name": "form check"})
+        assert response.status_code == 201, response.text
+        dataset_id = response.json()["id"]
+    page.goto(server.url)
+    page.select_option("#job-dataset", dataset_id)
+    submit = page.locator("#job-form button[type=submit]")
+    expect(submit).to_be_enabled()
+    defaults = {"cluster_num": "4", "learning_rate": "0.0005", "epoch_num": "20", "batch_size": "128", "round_num": "5", "size": "64", "seed": "0"}
+    for field, value in defaults.items():
+        expect(page.locator(f"#job-{field}")).to_have_value(value)
+    expect(page.locator("#job-method")).to_have_value("reference")
+    expect(page.locator("#job-phase_flip")).to_be_checked()
+    expect(page.locator("#job-align_averages")).not_to_be_checked()
+    assert page.locator("#job-form .help").count() >= 12  # a line of help for every field
+
+    cases = [
+        ("cluster_num", "1", "at least 2"),
+        ("cluster_num", "201", "at most 200"),
+        ("learning_rate", "0", "above 0"),
+        ("epoch_num", "0", "from 1"),
+        ("batch_size", "1", "from 2"),
+        ("round_num", "101", "to 100"),
+        ("size", "33", "even"),
+        ("size", "4", "between 8 and 512"),
+        ("seed", "-1", "from 0"),
+        ("device", "gpu", "cuda:N"),
+    ]
+    for field, value, message in cases:
+        page.fill(f"#job-{field}", value)
+        error = page.locator(f"#job-{field}").locator("xpath=ancestor::div[contains(@class,'field')][1]").locator(".field-error")
+        expect(error).to_contain_text(message)
+        expect(submit).to_be_disabled()
+        page.click("#job-form button:has-text('Defaults')")
+        expect(submit).to_be_enabled()
+
+
+def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
+    """Upload by drag and drop, start a job, watch it live, explore and download the results."""
+    page.goto(server.url)
+    page.fill("#dataset-name", "e2e <simulated>")
+    drop_files(page, "#dropzone", [("particles.mrcs", sim_stack.mrcs.read_bytes())])
+    card = page.locator(".dataset-card", has_text="e2e <simulated>")
+    expect(card).to_contain_text("200 particles")
+    expect(card).to_contain_text("box 32 px")
+    expect(card).to_contain_text("2.000 Å/px")
+    expect(card.locator(".thumb-strip img")).to_have_count(10)
+    card.locator(".thumb-strip img").last.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "(card) => [...card.querySelectorAll('img')].every((i) => i.complete && i.naturalWidth > 0)",
+        arg=card.element_handle(),
+    )
+    # The new dataset is chosen in the form; start a small job on the CPU.
+    assert page.locator("#job-dataset option:checked").inner_text().startswith("e2e <simulated>")
+    for field, value in JOB_FORM.items():
+        page.fill(f"#job-{field}", value)
+    page.click("#job-form button[type=submit]")
+    page.wait_for_url(re.compile(r"#/jobs/\w+$"))
+    job_id = page.url.rsplit("/", 1)[1]
+
+    # Loss points arrive while the job runs, growing point by point.
+    seen_running: list[int] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status, points = badge(page), loss_points(page)
+        if status == "running" and points:
+            seen_running.append(points)
+        if status in TERMINAL:
+            break
+        time.sleep(0.1)
+    assert badge(page) == "succeeded", page.locator(".job-head").inner_text()
+    assert len(set(seen_running)) >= 2 and max(seen_running) > min(seen_running), f"loss counts while running: {seen_running}"
+    expect(page.locator("#live-state")).to_have_text("finished")
+    expect(page.locator("#job-round")).to_have_text("round 2/2")
+
+    with server.client() as client:
+        history = client.get(f"/api/jobs/{job_id}/loss").json()
+        classes = {c["class"]: c["count"] for c in client.get(f"/api/jobs/{job_id}/rounds/final/classes").json()}
+    # One trace per round with every point once: the live stream (throttled by the worker)
+    # is completed from each round's loss history, without duplicates.
+    expected = [[f"round {r['round']}", len(r["points"])] for r in history["rounds"]]
+    assert len(expected) == 2
+    page.wait_for_function(
+        "(expected) => JSON.stringify(document.getElementById('loss-plot').data.map((t) => [t.name, t.x.length]))"
+        " === JSON.stringify(expected)",
+        arg=expected,
+    )
+    steps = page.evaluate("() => document.getElementById('loss-plot').data.map((t) => t.text.map((s) => +s.split(' ')[1]))")
+    assert steps == [[p["step"] for p in r["points"]] for r in history["rounds"]]
+
+    # The scatter of the last round: every particle once, coloured by class.
+    page.wait_for_function("() => { const gd = document.getElementById('scatter-plot'); return gd.data && gd.data.length; }")
+    counts = page.evaluate("() => document.getElementById('scatter-plot').data.map((t) => [t.name, t.x.length, t.type])")
+    assert sum(n for _, n, _ in counts) == sim_stack.n
+    assert {t for _, _, t in counts} == {"scattergl"}
+    assert {name: n for name, n, _ in counts} == {f"class {c}": n for c, n in classes.items()}
+    expect(page.locator("#round-label")).to_have_text("2 of 2")
+
+    # Hovering a point shows that particle's thumbnail and index.
+    x, y = page.evaluate(
+        """() => { const gd = document.getElementById('scatter-plot');
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, t = gd.data[0];
+            const box = gd.getBoundingClientRect();
+            return [box.left + xa._offset + xa.l2p(t.x[0]), box.top + ya._offset + ya.l2p(t.y[0])]; }"""
+    )
+    page.mouse.move(x - 30, y - 30)
+    page.mouse.move(x, y)
+    preview = page.locator("#hover-preview")
+    expect(preview).to_be_visible()
+    expect(preview).to_contain_text(re.compile(r"particle \d+ · class \d+"))
+    page.wait_for_function("() => { const i = document.querySelector('#hover-preview img'); return i.complete && i.naturalWidth > 0; }")
+    assert re.search(r"/particles/\d+\.png", page.locator("#hover-preview img").get_attribute("src"))
+    hovered, hovered_class = map(int, re.search(r"particle (\d+) · class (\d+)", preview.inner_text()).groups())
+    with server.client() as client:
+        embedding = client.get(f"/api/jobs/{job_id}/rounds/final/embedding").json()
+    assert embedding["labels"][hovered] == hovered_class
+    assert page.locator("#hover-preview img").get_attribute("src").split("?")[0].endswith(f"/particles/{hovered}.png")
+
+    # Gallery sorted by size with counts and percentages.
+    cards = page.locator(".class-card")
+    expect(cards).to_have_count(4)
+    shown = [int(c) for c in cards.evaluate_all("els => els.map((e) => e.dataset.cls)")]
+    assert [classes[c] for c in shown] == sorted(classes.values(), reverse=True)
+    first = shown[0]
+    expect(cards.first).to_contain_text(f"{classes[first]} · {100 * classes[first] / sim_stack.n:.1f}%")
+    page.wait_for_function("() => [...document.querySelectorAll('.class-card img')].every((i) => i.complete && i.naturalWidth > 0)")
+
+    # Click a class: a page of its members.
+    cards.first.locator(".class-image").click()
+    members = page.locator("#members .member img")
+    expect(members).to_have_count(min(60, classes[first]))
+    expect(page.locator("#members h3")).to_have_text(f"Class {first}: particles 1–{min(60, classes[first])} of {classes[first]}")
+
+    # The round slider steps back to round 1.
+    page.locator("#round-slider").evaluate("(el) => { el.value = '1'; el.dispatchEvent(new Event('input')); }")
+    expect(page.locator("#round-label")).to_have_text("1 of 2")
+    expect(page.locator("#members")).to_be_hidden()  # another round, other members
+    expect(page.locator("#gallery-panel h3").first).to_have_text("Class averages, round 1")
+    page.locator("#round-slider").evaluate("(el) => { el.value = '2'; el.dispatchEvent(new Event('input')); }")
+    expect(page.locator("#round-label")).to_have_text("2 of 2")
+    expect(cards).to_have_count(4)
+
+    # Tick two classes and export them as .star and as .mrcs.
+    ticked = shown[:2]
+    for cls in ticked:
+        page.locator(f".class-card[data-cls='{cls}'] input[type=checkbox]").check()
+    chosen = sum(classes[c] for c in ticked)
+    export = page.locator("#subset-export")
+    expect(export).to_have_text(f"Export 2 classes ({chosen} particles)")
+    star = download(page, export.click)
+    text = star.read_text()
+    assert "_rlnImageName" in text and "_rlnClassNumber" in text
+    assert star_rows(text) == chosen
+    page.select_option("#subset-format", "mrcs")
+    expect(page.locator("#subset-note")).to_contain_text("Saved")
+    expect(export).to_be_enabled()
+    subset = download(page, export.click)
+    with mrcfile.open(subset, permissive=False) as mrc:
+        assert mrc.data.shape == (chosen, sim_stack.box, sim_stack.box)
+    expect(page.locator("#subset-note")).to_contain_text("Saved")
+
+    # Downloads of the round: class averages (.mrcs, PNG), labels CSV; the final RELION star.
+    averages = download(page, page.locator("#downloads a", has_text="Class averages (.mrcs)").click)
+    with mrcfile.open(averages, permissive=False) as mrc:
+        assert mrc.data.shape[0] == 4  # nz = number of classes
+        assert int(mrc.header.mode) == 2
+        assert mrc.voxel_size.x == pytest.approx(sim_stack.pixel_size * sim_stack.box / mrc.data.shape[-1], rel=1e-3)
+        assert np.isfinite(mrc.data).all()
+    png = download(page, page.locator("#downloads a", has_text="Class averages (PNG)").click)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    labels = list(csv.DictReader(io.StringIO(download(page, page.locator("#downloads a", has_text="Labels (CSV)").click).read_text())))
+    assert len(labels) == sim_stack.n and {int(r["class"]) for r in labels} == set(classes)
+    final_star = download(page, page.locator("#downloads a", has_text="RELION .star").click).read_text()
+    assert star_rows(final_star) == sim_stack.n and "_rlnClassNumber" in final_star
+
+    # Screenshots at 1280 and 800 px; nothing spills sideways at 800.
+    page.mouse.move(5, 5)
+    shot = save_screenshot(page, "job-view-1280.png", tmp_path)
+    with Image.open(shot) as image:
+        assert image.size[0] == 1280
+    page.set_viewport_size({"width": 800, "height": 900})
+    page.wait_for_timeout(400)  # Plotly's responsive resize
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
+    plot_width = page.evaluate("document.getElementById('scatter-plot').getBoundingClientRect().width")
+    assert 600 < plot_width <= 800
+    shot = save_screenshot(page, "job-view-800.png", tmp_path)
+    with Image.open(shot) as image:
+        assert image.size[0] == 800
+
+    # Back on the list: the finished job with its rounds and progress; delete it.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.click("a.back")
+    row = page.locator(f"tr[data-job-id='{job_id}']")
+    expect(row).to_contain_text("succeeded")
+    expect(row).to_contain_text("2/2")
+    expect(row).to_contain_text("100%")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button", has_text="Delete").click()
+    expect(row).to_have_count(0)
+    with server.client() as client:
+        assert client.get(f"/api/jobs/{job_id}").status_code == 404
+
+
+def test_cancel_a_running_job_from_the_list(page, server, sim_stack):
+    with server.client() as client:
+        dataset = client.post("/api/datasets", files={"files": ("long.mrcs", sim_stack.mrcs.read_bytes())}, data={"name": "cancel me"}).json()
+        job = client.post("/api/jobs", json={"dataset_id": dataset["id"], "epoch_num": 1000, "round_num": 1, "size": 32, "device": "cpu", "batch_size": 32}).json()
+    page.goto(server.url)
+    row = page.locator(f"tr[data-job-id='{job['id']}']")
+    expect(row).to_contain_text(re.compile("queued|running"))
+    row.locator("button", has_text="Cancel").click()
+    expect(row).to_contain_text("cancelled", timeout=30_000)
+    expect(row.locator("button", has_text="Delete")).to_be_visible()
+
+
+def test_scatter_stays_responsive_with_50000_points(page, server):
+    """The page's own scatter module draws 50,000 particles with WebGL and answers hovers."""
+    page.goto(server.url)
+    page.wait_for_function("() => typeof window.Plotly === 'object'")
+    timings = page.evaluate(
+        """async () => {
+            const { EmbeddingScatter } = await import('/static/js/scatter.js');
+            const host = document.createElement('div');
+            host.className = 'scatter-wrap';
+            host.style.width = '900px';
+            const plot = document.createElement('div');
+            plot.id = 'big-scatter';
+            plot.style.height = '400px';
+            const preview = document.createElement('div');
+            preview.className = 'hover-preview';
+            preview.hidden = true;
+            const img = document.createElement('img');
+            const caption = document.createElement('span');
+            caption.className = 'preview-caption';
+            preview.append(img, caption);
+            host.append(plot, preview);
+            document.body.prepend(host);
+            const n = 50000, x = new Array(n), y = new Array(n), labels = new Array(n);
+            let seed = 7;
+            const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+            for (let i = 0; i < n; i++) {
+                const c = i % 10;
+                labels[i] = c + 1;
+                x[i] = Math.cos(c) * 5 + (rand() - 0.5) * 2;
+                y[i] = Math.sin(c) * 5 + (rand() - 0.5) * 2;
+            }
+            const PIXEL = 'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==';
+            const scatter = new EmbeddingScatter(plot, preview, { thumbnailUrl: () => PIXEL });
+            let t0 = performance.now();
+            await scatter.show({ x, y, labels }, 1);
+            const first = performance.now() - t0;
+            for (let i = 0; i < n; i++) labels[i] = ((i * 7) % 10) + 1;
+            t0 = performance.now();
+            await scatter.show({ x, y, labels }, 2);
+            const second = performance.now() - t0;
+            window.__bigScatter = scatter;
+            return { first, second, points: plot.data.reduce((s, t) => s + t.x.length, 0), traces: plot.data.length };
+        }"""
+    )
+    assert timings["points"] == 50000 and timings["traces"] == 10
+    assert timings["first"] < 8000 and timings["second"] < 8000, timings
+    # A hover is answered quickly: the page's main thread is free.
+    x, y = page.evaluate(
+        """() => { const gd = document.getElementById('big-scatter');
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, t = gd.data[3];
+            const box = gd.getBoundingClientRect();
+            return [box.left + xa._offset + xa.l2p(t.x[0]), box.top + ya._offset + ya.l2p(t.y[0])]; }"""
+    )
+    started = time.monotonic()
+    page.mouse.move(x + 20, y + 20)
+    page.mouse.move(x, y)
+    expect(page.locator(".scatter-wrap .preview-caption").first).to_contain_text(re.compile(r"particle \d+ · class \d+"))
+    assert time.monotonic() - started < 5
+    elapsed = page.evaluate("async () => { const t = performance.now(); await new Promise((r) => setTimeout(r, 0)); return performance.now() - t; }")
+    assert elapsed < 200
+
+
+def test_asks_once_for_the_api_token(browser, server, console):
+    """Without a stored token the page asks once, keeps it for the tab and loads everything."""
+    console.allow(r"status of 401")  # the first requests, before the token is known
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    try:
+        page = context.new_page()
+        console.watch(page)
+        page.goto(server.url)
+        dialog = page.locator("#token-dialog")
+        expect(dialog).to_be_visible()
+        page.fill("#token-input", "wrong-token")
+        page.click("#token-form button.primary")
+        expect(page.locator("#token-note")).to_contain_text("refused")
+        page.fill("#token-input", server.token)
+        page.click("#token-form button.primary")
+        expect(dialog).to_be_hidden()
+        expect(page.locator("#health")).to_contain_text("worker")
+        expect(page.locator("#jobs-list")).not_to_contain_text("could not be loaded")
+        assert page.evaluate("sessionStorage.getItem('cryoclust.apiToken')") == server.token
+        page.reload()
+        expect(page.locator("#health")).to_contain_text("worker")
+        expect(dialog).to_be_hidden()
+        assert console.unexpected() == []
+    finally:
+        context.close()
