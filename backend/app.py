@@ -10,6 +10,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +19,7 @@ from backend import jobstate
 from backend.db import Database
 from backend.deps import require_token
 from backend.dispatch import Dispatcher
+from backend.errors import validation_error
 from backend.routes import datasets, downloads, events, health, jobs, page, results
 from backend.settings import Settings
 from backend.storage import StackCache, Storage, UploadError
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dispatcher = Dispatcher(settings)
     app.state.stacks = StackCache()
     app.add_exception_handler(UploadError, _upload_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
