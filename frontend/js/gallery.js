@@ -21,7 +21,7 @@ export class ClassGallery {
       "select",
       { id: "gallery-sort", "aria-label": "sort classes", on: { change: () => { this.sortBy = this.sortSelect.value; this.render(); } } },
       h("option", { value: "size", text: "by size" }),
-      h("option", { value: "quality", text: "by quality" }),
+      h("option", { value: "quality", text: "by quality (FRC)" }),
       h("option", { value: "class", text: "by class number" }),
     );
     this.formatSelect = h(
@@ -68,7 +68,8 @@ export class ClassGallery {
 
   sorted() {
     const list = [...this.classes];
-    if (this.sortBy === "quality") list.sort((a, b) => (b.quality ?? -Infinity) - (a.quality ?? -Infinity) || a.class - b.class);
+    // quality is the half-set FRC resolution in Å: smaller is better; classes without one last.
+    if (this.sortBy === "quality") list.sort((a, b) => (a.quality ?? Infinity) - (b.quality ?? Infinity) || b.count - a.count);
     else if (this.sortBy === "class") list.sort((a, b) => a.class - b.class);
     else list.sort((a, b) => b.count - a.count || a.class - b.class);
     return list;
@@ -98,8 +99,7 @@ export class ClassGallery {
         height: "112",
       }),
     );
-    const caption = [`${fmtInt(c.count)} · ${fmtPercent(fraction)}`];
-    if (Number.isFinite(c.quality)) caption.push(`quality ${c.quality.toFixed(2)}`);
+    const quality = Number.isFinite(c.quality) ? h("span", { class: "muted quality", text: `FRC ${c.quality.toFixed(1)} Å`, title: "resolution where the FRC of two half-set averages falls below 0.5" }) : null;
     return h(
       "figure",
       { class: `class-card${this.membersOf === c.class ? " open" : ""}`, dataset: { cls: String(c.class) } },
@@ -108,7 +108,8 @@ export class ClassGallery {
         "figcaption",
         {},
         h("label", { class: "row tight" }, tick, h("span", { class: "swatch", style: `background:${classColour(c.class)}` }), h("strong", { text: `class ${c.class}` })),
-        h("span", { class: "muted", text: caption.join(" · ") }),
+        h("span", { class: "muted", text: `${fmtInt(c.count)} · ${fmtPercent(fraction)}` }),
+        quality,
       ),
     );
   }

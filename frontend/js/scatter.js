@@ -78,6 +78,9 @@ export class EmbeddingScatter {
         this.preview.hidden = false;
         this.loadThumbnail(index);
       });
+      this.el.on("plotly_unhover", () => {
+        this.preview.hidden = true;
+      });
     }
     this.count = n;
   }
