@@ -243,6 +243,17 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     expect(cards.first).to_contain_text(f"{classes[first]} · {100 * classes[first] / sim_stack.n:.1f}%")
     page.wait_for_function("() => [...document.querySelectorAll('.class-card img')].every((i) => i.complete && i.naturalWidth > 0)")
 
+    # By quality: the smallest FRC resolution first (when the engine could measure one).
+    with server.client() as client:
+        quality = {c["class"]: c.get("quality") for c in client.get(f"/api/jobs/{job_id}/rounds/final/classes").json()}
+    if any(q is not None for q in quality.values()):
+        page.select_option("#gallery-sort", "quality")
+        order = [int(c) for c in cards.evaluate_all("els => els.map((e) => e.dataset.cls)")]
+        known = [quality[c] for c in order if quality[c] is not None]
+        assert known == sorted(known) and order[: len(known)] == [c for c in order if quality[c] is not None]
+        page.select_option("#gallery-sort", "size")
+        shown = [int(c) for c in cards.evaluate_all("els => els.map((e) => e.dataset.cls)")]
+
     # Click a class: a page of its members.
     cards.first.locator(".class-image").click()
     members = page.locator("#members .member img")
