@@ -188,7 +188,8 @@ class WorkerProcess:
     """A real worker process (celery worker) with its own environment and log file."""
 
     def __init__(self, settings: Settings, log: Path, command: list[str] | None = None) -> None:
-        env = {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1"}
+        # One thread each: the test machine has two cores shared by parallel test runs.
+        env = {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         command = command or [sys.executable, "-m", "cryoclust", "worker", "--loglevel", "info", "--quiet"]
         self.log = log
         self._out = open(log, "ab")
