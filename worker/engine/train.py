@@ -49,7 +49,8 @@ def train_network(
     device = images.device
     n = images.shape[0]
     criterion = ContrastiveLoss(margin=2.0)
-    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
+    # The fused kernel updates the 16M weights in one pass instead of a dozen (same algorithm).
+    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, fused=True)
     steps = math.ceil(n / config.batch_size)
     report_every = max(1, steps // POINTS_PER_EPOCH)
     network.train()
