@@ -132,3 +132,23 @@ def test_defaults_are_the_original_programs():
     args = parse_args(["classify", "x.mrcs", "-o", "out"])
     assert (args.cluster_num, args.gpu, args.learning_rate, args.epoch_num, args.batch_size, args.round_num) == (4, "cuda:0", 5e-4, 20, 128, 5)
     assert (args.seed, args.size, args.method) == (0, 64, "reference")
+
+
+def test_a_callback_can_cancel_between_batches_leaving_complete_rounds_only(easy_set, tmp_path):
+    from worker.engine.errors import JobCancelled
+
+    seen = []
+
+    def cancel_in_round_two(event):
+        seen.append(event)
+        if isinstance(event, LossPoint) and event.round == 2:
+            raise JobCancelled()
+
+    config = ClassifyConfig(cluster_num=4, epoch_num=2, round_num=3, size=32, device="cpu", batch_size=64)
+    with ParticleStack.open(easy_set["particles"]) as stack, pytest.raises(JobCancelled):
+        classify(stack, config, tmp_path, cancel_in_round_two)
+    assert (tmp_path / "round_01" / "labels.csv").is_file()
+    assert not (tmp_path / "round_02").exists()
+    assert not (tmp_path / "summary.json").exists()
+    # the cancel came on the first loss point of round 2, before any further training
+    assert sum(1 for e in seen if isinstance(e, LossPoint) and e.round == 2) == 1

@@ -1,7 +1,8 @@
 """Progress of a run as small typed events, handed to a callback.
 
 The command line turns them into progress bars; the worker turns them into database rows that
-the page follows live. A callback may raise `JobCancelled` to stop the run between batches.
+the page follows live. A callback may raise `JobCancelled` to stop the run between batches: the
+engine calls it at least once a second while it trains or embeds.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ class EpochDone:
 
 
 @dataclass(frozen=True)
+class EmbedProgress:
+    round: int
+    done: int  # particles embedded so far
+    total: int
+
+
+@dataclass(frozen=True)
 class RoundDone:
     round: int
     round_num: int
@@ -44,7 +52,7 @@ class RoundDone:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-Event = RoundStarted | LossPoint | EpochDone | RoundDone
+Event = RoundStarted | LossPoint | EpochDone | EmbedProgress | RoundDone
 Callback = Callable[[Event], None]
 
 

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 from worker.engine.config import ClassifyConfig
-from worker.engine.events import Callback, EpochDone, LossPoint
+from worker.engine.events import Callback, EmbedProgress, EpochDone, LossPoint, ignore
 from worker.engine.model import ContrastiveLoss, SiameseNetwork
 from worker.engine.pairs import PairSampler
 
 POINTS_PER_EPOCH = 20  # loss points reported per epoch
+MAX_SILENCE = 1.0  # seconds; report at least this often so a cancel is heard quickly
 EMBED_BATCH = 1024
 
 
@@ -60,6 +61,7 @@ def train_network(
         running = torch.zeros((), device=device)
         epoch_sum = torch.zeros((), device=device)
         since_report = 0
+        last_report = time.perf_counter()
         for step in range(1, steps + 1):
             batch = min(config.batch_size, n - (step - 1) * config.batch_size)
             first, second, unlike = sampler.sample(batch, generator)
@@ -80,7 +82,7 @@ def train_network(
             running += detached
             epoch_sum += detached
             since_report += batch
-            if step % report_every == 0 or step == steps:
+            if step % report_every == 0 or step == steps or time.perf_counter() - last_report > MAX_SILENCE:
                 on_event(
                     LossPoint(
                         round=round_index,
@@ -92,17 +94,26 @@ def train_network(
                 )
                 running.zero_()
                 since_report = 0
+                last_report = time.perf_counter()
         epoch_loss = float(epoch_sum) / n
         on_event(EpochDone(round_index, epoch, epoch_loss, time.perf_counter() - started))
     return epoch_loss
 
 
 @torch.inference_mode()
-def embed(network: SiameseNetwork, images: torch.Tensor, precision: str = "fp32") -> np.ndarray:
+def embed(
+    network: SiameseNetwork,
+    images: torch.Tensor,
+    precision: str = "fp32",
+    on_event: Callback = ignore,
+    round_index: int = 0,
+) -> np.ndarray:
     """Embed every particle in large batches; returns (N, 20) float32 on the CPU."""
     network.eval()
     parts = []
-    for start in range(0, images.shape[0], EMBED_BATCH):
+    n = images.shape[0]
+    for start in range(0, n, EMBED_BATCH):
+        on_event(EmbedProgress(round_index, start, n))
         batch = images[start : start + EMBED_BATCH]
         if images.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -129,4 +140,5 @@ class ReferenceMethod:
         network = fresh_network(images.shape[-1], images.device, config.seed + round_index)
         sampler = PairSampler.from_labels(torch.as_tensor(labels, device=images.device))
         loss = train_network(network, images, sampler, config, round_index, generator, on_event)
-        return embed(network, images, config.precision), {"network": network, "loss": loss}
+        embedding = embed(network, images, config.precision, on_event, round_index)
+        return embedding, {"network": network, "loss": loss}
