@@ -66,7 +66,8 @@ def captions(classes: list[dict]) -> list[str]:
     for row in classes:
         line = f"#{row['class']}  {row['count']:,} ({100 * row['fraction']:.0f}%)"
         if row.get("quality"):
-            line += f"  {row['quality']:.1f} Å"
+            # the gallery's built-in font has no Å glyph
+            line += f"  {row['quality']:.1f} A"
         text.append(line)
     return text
 

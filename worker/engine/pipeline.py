@@ -29,6 +29,7 @@ from worker.engine.events import Callback, Event, LossPoint, RoundDone, RoundSta
 from worker.engine.io.particles import ParticleStack
 from worker.engine.methods import get_method
 from worker.engine.preprocess import model_size, preprocess
+from worker.engine.quality import class_resolutions
 
 
 @dataclass
@@ -55,12 +56,10 @@ def _phase_flipper(stack: ParticleStack, config: ClassifyConfig):
     return lambda chunk, rows: phase_flip(chunk, stack.ctf.subset(np.arange(rows.start, rows.stop)), stack.pixel_size)
 
 
-def _class_quality(images: torch.Tensor, labels: np.ndarray, k: int, pixel_size: float):
-    try:
-        from worker.engine.quality import class_resolutions
-    except ImportError:
-        return None
-    return class_resolutions(images, labels, k, pixel_size)
+def _class_quality(images: torch.Tensor, labels: np.ndarray, k: int, pixel_size: float, averager) -> list:
+    """FRC-0.5 resolution per class, from the averager's aligned half sets when it has them."""
+    halves = getattr(averager, "half_averages", None)
+    return class_resolutions(images, labels, k, pixel_size, halves=halves)
 
 
 def classify(
@@ -128,7 +127,7 @@ def classify(
         labels = kmeans_labels(embedding, k, config.seed + r)
         clustered = time.perf_counter()
         averages = averager.average(images, labels, k)
-        classes = outputs.class_table(labels, k, _class_quality(images, labels, k, pixel_size))
+        classes = outputs.class_table(labels, k, _class_quality(images, labels, k, pixel_size, averager))
         averaged = time.perf_counter()
         timings = {
             "train_embed": trained - round_started,
