@@ -61,6 +61,7 @@ export class ClassGallery {
       this.closeMembers();
     }
     const hasQuality = classes.some((c) => Number.isFinite(c.quality));
+    this.grid.dataset.round = String(round); // which round the cards show (the slider may be ahead)
     this.sortSelect.querySelector('option[value="quality"]').disabled = !hasQuality;
     if (this.sortBy === "quality" && !hasQuality) this.sortSelect.value = this.sortBy = "size";
     this.render();

@@ -66,6 +66,7 @@ export class EmbeddingScatter {
       plot_bgcolor: "#fff",
     };
     await Plotly.react(this.el, traces, layout, CONFIG);
+    this.el.dataset.round = String(round);
     if (!this.plotted) {
       this.plotted = true;
       this.el.on("plotly_hover", (event) => {

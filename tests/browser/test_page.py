@@ -157,7 +157,18 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     """Upload by drag and drop, start a job, watch it live, explore and download the results."""
     page.goto(server.url)
     page.fill("#dataset-name", "e2e <simulated>")
+    # Slow the upload down (about 2 s) to watch the progress bar with bytes and speed.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    throttle = {"offline": False, "latency": 0, "downloadThroughput": -1}
+    cdp.send("Network.emulateNetworkConditions", {**throttle, "uploadThroughput": 400_000})
     drop_files(page, "#dropzone", [("particles.mrcs", sim_stack.mrcs.read_bytes())])
+    progress = page.locator("#upload-text")
+    expect(progress).to_have_text(re.compile(r"^[1-9][\d.]* kB of 82\d kB · [\d.]+ kB/s$"))  # file + form fields
+    assert float(page.locator("#upload-progress").evaluate("el => el.value")) > 0
+    expect(page.locator("#upload-files")).to_have_text("particles.mrcs")
+    expect(page.locator("#upload-status")).to_be_hidden()
+    cdp.send("Network.emulateNetworkConditions", {**throttle, "uploadThroughput": -1})
     card = page.locator(".dataset-card", has_text="e2e <simulated>")
     expect(card).to_contain_text("200 particles")
     expect(card).to_contain_text("box 32 px")
@@ -207,7 +218,8 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     assert steps == [[p["step"] for p in r["points"]] for r in history["rounds"]]
 
     # The scatter of the last round: every particle once, coloured by class.
-    page.wait_for_function("() => { const gd = document.getElementById('scatter-plot'); return gd.data && gd.data.length; }")
+    expect(page.locator("#scatter-plot")).to_have_attribute("data-round", "2")
+    expect(page.locator("#gallery-grid")).to_have_attribute("data-round", "2")
     counts = page.evaluate("() => document.getElementById('scatter-plot').data.map((t) => [t.name, t.x.length, t.type])")
     assert sum(n for _, n, _ in counts) == sim_stack.n
     assert {t for _, _, t in counts} == {"scattergl"}
@@ -263,10 +275,12 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     # The round slider steps back to round 1.
     page.locator("#round-slider").evaluate("(el) => { el.value = '1'; el.dispatchEvent(new Event('input')); }")
     expect(page.locator("#round-label")).to_have_text("1 of 2")
+    expect(page.locator("#gallery-grid")).to_have_attribute("data-round", "1")
     expect(page.locator("#members")).to_be_hidden()  # another round, other members
     expect(page.locator("#gallery-panel h3").first).to_have_text("Class averages, round 1")
     page.locator("#round-slider").evaluate("(el) => { el.value = '2'; el.dispatchEvent(new Event('input')); }")
     expect(page.locator("#round-label")).to_have_text("2 of 2")
+    expect(page.locator("#gallery-grid")).to_have_attribute("data-round", "2")
     expect(cards).to_have_count(4)
 
     # Tick two classes and export them as .star and as .mrcs.
@@ -330,16 +344,31 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
         assert client.get(f"/api/jobs/{job_id}").status_code == 404
 
 
-def test_cancel_a_running_job_from_the_list(page, server, sim_stack):
+def test_cancel_from_the_list_and_from_the_job_view(page, server, sim_stack):
+    """A queued job is cancelled from the jobs list, a running one from its live view."""
+    long_job = {"epoch_num": 1000, "round_num": 1, "size": 32, "device": "cpu", "batch_size": 32}
     with server.client() as client:
         dataset = client.post("/api/datasets", files={"files": ("long.mrcs", sim_stack.mrcs.read_bytes())}, data={"name": "cancel me"}).json()
-        job = client.post("/api/jobs", json={"dataset_id": dataset["id"], "epoch_num": 1000, "round_num": 1, "size": 32, "device": "cpu", "batch_size": 32}).json()
-    page.goto(server.url)
-    row = page.locator(f"tr[data-job-id='{job['id']}']")
-    expect(row).to_contain_text(re.compile("queued|running"))
+        running = client.post("/api/jobs", json={"dataset_id": dataset["id"], **long_job}).json()
+        queued = client.post("/api/jobs", json={"dataset_id": dataset["id"], **long_job}).json()
+    page.goto(f"{server.url}/#/jobs/{running['id']}")
+    expect(page.locator(".job-head .badge")).to_have_text("running", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('loss-plot').data.reduce((s, t) => s + t.x.length, 0) > 2")
+    expect(page.locator("#live-state")).to_have_text("live")
+
+    page.click("a.back")
+    row = page.locator(f"tr[data-job-id='{queued['id']}']")
+    expect(row).to_contain_text("queued")
     row.locator("button", has_text="Cancel").click()
-    expect(row).to_contain_text("cancelled", timeout=30_000)
+    expect(row).to_contain_text("cancelled")
     expect(row.locator("button", has_text="Delete")).to_be_visible()
+
+    page.locator(f"tr[data-job-id='{running['id']}'] a").click()
+    expect(page.locator(".job-head .badge")).to_have_text("running")
+    page.click("#job-cancel")
+    expect(page.locator(".job-head .badge")).to_have_text("cancelled", timeout=30_000)
+    expect(page.locator("#live-state")).to_have_text("finished")
+    expect(page.locator("#job-delete")).to_be_visible()
 
 
 def test_scatter_stays_responsive_with_50000_points(page, server):
