@@ -19,7 +19,7 @@ export class JobView {
     this.lastEventId = null;
     this.ended = false;
     this.closed = false;
-    this.retryDelay = 1000;
+    this.retryDelay = 500;
     this.rounds = [];
     this.round = null;
     this.follow = true; // jump to each new round while the newest one is shown
@@ -172,7 +172,7 @@ export class JobView {
     this.source = source;
     this.setLive("connecting", "connecting…");
     source.addEventListener("open", () => {
-      this.retryDelay = 1000;
+      this.retryDelay = 500;
       this.setLive("on", "live");
     });
     for (const type of EVENT_TYPES) {
@@ -189,12 +189,9 @@ export class JobView {
     }
     source.addEventListener("error", () => {
       if (this.closed || this.ended) return;
-      if (source.readyState === EventSource.CONNECTING) {
-        // The browser reconnects by itself and sends Last-Event-ID.
-        this.setLive("off", "reconnecting…");
-        return;
-      }
-      // Closed for good (an HTTP error, e.g. 401 or 502): check the job and open a new stream.
+      // The stream broke (network blip, proxy timeout, server restart) or was refused (401,
+      // 502). Reconnect ourselves with ?last_event_id= rather than leave it to the browser:
+      // the resume point is then explicit, and a refused stream is retried as well.
       source.close();
       this.setLive("off", "reconnecting…");
       const delay = this.retryDelay;
@@ -202,7 +199,7 @@ export class JobView {
       setTimeout(async () => {
         if (this.closed) return;
         try {
-          this.job = await api(`/api/jobs/${this.jobId}`);
+          this.job = await api(`/api/jobs/${this.jobId}`); // asks for the token on a 401
           this.renderHead();
         } catch (err) {
           if (err.status === 404) return this.gone();

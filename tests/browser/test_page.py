@@ -371,6 +371,56 @@ def test_cancel_from_the_list_and_from_the_job_view(page, server, sim_stack):
     expect(page.locator("#job-delete")).to_be_visible()
 
 
+def test_star_with_its_stack_uploads_as_one_dataset(page, server, sim_stack):
+    page.goto(server.url)
+    page.fill("#dataset-name", "star and stack")
+    page.set_input_files("#file-input", [sim_stack.star, sim_stack.mrcs])
+    card = page.locator(".dataset-card", has_text="star and stack")
+    expect(card).to_contain_text("200 particles")
+    expect(card.locator(".files")).to_contain_text("particles.star")
+    expect(card.locator(".files")).to_contain_text("particles.mrcs")
+    expect(page.locator("#upload-error")).to_be_hidden()
+
+
+def test_live_view_resumes_after_the_stream_breaks(page, server, sim_stack):
+    """The event stream breaks halfway (a proxy cut); the browser reconnects with Last-Event-ID."""
+    with server.client() as client:
+        dataset = client.post("/api/datasets", files={"files": ("blip.mrcs", sim_stack.mrcs.read_bytes())}, data={"name": "blip"}).json()
+        job = client.post("/api/jobs", json={"dataset_id": dataset["id"], "epoch_num": 1, "round_num": 2, "size": 32, "device": "cpu", "batch_size": 32}).json()
+        deadline = time.monotonic() + 90
+        while client.get(f"/api/jobs/{job['id']}").json()["status"] not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "succeeded"
+        stream = client.get(f"/api/jobs/{job['id']}/events").text
+        history = client.get(f"/api/jobs/{job['id']}/loss").json()
+    blocks = [b for b in stream.split("\n\n") if b.startswith("id:")]
+    half = blocks[: len(blocks) // 2]
+    cut_after = int(half[-1].split("\n", 1)[0].split(":", 1)[1])
+    requests = []
+
+    def events(route, request):
+        requests.append(request)
+        if len(requests) == 1:  # the first connection delivers half the events, then drops
+            body = "\n\n".join(half) + "\n\n"
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/api/jobs/\w+/events"), events)
+    page.goto(f"{server.url}/#/jobs/{job['id']}")
+    expect(page.locator("#live-state")).to_have_text("finished")
+    assert len(requests) == 2
+    resumed = re.search(r"[?&]last_event_id=(\d+)", requests[1].url)
+    assert resumed and int(resumed.group(1)) == cut_after, requests[1].url
+    expected = [[f"round {r['round']}", len(r["points"])] for r in history["rounds"]]
+    page.wait_for_function(
+        "(expected) => JSON.stringify(document.getElementById('loss-plot').data.map((t) => [t.name, t.x.length]))"
+        " === JSON.stringify(expected)",
+        arg=expected,
+    )
+    expect(page.locator(".job-head .badge")).to_have_text("succeeded")
+
+
 def test_scatter_stays_responsive_with_50000_points(page, server):
     """The page's own scatter module draws 50,000 particles with WebGL and answers hovers."""
     page.goto(server.url)
