@@ -40,11 +40,11 @@ export class JobsPanel {
       h(
         "thead",
         {},
-        h("tr", {}, ["Job", "Dataset", "Method", "Status", "Round", "Progress", "Created", ""].map((t) => h("th", { text: t }))),
+        h("tr", {}, ["Job", "Dataset", "Method", "Status", "Round", "Progress", "Created", ""].map((t) => h("th", { text: t, class: `col-${t.toLowerCase() || "actions"}` }))),
       ),
       h("tbody", {}, jobs.map((job) => this.row(job))),
     );
-    replace(this.el, table);
+    replace(this.el, h("div", { class: "table-scroll" }, table));
   }
 
   row(job) {
@@ -66,11 +66,11 @@ export class JobsPanel {
       { dataset: { jobId: String(job.id) }, class: `job-row status-${job.status}` },
       h("td", {}, open),
       h("td", { class: "ellipsis", text: name, title: name }),
-      h("td", { text: params.method || "" }),
+      h("td", { class: "col-method", text: params.method || "" }),
       status,
       h("td", { text: `${job.round || 0}/${job.round_num || params.round_num || "?"}` }),
       h("td", {}, progressBar(job.progress, `job ${job.id} progress`)),
-      h("td", { class: "muted", text: fmtTime(job.created_at) }),
+      h("td", { class: "muted col-created", text: fmtTime(job.created_at) }),
       actions,
     );
   }

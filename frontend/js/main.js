@@ -2,7 +2,6 @@
 
 import { api } from "./api.js";
 import { DatasetsPanel } from "./datasets.js";
-import { h, replace } from "./dom.js";
 import { JobForm } from "./jobform.js";
 import { JobsPanel } from "./jobs.js";
 import { JobView } from "./jobview.js";
@@ -71,6 +70,10 @@ async function checkHealth() {
     const ok = health.status === "ok" && workers > 0;
     el.className = `health ${ok ? "ok" : "warn"}`;
     el.textContent = `${workers} worker${workers === 1 ? "" : "s"} · database ${health.database} · broker ${health.broker}`;
+    if (typeof window.Plotly === "undefined") {
+      el.className = "health bad";
+      el.textContent += " · plotly.min.js did not load: no plots";
+    }
   } catch (err) {
     el.className = "health bad";
     el.textContent = err.status ? `server: ${err.message}` : "server unreachable";
@@ -78,11 +81,6 @@ async function checkHealth() {
   setTimeout(checkHealth, HEALTH_MS);
 }
 
-// Plotly is a classic deferred script; it has run before this module (modules are deferred too,
-// and run in document order), but say so plainly if the backend did not serve it.
-if (typeof window.Plotly === "undefined") {
-  replace(document.getElementById("health"), h("span", { class: "error", text: "plotly.min.js did not load: plots are off" }));
-}
 window.addEventListener("hashchange", route);
 route();
 checkHealth();

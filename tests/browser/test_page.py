@@ -330,10 +330,13 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     with Image.open(shot) as image:
         assert image.size[0] == 800
 
-    # Back on the list: the finished job with its rounds and progress; delete it.
-    page.set_viewport_size({"width": 1280, "height": 900})
+    # Back on the list (still 800 px wide: nothing spills sideways): the finished job with its
+    # rounds and progress; delete it.
     page.click("a.back")
     row = page.locator(f"tr[data-job-id='{job_id}']")
+    expect(row).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
+    page.set_viewport_size({"width": 1280, "height": 900})
     expect(row).to_contain_text("succeeded")
     expect(row).to_contain_text("2/2")
     expect(row).to_contain_text("100%")
