@@ -134,7 +134,10 @@ def sim_stack(tmp_path_factory) -> SimulatedStack:
 
 @pytest.fixture(scope="session")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # Other test runs share the 2 cores: give assertions on the page time to come true.
+    expect.set_options(timeout=15_000)
 
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
