@@ -6,11 +6,14 @@ The schema is created on start and kept across restarts (create_all adds only wh
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,6 +41,18 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+def create_schema_once(engine: Engine, attempts: int = 5) -> None:
+    """create_all, tolerating another process (API, workers starting together) doing the same."""
+    for attempt in range(attempts):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except DBAPIError:  # "table already exists" or a duplicate type: look again
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 + 0.2 * random.random())
+
+
 class Database:
     """An engine plus a session factory; creates the schema when made."""
 
@@ -46,7 +61,7 @@ class Database:
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create_schema:
-            Base.metadata.create_all(self.engine)
+            create_schema_once(self.engine)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Database":
