@@ -156,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
             from worker.engine.bench_methods import compare_methods
 
             print("methods: reference / invariant / PCA+KMeans ...", flush=True)
-            results["methods"] = compare_methods(device=str(device))
+            results["methods"] = compare_methods(n=args.accuracy_n or 2000, k=4, on_progress=print)
     args.output.mkdir(parents=True, exist_ok=True)
     name = f"bench-{device.type}{'-quick' if args.quick else ''}.json"
     (args.output / name).write_text(json.dumps(results, indent=2, default=str) + "\n")
