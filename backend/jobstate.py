@@ -81,8 +81,13 @@ def claim(session: Session, job_id: str, worker: str, default_device: str, stale
     return job
 
 
-def requeue(session: Session, job: Job, reason: str) -> None:
-    """Give a running job back to the queue (its worker stopped or was lost). Caller commits."""
+def requeue(session: Session, job: Job, reason: str, graceful: bool = False) -> None:
+    """Give a running job back to the queue (its worker stopped or was lost). Caller commits.
+
+    A graceful stop (the worker was asked to stop) does not count as a lost attempt.
+    """
+    if graceful:
+        job.attempts = max(0, job.attempts - 1)
     job.status = "queued"
     job.heartbeat_at = None
     job.worker = None

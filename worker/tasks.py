@@ -26,7 +26,7 @@ from worker.engine.events import EpochDone, Event, LossPoint, RoundDone, RoundSt
 
 log = logging.getLogger("cryoclust.worker")
 
-LOSS_INTERVAL = 0.2  # at most 5 loss events a second reach the database
+LOSS_INTERVAL = 0.2  # at most 5 loss (and epoch) events a second reach the database
 CHECK_INTERVAL = 0.5  # how often the callback looks for a cancel request
 
 
@@ -81,13 +81,18 @@ class JobRecorder:
         self.round_num = round_num
         self.pairs_total = 1
         self.pending: LossPoint | None = None
+        self.pending_epoch: EpochDone | None = None
         self.last_loss = 0.0
         self.last_check = time.monotonic()
 
     def __call__(self, event: Event) -> None:
         now = time.monotonic()
-        if isinstance(event, LossPoint):
-            self.pending = event
+        if isinstance(event, (LossPoint, EpochDone)):
+            # Tiny datasets train many batches and epochs a second: keep the latest of each.
+            if isinstance(event, LossPoint):
+                self.pending = event
+            else:
+                self.pending_epoch = event
             if now - self.last_loss >= LOSS_INTERVAL:
                 self._write([])
         else:
@@ -101,25 +106,38 @@ class JobRecorder:
             jobstate.add_event(session, self.job_id, "status", {"status": "running", "message": message})
             session.commit()
 
+    def set_device(self, device: str) -> None:
+        """The device the run really uses (a missing GPU falls back to cpu)."""
+        with self.db.session() as session:
+            job = session.get(Job, self.job_id)
+            if job is not None:
+                job.device = device
+                session.commit()
+
     def flush(self) -> None:
-        if self.pending:
+        if self.pending or self.pending_epoch:
             self._write([])
 
     def _write(self, events: list[Event]) -> None:
+        # The newest loss point and epoch summary held back by the throttle, in training order.
+        held = [e for e in (self.pending, self.pending_epoch) if e is not None]
+        held.sort(key=lambda e: (e.epoch, isinstance(e, EpochDone)))
+        self.pending = self.pending_epoch = None
+        if held:
+            self.last_loss = time.monotonic()
         rows: list[tuple[str, dict]] = []
         values: dict = {}
-        if self.pending is not None:
-            p, self.pending = self.pending, None
-            self.last_loss = time.monotonic()
-            rows.append(("loss", {"round": p.round, "epoch": p.epoch, "step": p.step, "pairs_done": p.pairs_done, "loss": p.loss}))
-            values = {"round": p.round, "progress": self._progress(p.round, p.pairs_done)}
-        for e in events:
-            if isinstance(e, RoundStarted):
+        for e in held + list(events):
+            if isinstance(e, LossPoint):
+                rows.append(("loss", {"round": e.round, "epoch": e.epoch, "step": e.step,
+                                      "pairs_done": e.pairs_done, "loss": e.loss}))
+                values = {"round": e.round, "progress": self._progress(e.round, e.pairs_done)}
+            elif isinstance(e, EpochDone):
+                rows.append(("epoch", {"round": e.round, "epoch": e.epoch, "loss": e.loss, "seconds": e.seconds}))
+            elif isinstance(e, RoundStarted):
                 self.pairs_total = max(1, e.pairs_total)
                 rows.append(("round_started", {"round": e.round, "round_num": e.round_num, "pairs_total": e.pairs_total}))
                 values = {"round": e.round, "progress": self._progress(e.round, 0)}
-            elif isinstance(e, EpochDone):
-                rows.append(("epoch", {"round": e.round, "epoch": e.epoch, "loss": e.loss, "seconds": e.seconds}))
             elif isinstance(e, RoundDone):
                 rows.append(("round", {"round": e.round, "round_num": e.round_num, "counts": list(e.counts),
                                        "seconds": e.seconds, "loss": e.loss, "timings": dict(e.timings)}))
@@ -161,6 +179,10 @@ def classify(self, job_id: str) -> str:
     """Run (or resume) job `job_id`; returns its final status."""
     settings, db = _context()
     worker = self.request.hostname or f"{socket.gethostname()}:{os.getpid()}"
+    if _stopping.is_set():
+        # Fetched while this worker shuts down: hand it back untouched for the next worker.
+        self.app.send_task("classify", args=[job_id], queue=settings.QUEUE)
+        return "requeued"
     with db.session() as session:
         job = jobstate.claim(session, job_id, worker, settings.DEVICE, settings.STALE_AFTER_SECONDS)
         if job is None:
@@ -177,7 +199,7 @@ def classify(self, job_id: str) -> str:
     except WorkerStopping:
         recorder.flush()
         with db.session() as session:
-            jobstate.requeue(session, session.get(Job, job_id), f"worker {worker} stopped; requeued")
+            jobstate.requeue(session, session.get(Job, job_id), f"worker {worker} stopped; requeued", graceful=True)
             session.commit()
         self.app.send_task("classify", args=[job_id], queue=settings.QUEUE)
         return "requeued"
@@ -202,10 +224,15 @@ def _run(settings: Settings, dataset: Dataset | None, job_id: str, params: dict,
         return "failed", "the job's dataset was deleted"
     try:
         from worker.engine.config import ClassifyConfig
+        from worker.engine.devices import resolve_device
         from worker.engine.io.particles import ParticleStack
         from worker.engine.pipeline import classify as run_pipeline
 
-        config = ClassifyConfig.from_dict({**params, "device": device})
+        actual, notice = resolve_device(device)
+        if notice:
+            recorder.notice(notice)
+        recorder.set_device(str(actual))
+        config = ClassifyConfig.from_dict({**params, "device": str(actual)})
         folder = settings.data_dir / "datasets" / dataset.id
         out_dir = settings.data_dir / "jobs" / job_id
         with ParticleStack.open(folder / dataset.path, confine_to=folder) as stack:

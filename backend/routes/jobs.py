@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend import jobstate
-from backend.deps import DispatcherDep, SessionDep, StorageDep
+from backend.deps import DispatcherDep, SessionDep, StacksDep, StorageDep
 from backend.schemas import JobCreate, JobOut, JobStatus
 from backend.tables import TERMINAL, Dataset, Job
 
@@ -77,12 +77,13 @@ def cancel_job(job_id: str, session: SessionDep) -> Job:
 
 
 @router.delete("/jobs/{job_id}", status_code=204)
-def delete_job(job_id: str, session: SessionDep, storage: StorageDep) -> Response:
+def delete_job(job_id: str, session: SessionDep, storage: StorageDep, stacks: StacksDep) -> Response:
     """Delete a finished job and its results (409 while it is queued or running)."""
     job = get_job(session, job_id)
     if job.status not in TERMINAL:
         raise HTTPException(409, f"job {job_id} is {job.status}; cancel it first")
     session.delete(job)
     session.commit()
+    stacks.drop(storage.job_dir(job_id))
     storage.remove(storage.job_dir(job_id))
     return Response(status_code=204)

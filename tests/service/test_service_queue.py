@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 import zipfile
+
+import httpx
 
 import mrcfile
 import pytest
 from conftest import (
     REDIS_URL,
     base_settings,
+    free_port,
     read_sse,
     require_port,
     running_api,
@@ -165,48 +171,63 @@ def test_killed_worker_job_resumes_on_a_new_worker(redis_settings, workers, tmp_
     second.stop()
 
 
-def test_filesystem_broker_end_to_end_with_cryoclust_serve(tmp_path):
-    """`cryoclust serve` with no Redis: its own worker runs a job from the filesystem queue."""
-    import os
-    import signal
-    import subprocess
-
-    from conftest import free_port
-
-    port = free_port()
-    data = tmp_path / "data"
+def start_serve(port: int, data, log):
     env = {**os.environ, "CRYOCLUST_DEVICE": "cpu", "CRYOCLUST_BROKER_URL": "", "CRYOCLUST_DATABASE_URL": "",
-           "CRYOCLUST_API_TOKEN": "", "CRYOCLUST_QUEUE": f"fs-{port}", "PYTHONUNBUFFERED": "1"}
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        serve = subprocess.Popen([sys.executable, "-m", "cryoclust", "serve", "--port", str(port), "--data-dir", str(data)],
-                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        import httpx
+           "CRYOCLUST_API_TOKEN": "", "CRYOCLUST_QUEUE": f"fs-{port}", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "cryoclust", "serve", "--port", str(port), "--data-dir", str(data)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
+
+def wait_for_worker(client: httpx.Client, serve, log) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            health = client.get("/api/health").json()
+            if health["workers"]:
+                return health
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and serve.poll() is None, log.read_text()
+        time.sleep(0.2)
+
+
+def test_filesystem_broker_end_to_end_with_cryoclust_serve(tmp_path):
+    """`cryoclust serve` with no Redis runs a job with its own worker; Ctrl-C mid-job gives the
+    job back to the queue and the next start finishes it from its last complete round."""
+    port = free_port()
+    data, log = tmp_path / "data", tmp_path / "serve.log"
+    serve = start_serve(port, data, log)
+    try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    health = client.get("/api/health").json()
-                    if health["workers"]:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and serve.poll() is None, log.read_text()
-                time.sleep(0.2)
+            health = wait_for_worker(client, serve, log)
             assert health["broker"] == "ok" and health["database"] == "ok"
+            assert "listening on 127.0.0.1 only" in log.read_text()
             stack = write_stack(tmp_path / "fs" / "particles.mrcs", n=40, box=32)
             dataset_id = upload(client, stack).json()["id"]
-            job = client.post("/api/jobs", json={"dataset_id": dataset_id, **TINY}).json()
-            kinds = [e["event"] for e in read_sse(client, f"/api/jobs/{job['id']}/events")]
-            assert kinds[-2:] == ["status", "end"] and "round" in kinds, log.read_text()
-            assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "succeeded"
-            assert (data / "cryoclust.db").is_file() and (data / "broker" / "queue").is_dir()
-        assert "listening on 127.0.0.1 only" in log.read_text()
+            params = {**TINY, "epoch_num": 20, "batch_size": 64}
+            job = client.post("/api/jobs", json={"dataset_id": dataset_id, **params}).json()
+            deadline = time.monotonic() + 60
+            while not client.get(f"/api/jobs/{job['id']}/loss").json()["rounds"]:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        serve.send_signal(signal.SIGINT)
+        assert serve.wait(40) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
+        assert (data / "cryoclust.db").is_file() and list((data / "broker" / "queue").iterdir())
+
+        serve = start_serve(port, data, log)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            wait_for_worker(client, serve, log)
+            stopped = [json.loads(e["data"]) for e in read_sse(client, f"/api/jobs/{job['id']}/events")
+                       if e["event"] == "status"]
+            assert any("stopped; requeued" in d.get("message", "") for d in stopped), stopped
+            finished = client.get(f"/api/jobs/{job['id']}").json()
+            # A worker asked to stop does not count as a lost attempt.
+            assert finished["status"] == "succeeded" and finished["attempts"] == 1, finished
+            assert client.get(f"/api/jobs/{job['id']}/rounds").json() == [1]
         serve.send_signal(signal.SIGINT)
         assert serve.wait(30) == 0, log.read_text()
-        assert "Traceback" not in log.read_text()
     finally:
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
