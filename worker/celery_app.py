@@ -27,6 +27,8 @@ def broker_options(settings: Settings) -> dict:
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
             "processed_folder": str(settings.broker_dir / "processed"),
+            # kombu keeps its exchange table in ./control unless told otherwise
+            "control_folder": str(settings.broker_dir / "control"),
             "store_processed": False,
             "polling_interval": 0.5,
         }
@@ -37,7 +39,7 @@ def ensure_broker_dirs(settings: Settings) -> None:
     """The filesystem transport needs its folders before the first message."""
     if settings.uses_filesystem_broker:
         options = broker_options(settings)
-        for key in ("data_folder_in", "processed_folder"):
+        for key in ("data_folder_in", "processed_folder", "control_folder"):
             Path(options[key]).mkdir(parents=True, exist_ok=True)
 
 
