@@ -10,9 +10,9 @@ export const PARAMETERS = [
     name: "method", label: "Method", kind: "select", value: "reference",
     options: [
       ["reference", "reference (the original Siamese network + KMeans)"],
-      ["invariant", "invariant (rotation/shift-invariant training)"],
+      ["invariant", "invariant (rotation/shift-invariant, for real particles)"],
     ],
-    help: "reference reproduces the original algorithm; invariant learns embeddings that ignore in-plane rotation.",
+    help: "reference reproduces the original algorithm; invariant groups views whatever their in-plane angle and shift.",
   },
   {
     name: "cluster_num", label: "Classes", kind: "int", value: 4, min: 2, max: 1000,
