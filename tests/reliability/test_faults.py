@@ -310,3 +310,25 @@ def test_processes_starting_together_create_the_schema_once(tmp_path):
     results = [p.communicate(timeout=60) for p in starts]
     assert all(p.returncode == 0 for p in starts), [err[-500:] for _, err in results]
     assert all(out.strip() == "ok" for out, _ in results)
+
+
+# ----------------------------------------------------------------------------- bad data at run time
+
+
+def test_dataset_damaged_after_upload_fails_the_job_with_a_reason(tmp_path, stack):
+    """The stored stack is cut short behind the API's back: the job fails, it does not hang."""
+    settings = make_settings(tmp_path / "data")
+    with running_api(settings) as api, api.client() as client:
+        dataset_id = upload(client, stack)
+        stored = settings.data_dir / "datasets" / dataset_id / stack.name
+        stored.write_bytes(stored.read_bytes()[: 1024 + 16 * 16 * 4 * 10])
+        job_id = create_job(client, dataset_id, epoch_num=1, round_num=1)
+        w = worker(settings, tmp_path / "worker.log", "damaged")
+        try:
+            job = wait_for_job(client, job_id, timeout=120)
+        finally:
+            w.stop()
+        assert job["status"] == "failed", job
+        assert "truncated" in job["error"] and stack.name in job["error"], job["error"]
+        events = all_events(client, job_id)
+        assert events[-1]["event"] == "end" and events[-1]["data"]["status"] == "failed"
