@@ -9,7 +9,7 @@ import io
 import mrcfile
 import numpy as np
 import pytest
-from conftest import base_settings, running_api, upload, write_stack
+from service_support import base_settings, running_api, upload, write_stack
 from PIL import Image
 
 from worker.engine.ctf import CtfParams

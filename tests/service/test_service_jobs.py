@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import base_settings, read_sse, running_api, upload
+from service_support import base_settings, read_sse, running_api, upload
 
 
 @pytest.fixture
