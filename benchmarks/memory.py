@@ -38,14 +38,13 @@ torch.set_num_threads(1)
 import worker.engine.preprocess as pre
 from worker.engine.io.particles import ParticleStack
 path, n, chunk_mb = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-if chunk_mb > 0:
-    pre.CHUNK_BYTES = int(chunk_mb * 2**20)
+chunk_bytes = int(chunk_mb * 2**20) if chunk_mb > 0 else pre.CHUNK_BYTES
 stack = ParticleStack.open(path)
 stack.n = n  # the first n particles of the big file
 print("READY", flush=True)
 sys.stdin.readline()
 started = time.perf_counter()
-out = pre.preprocess(stack, 64, "cpu")
+out = pre.preprocess(stack, 64, "cpu", chunk_bytes=chunk_bytes)
 seconds = time.perf_counter() - started
 hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
 print(json.dumps({"shape": list(out.shape), "seconds": seconds, "vm_hwm_mb": hwm / 1024}), flush=True)
@@ -55,7 +54,7 @@ print(json.dumps({"shape": list(out.shape), "seconds": seconds, "vm_hwm_mb": hwm
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[3000, 6000, 12000, 24000], help="particle counts")
     parser.add_argument("--box", type=int, default=256)
-    parser.add_argument("--chunk-mb", type=float, nargs="*", default=[64], help="extra chunk sizes for the largest N")
+    parser.add_argument("--chunk-mb", type=float, nargs="*", default=[256], help="extra chunk sizes for the largest N")
     parser.add_argument("--work-dir", help="where the stack is written (default: a temporary folder)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "memory.json"))
 
@@ -100,7 +99,7 @@ def measure(path: Path, n: int, box: int, chunk_mb: float) -> dict:
     return {
         "n": n,
         "file_gb": round(n * box * box * 4 / 2**30, 2),
-        "chunk_mb": chunk_mb or 256,
+        "chunk_mb": chunk_mb or 64,
         "seconds": round(report["seconds"], 1),
         "baseline_anon_mb": round(baseline / 1024, 1),
         "peak_anon_mb": round(peak / 1024, 1),
