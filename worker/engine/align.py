@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worker.engine.preprocess import fourier_crop
+
 COARSE_SIZE = 32  # the grid search runs on images Fourier-cropped to this size
 BATCH = 2048  # particles per search batch (bounds memory)
 INTERPOLATION = "bilinear"
@@ -62,17 +64,6 @@ def soft_mask(size: int, radius: float, device=None) -> torch.Tensor:
     r = torch.sqrt(coords[:, None] ** 2 + coords[None, :] ** 2)
     edge = ((r - radius) / 3.0).clamp(0, 1)
     return 0.5 * (1 + torch.cos(math.pi * edge))
-
-
-def fourier_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, S, S) -> (B, size, size) keeping the central spectrum (mean intensity kept)."""
-    box = images.shape[-1]
-    if size >= box:
-        return images
-    spectrum = torch.fft.rfft2(images)
-    half = size // 2
-    kept = torch.cat([spectrum[..., :half, : half + 1], spectrum[..., box - half :, : half + 1]], -2)
-    return torch.fft.irfft2(kept, s=(size, size)) * (size * size) / (box * box)
 
 
 def low_pass(images: torch.Tensor, sigma: float = FINE_LOW_PASS) -> torch.Tensor:
@@ -127,7 +118,7 @@ def _neighbours(values: torch.Tensor, index: torch.Tensor, dim: int):
     return minus, plus, (index > 0) & (index < limit - 1)
 
 
-def _best_template(images: torch.Tensor, bank: torch.Tensor):
+def best_template(images: torch.Tensor, bank: torch.Tensor):
     """Scores of every image against every template with one matrix product, then the best
     (fractional angle index, y index, x index) and its score.
 
@@ -197,11 +188,11 @@ def align_to_reference(
     fine_bank = template_bank(low_pass(reference), fine_offsets, fine_radius)
     angles, shifts, scores = [], [], []
     for start in range(0, len(images), BATCH):
-        ia, iy, ix, _ = _best_template(small[start : start + BATCH], coarse_bank)
+        ia, iy, ix, _ = best_template(small[start : start + BATCH], coarse_bank)
         angle = ia.round() * angle_step
         shift = torch.stack([ix.round() - coarse_radius, iy.round() - coarse_radius], -1) * scale
         posed = low_pass(transform(images[start : start + BATCH], angle, shift))
-        fa, fy, fx, score = _best_template(posed, fine_bank)
+        fa, fy, fx, score = best_template(posed, fine_bank)
         # posed = reference(R(-d) (p - s)), so the particle needs angle + d, shift + R(angle) s.
         s = torch.stack([fx - fine_radius, fy - fine_radius], -1)
         cos, sin = torch.cos(torch.deg2rad(angle)), torch.sin(torch.deg2rad(angle))
@@ -245,7 +236,7 @@ def centre(reference: torch.Tensor, max_shift: float) -> torch.Tensor:
     target = rotational_average(reference) * soft_mask(size, 0.45 * size, reference.device)
     radius = max(1, math.ceil(max_shift))
     bank = template_bank(target, torch.zeros(1, device=reference.device), radius)
-    _, iy, ix, _ = _best_template(reference[None], bank)
+    _, iy, ix, _ = best_template(reference[None], bank)
     shift = torch.stack([ix - radius, iy - radius], -1)  # reference = target moved by shift
     return transform(reference[None], torch.zeros(1, device=reference.device), shift)[0]
 

@@ -28,15 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worker.engine.align import (
-    _best_template,
-    align_class,
-    fourier_crop,
-    template_bank,
-)
+from worker.engine.align import best_template, align_class, template_bank
 from worker.engine.config import ClassifyConfig
 from worker.engine.events import Callback, EpochDone, LossPoint
 from worker.engine.model import EMBEDDING_DIM
+from worker.engine.preprocess import fourier_crop
 
 REFERENCE_SIZE = 32  # px: references are aligned averages at this size
 SCORE_SIZE = 24  # px: images are scored at this size
@@ -98,7 +94,7 @@ def aligned_scores(small: torch.Tensor, references: torch.Tensor) -> np.ndarray:
     for r, reference in enumerate(small_refs):
         bank = template_bank(reference, angles, radius)
         for start in range(0, len(small), BATCH):
-            *_, best = _best_template(small[start : start + BATCH], bank)
+            *_, best = best_template(small[start : start + BATCH], bank)
             scores[start : start + BATCH, r] = best
     return (scores / norms[:, None]).cpu().numpy()
 
