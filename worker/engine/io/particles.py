@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from collections import OrderedDict
@@ -254,6 +255,7 @@ class ParticleStack:
             out[where] = data[first:first + len(frames)]  # a contiguous range: one slice of the map
         else:
             out[where] = data[frames]
+        _release_pages(data)
 
     def _data(self, f: int) -> np.ndarray:
         """The memory-mapped data of file f, keeping at most MAX_OPEN_FILES maps open."""
@@ -340,3 +342,13 @@ def _relative_name(path: Path, base: Path) -> str:
 def _natural_key(path: Path) -> list[object]:
     """Sort 'img2' before 'img10'."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _release_pages(data: np.ndarray) -> None:
+    """Unmap the pages just copied out, so reading a large stack keeps the resident size flat.
+
+    The pages stay in the page cache; a later read of the same images faults them back in.
+    """
+    mapping = getattr(data, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
