@@ -15,15 +15,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from backend import jobstate
-from backend.db import Database
+from cryoclust.core import jobstate
+from cryoclust.core.db import Database
 from backend.deps import require_token
 from backend.dispatch import Dispatcher
 from backend.errors import validation_error
 from backend.routes import datasets, downloads, events, health, jobs, page, results
-from backend.settings import Settings
+from cryoclust.core.settings import Settings
 from backend.storage import StackCache, Storage, UploadError
-from cryoclust import __version__
+from worker.engine.version import __version__
 
 log = logging.getLogger("cryoclust.api")
 

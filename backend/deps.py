@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from backend.dispatch import Dispatcher
-from backend.settings import Settings
+from cryoclust.core.settings import Settings
 from backend.storage import StackCache, Storage
 
 

@@ -128,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
 
     _Server = _server_class()
     from backend.app import create_app
-    from backend.settings import Settings
+    from cryoclust.core.settings import Settings
 
     settings = Settings()
     host = args.host or settings.HOST

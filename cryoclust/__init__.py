@@ -1,3 +1,5 @@
 """cryoclust: 2D classification of cryo-EM particle images."""
 
-__version__ = "0.1.0"
+from worker.engine.version import __version__
+
+__all__ = ["__version__"]

@@ -11,7 +11,8 @@ import argparse
 import importlib
 import sys
 
-from cryoclust import __version__
+from worker.engine.errors import CommandError
+from worker.engine.version import __version__
 
 COMMANDS = {
     "classify": "worker.engine.commands.classify",
@@ -28,10 +29,6 @@ SUMMARIES = {
     "serve": "serve the web app and API (with a local worker by default)",
     "worker": "run a Celery worker that executes classification jobs",
 }
-
-
-class CommandError(Exception):
-    """An error a command reports as one line and a non-zero exit."""
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -43,9 +43,9 @@ def main(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["CRYOCLUST_DATA_DIR"] = args.data_dir
 
-    from backend.db import Database
-    from backend.settings import Settings
-    from worker.celery_app import ensure_broker_dirs, make_celery
+    from cryoclust.core.db import Database
+    from cryoclust.core.settings import Settings
+    from cryoclust.core.celery_app import ensure_broker_dirs, make_celery
 
     settings = Settings()
     Database.from_settings(settings).dispose()  # create the schema before the first job

@@ -16,11 +16,11 @@ import time
 
 from celery import shared_task, signals
 
-from backend import jobstate
-from backend.db import Database
-from backend.settings import Settings
-from backend.tables import Dataset, Job
-from backend.workers import Heartbeat
+from cryoclust.core import jobstate
+from cryoclust.core.db import Database
+from cryoclust.core.settings import Settings
+from cryoclust.core.tables import Dataset, Job
+from cryoclust.core.heartbeats import Heartbeat
 from worker.engine.errors import InputError, JobCancelled
 from worker.engine.events import EpochDone, Event, LossPoint, RoundDone, RoundStarted
 

@@ -19,7 +19,7 @@ from backend.storage import (
     inspect_stack,
     main_input,
 )
-from backend.tables import TERMINAL, Dataset, Job, new_id
+from cryoclust.core.tables import TERMINAL, Dataset, Job, new_id
 
 router = APIRouter(tags=["datasets"])
 

@@ -17,7 +17,7 @@ from backend.deps import SessionDep, StorageDep
 from backend.routes.jobs import get_job
 from backend.schemas import SubsetRequest
 from backend.storage import Storage
-from backend.tables import Dataset
+from cryoclust.core.tables import Dataset
 
 router = APIRouter(tags=["downloads"])
 

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from backend.tables import TERMINAL, Job, JobEvent
+from cryoclust.core.tables import TERMINAL, Job, JobEvent
 
 router = APIRouter(tags=["events"])
 

@@ -9,7 +9,7 @@ from sqlalchemy import select, text
 
 from backend.deps import DispatcherDep, SessionDep, SettingsDep
 from backend.schemas import Health
-from backend.tables import Worker, utcnow
+from cryoclust.core.tables import Worker, utcnow
 
 router = APIRouter(tags=["health"])
 

@@ -6,10 +6,10 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend import jobstate
+from cryoclust.core import jobstate
 from backend.deps import DispatcherDep, SessionDep, StacksDep, StorageDep
 from backend.schemas import JobCreate, JobOut, JobStatus
-from backend.tables import TERMINAL, Dataset, Job
+from cryoclust.core.tables import TERMINAL, Dataset, Job
 
 router = APIRouter(tags=["jobs"])
 

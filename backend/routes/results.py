@@ -10,7 +10,7 @@ from backend import artifacts
 from backend.deps import SessionDep, StacksDep, StorageDep
 from backend.routes.jobs import get_job
 from backend.schemas import ClassOut, EmbeddingOut, LossOut, MembersOut
-from backend.tables import JobEvent
+from cryoclust.core.tables import JobEvent
 
 router = APIRouter(tags=["results"])
 

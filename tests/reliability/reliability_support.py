@@ -25,7 +25,7 @@ import numpy as np
 import uvicorn
 
 from backend.app import create_app
-from backend.settings import Settings
+from cryoclust.core.settings import Settings
 
 TAG = uuid.uuid4().hex[:10]
 TERMINAL = ("succeeded", "failed", "cancelled")

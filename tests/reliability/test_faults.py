@@ -303,7 +303,7 @@ def test_disk_full_while_rounds_are_written(tmp_path, stack, small_jobs_disk):
 def test_processes_starting_together_create_the_schema_once(tmp_path):
     """API and workers started at the same moment on a fresh database all come up."""
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    code = ("import sys; from backend.db import Database; d = Database(sys.argv[1]); "
+    code = ("import sys; from cryoclust.core.db import Database; d = Database(sys.argv[1]); "
             "d.session().__enter__().execute(__import__('sqlalchemy').text('select count(*) from jobs')); print('ok')")
     starts = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True) for _ in range(6)]

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import uvicorn
 
 from backend.app import create_app
-from backend.settings import Settings
+from cryoclust.core.settings import Settings
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -156,7 +156,7 @@ def test_page_and_plotly_are_served(sqlite_api, tmp_path):
             assert index.status_code == 200 and "<html" in index.text.lower()
         else:
             assert index.status_code == 404
-        assert client.get("/static/../backend/settings.py").status_code == 404
+        assert client.get("/static/../backend/app.py").status_code == 404
         assert client.get("/static/%2e%2e/pyproject.toml").status_code == 404
         spec = client.get("/openapi.json").json()
         assert "/api/jobs/{job_id}/events" in spec["paths"]
@@ -165,7 +165,7 @@ def test_page_and_plotly_are_served(sqlite_api, tmp_path):
 
 def test_backend_never_imports_torch(tmp_path):
     code = (
-        "import sys, backend.app, backend.serve, backend.routes.downloads, worker.celery_app\n"
+        "import sys, backend.app, backend.serve, backend.routes.downloads, cryoclust.core.celery_app\n"
         "from backend.app import create_app\n"
         "create_app()\n"
         "assert 'torch' not in sys.modules, 'the API imported torch'\n"

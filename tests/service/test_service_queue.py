@@ -33,7 +33,7 @@ TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 16, "siz
 
 
 def celery_command(settings, name: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", settings.QUEUE,
+    return [sys.executable, "-m", "celery", "-A", "cryoclust.core.celery_app", "worker", "-Q", settings.QUEUE,
             "--pool", "solo", "-c", "1", "--without-mingle", "--without-gossip", "-n", f"{name}@%h",
             "--loglevel", "INFO"]
 

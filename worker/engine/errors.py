@@ -7,3 +7,7 @@ class InputError(ValueError):
 
 class JobCancelled(Exception):
     """Raised by a progress callback to stop a run between batches."""
+
+
+class CommandError(Exception):
+    """A command-line error the CLI reports as one line and a non-zero exit."""

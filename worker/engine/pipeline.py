@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoclust import __version__
+from worker.engine.version import __version__
 from worker.engine import outputs
 from worker.engine.averages import MeanAverager
 from worker.engine.cluster import initial_labels, kmeans_labels, project_2d

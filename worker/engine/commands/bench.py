@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cryoclust import __version__
+from worker.engine.version import __version__
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

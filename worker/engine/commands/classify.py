@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cryoclust.cli import CommandError
+from worker.engine.errors import CommandError
 
 DEFAULTS = dict(cluster_num=4, gpu="cuda:0", learning_rate=5e-4, epoch_num=20, batch_size=128, round_num=5)
 

@@ -1,6 +1,6 @@
 """The Celery application: the broker from the settings, one job at a time per worker.
 
-    celery -A worker.celery_app worker -Q cryoclust --pool solo   # what `cryoclust worker` runs
+    celery -A cryoclust.core.celery_app worker -Q cryoclust --pool solo   # what `cryoclust worker` runs
 
 Redis by CRYOCLUST_BROKER_URL; with none set, Celery's filesystem transport under
 DATA_DIR/broker (one machine, no Redis). Tasks are acknowledged only when they end (acks_late)
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from backend.settings import Settings
+from cryoclust.core.settings import Settings
 
 TASK_CLASSIFY = "classify"
 
@@ -72,7 +72,7 @@ _default: Celery | None = None
 
 
 def __getattr__(name: str) -> Celery:
-    # `celery -A worker.celery_app` looks up `app`; made on first use, not at import.
+    # `celery -A cryoclust.core.celery_app` looks up `app`; made on first use, not at import.
     global _default
     if name in ("app", "celery"):
         if _default is None:

@@ -11,8 +11,8 @@ import threading
 
 from sqlalchemy import delete, update
 
-from backend.db import Database
-from backend.tables import Job, Worker, utcnow
+from cryoclust.core.db import Database
+from cryoclust.core.tables import Job, Worker, utcnow
 
 log = logging.getLogger("cryoclust.worker")
 

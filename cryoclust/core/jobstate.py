@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from backend.tables import TERMINAL, Job, JobEvent, utcnow
+from cryoclust.core.tables import TERMINAL, Job, JobEvent, utcnow
 
 
 def add_event(session: Session, job_id: str, kind: str, data: dict) -> None:

@@ -17,8 +17,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.settings import Settings
-from backend.tables import Base
+from cryoclust.core.settings import Settings
+from cryoclust.core.tables import Base
 
 
 def make_engine(url: str) -> Engine:
