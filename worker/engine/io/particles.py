@@ -1,5 +1,5 @@
-"""ParticleStack: one lazy, memory-mapped reader for .mrcs/.mrc stacks, RELION .star files and
-folders of stacks or picture files.
+"""ParticleStack: one lazy, memory-mapped reader for .mrcs/.mrc stacks, RELION .star files,
+cryoSPARC .cs files and folders of stacks or picture files.
 
 Example:
     from worker.engine.io import ParticleStack
@@ -46,7 +46,7 @@ def _max_open_files() -> int:
 
 
 MAX_OPEN_FILES = _max_open_files()
-STAR_SEARCH_LEVELS = 3  # RELION names are relative to the project folder, often 2 levels up
+SEARCH_LEVELS = 3  # RELION and cryoSPARC name stacks relative to the project folder, 1-2 levels up
 
 
 class _PictureFile:
@@ -87,13 +87,15 @@ class ParticleStack:
             pixel_size = getattr(first, "pixel_size", None)
         self.pixel_size = float(pixel_size) if pixel_size else 1.0
         self.mode = int(first.mode) if isinstance(first, MrcHeader) else None
+        self.uids: np.ndarray | None = None  # cryoSPARC's particle uids, for a .cs input
         self._open: OrderedDict[int, tuple[object, np.ndarray]] = OrderedDict()
 
     # ------------------------------------------------------------------ opening
 
     @classmethod
     def open(cls, path: str | os.PathLike, confine_to: str | os.PathLike | None = None) -> ParticleStack:
-        """Open a .mrcs/.mrc stack, a RELION .star file or a folder of stacks or pictures.
+        """Open a .mrcs/.mrc stack, a RELION .star file, a cryoSPARC .cs file, or a folder of
+        stacks or pictures.
 
         With confine_to, every file read (the star's referenced stacks included) must lie
         inside that folder after resolving links, as the service requires for uploads.
@@ -108,6 +110,8 @@ class ParticleStack:
             return cls._open_folder(path, root)
         if path.suffix.lower() == ".star":
             return cls._open_star(path, root)
+        if path.suffix.lower() == ".cs":
+            return cls._open_cs(path, root)
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return cls(path, [_PictureFile(path)], np.zeros(1, np.int32), np.zeros(1, np.int64),
                        [path.name])
@@ -138,28 +142,30 @@ class ParticleStack:
     @classmethod
     def _open_star(cls, star: Path, root: Path | None) -> ParticleStack:
         table = read_particles_star(star)
-        headers: list[MrcHeader] = []
-        by_name: dict[str, int] = {}
-        file_index = np.empty(len(table.image_names), np.int32)
-        frame = np.empty(len(table.image_names), np.int64)
+        stack_names, frames = [], np.empty(len(table.image_names), np.int64)
         for row, name in enumerate(table.image_names):
             number, _, file_name = name.rpartition("@")
-            file_name = re.sub(r":mrcs?$", "", file_name.strip())  # RELION's "x.mrc:mrcs"
-            if file_name not in by_name:
-                by_name[file_name] = len(headers)
-                headers.append(read_header(_resolve_in_star(star, file_name, row, root)))
-            f = by_name[file_name]
+            stack_names.append(re.sub(r":mrcs?$", "", file_name.strip()))  # RELION's "x.mrc:mrcs"
             try:
                 k = int(number) if number else 1
             except ValueError:
                 raise InputError(f"{star}: row {row + 1}: cannot read image name {name!r}") from None
             if k < 1:
                 raise InputError(f"{star}: row {row + 1} ({name}): image numbers start at 1")
-            if k > headers[f].nz:
-                raise InputError(f"{star}: row {row + 1} ({name}) points past the end of "
-                                 f"{headers[f].path}, which holds {headers[f].nz} images")
-            file_index[row], frame[row] = f, k - 1
-        return cls(star, headers, file_index, frame, table.image_names, table.pixel_size, table.ctf)
+            frames[row] = k - 1
+        headers, file_index = _locate_stacks(star, stack_names, frames, root, table.image_names)
+        return cls(star, headers, file_index, frames, table.image_names, table.pixel_size, table.ctf)
+
+    @classmethod
+    def _open_cs(cls, path: Path, root: Path | None) -> ParticleStack:
+        from worker.engine.io.cryosparc import read_particles_cs
+
+        table = read_particles_cs(path)
+        labels = [f"{k + 1:06d}@{name}" for name, k in zip(table.stack_paths, table.frames.tolist())]
+        headers, file_index = _locate_stacks(path, table.stack_paths, table.frames, root, labels)
+        stack = cls(path, headers, file_index, table.frames, labels, table.pixel_size, table.ctf)
+        stack.uids = table.uids
+        return stack
 
     # ------------------------------------------------------------------ description
 
@@ -305,9 +311,27 @@ def _require_inside(path: Path, root: Path | None, source: Path) -> None:
         raise InputError(f"{source}: refers to {path}, which is outside {root}")
 
 
-def _resolve_in_star(star: Path, file_name: str, row: int, root: Path | None) -> Path:
-    """Find a stack named in a star file: beside the star, in a folder above it (RELION
-    project layout), or, as a last resort, by its bare name beside the star."""
+def _locate_stacks(table: Path, stack_names: Sequence[str], frames: np.ndarray, root: Path | None,
+                   labels: Sequence[str]) -> tuple[list[MrcHeader], np.ndarray]:
+    """Headers of the stacks a particle table names, and each particle's index into them;
+    InputError for a frame past the end of its stack (labels name the rows in messages)."""
+    headers: list[MrcHeader] = []
+    by_name: dict[str, int] = {}
+    file_index = np.empty(len(stack_names), np.int32)
+    for row, name in enumerate(stack_names):
+        if name not in by_name:
+            by_name[name] = len(headers)
+            headers.append(read_header(_resolve_stack(table, name, row, root)))
+        f = file_index[row] = by_name[name]
+        if not 0 <= frames[row] < headers[f].nz:
+            raise InputError(f"{table}: row {row + 1} ({labels[row]}) points past the end of "
+                             f"{headers[f].path}, which holds {headers[f].nz} images")
+    return headers, file_index
+
+
+def _resolve_stack(star: Path, file_name: str, row: int, root: Path | None) -> Path:
+    """Find a stack named in a particle table (.star or .cs): beside it, in a folder above it
+    (RELION and cryoSPARC project layouts), or, as a last resort, by its bare name beside it."""
     name = file_name
     if not name:
         raise InputError(f"{star}: row {row + 1} has an empty image name")
@@ -316,7 +340,7 @@ def _resolve_in_star(star: Path, file_name: str, row: int, root: Path | None) ->
         candidates = [given]
     else:
         folder = star.parent
-        candidates = [folder / given] + [up / given for up in list(folder.parents)[:STAR_SEARCH_LEVELS]]
+        candidates = [folder / given] + [up / given for up in list(folder.parents)[:SEARCH_LEVELS]]
         # Uploads and copies flatten RELION's Extract/jobNNN/... folders: last, try the bare
         # file name beside the star.
         candidates.append(folder / given.name)
