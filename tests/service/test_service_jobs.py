@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from service_support import base_settings, read_sse, running_api, upload
+
+from support.api import read_sse, running_api, upload
+from support.settings import make_settings
 
 
 @pytest.fixture
@@ -95,7 +97,7 @@ def test_job_for_a_missing_dataset(sqlite_api):
 
 
 def test_token_is_required_when_set(tmp_path, stack_file):
-    settings = base_settings(tmp_path / "data", API_TOKEN="s3cret-token")
+    settings = make_settings(tmp_path / "data", API_TOKEN="s3cret-token")
     with running_api(settings) as api:
         with api.client() as client:
             assert client.get("/api/health").status_code == 200
@@ -118,9 +120,9 @@ def test_token_is_required_when_set(tmp_path, stack_file):
 
 def test_cors_is_closed_by_default_and_configurable(tmp_path):
     origin = {"Origin": "http://elsewhere.example"}
-    with running_api(base_settings(tmp_path / "a")) as api, api.client() as client:
+    with running_api(make_settings(tmp_path / "a")) as api, api.client() as client:
         assert "access-control-allow-origin" not in client.get("/api/health", headers=origin).headers
-    settings = base_settings(tmp_path / "b", CORS_ORIGINS="http://elsewhere.example, http://other.example")
+    settings = make_settings(tmp_path / "b", CORS_ORIGINS="http://elsewhere.example, http://other.example")
     with running_api(settings) as api, api.client() as client:
         headers = client.get("/api/health", headers=origin).headers
         assert headers["access-control-allow-origin"] == "http://elsewhere.example"
@@ -135,7 +137,7 @@ def test_health_reports_database_and_broker(api):
 
 
 def test_redis_down_is_reported_and_jobs_are_refused(tmp_path, stack_file):
-    settings = base_settings(tmp_path / "data", BROKER_URL="redis://127.0.0.1:1/0")
+    settings = make_settings(tmp_path / "data", BROKER_URL="redis://127.0.0.1:1/0")
     with running_api(settings) as api, api.client() as client:
         health = client.get("/api/health").json()
         assert health["status"] == "degraded" and health["broker"].startswith("error")
