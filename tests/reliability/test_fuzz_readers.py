@@ -94,8 +94,10 @@ def test_zero_byte_and_folder_and_missing_files(scratch):
     (folder / "empty.mrcs").write_bytes(b"")
     (folder / "empty.star").write_bytes(b"")
     (folder / "dir.mrcs").mkdir()
-    for name in ("empty.mrcs", "empty.star", "dir.mrcs", "missing.mrcs", "missing.star"):
-        with pytest.raises(InputError):
+    reasons = {"empty.mrcs": "not an MRC file \\(0 bytes", "empty.star": "not a STAR file",
+               "dir.mrcs": "no .mrcs/.mrc stacks", "missing.mrcs": "file not found", "missing.star": "file not found"}
+    for name, reason in reasons.items():
+        with pytest.raises(InputError, match=f"{name}: {reason}"):
             read_everything(folder / name)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -152,12 +153,14 @@ def test_page_and_plotly_are_served(sqlite_api, tmp_path):
         plotly = client.get("/vendor/plotly.min.js")
         assert plotly.status_code == 200 and "javascript" in plotly.headers["content-type"]
         assert len(plotly.content) > 1_000_000
+        # The page of this source tree, byte for byte, and one of its scripts.
+        frontend = Path(__file__).resolve().parents[2] / "frontend"
+        assert sqlite_api.settings.FRONTEND_DIR.resolve() == frontend
         index = client.get("/")
-        frontend = sqlite_api.settings.FRONTEND_DIR
-        if (frontend / "index.html").is_file():
-            assert index.status_code == 200 and "<html" in index.text.lower()
-        else:
-            assert index.status_code == 404
+        assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+        assert index.content == (frontend / "index.html").read_bytes()
+        script = client.get("/static/js/api.js")
+        assert script.status_code == 200 and script.content == (frontend / "js" / "api.js").read_bytes()
         assert client.get("/static/../backend/app.py").status_code == 404
         assert client.get("/static/%2e%2e/pyproject.toml").status_code == 404
         spec = client.get("/openapi.json").json()
