@@ -177,7 +177,10 @@ def test_filesystem_broker_end_to_end_with_cryoclust_serve(tmp_path, db_url):
     """`cryoclust serve` with no Redis runs a job with its own worker; Ctrl-C mid-job gives the
     job back to the queue and the next start finishes it from its last complete round."""
     serve = serve_with_worker(tmp_path, db_url)
-    has_worker = lambda health: bool(health["workers"])  # noqa: E731
+
+    def has_worker(health: dict) -> bool:
+        return bool(health["workers"])
+
     try:
         health = serve.start(has_worker, timeout=60)
         assert health["broker"] == "ok" and health["database"] == "ok"

@@ -1,7 +1,5 @@
 """Alembic's environment: migrations run on the connection cryoclust.core.schema hands over
-(holding the migration lock), or, for a developer's `alembic` command, on the settings' URL.
-
-    alembic -c /dev/null -x ... is not needed: use `python -m cryoclust.core.schema revision -m "..."`.
+(holding the migration lock), or else on a new connection to the settings' database URL.
 """
 
 from __future__ import annotations
