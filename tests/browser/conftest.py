@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
+from support.databases import BACKENDS, database_url
 from support.processes import ServeProcess
 from support.settings import child_env, make_settings
 
@@ -39,17 +41,19 @@ class Server:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Server:
-    """`cryoclust serve` with its embedded filesystem broker and local worker, token required."""
-    root = tmp_path_factory.mktemp("serve")
-    settings = make_settings(root / "data", API_TOKEN=secrets.token_urlsafe(16))
-    serve = ServeProcess(child_env(settings), root, "--host", "127.0.0.1")
-    try:
-        serve.start(lambda health: bool(health.get("workers")), timeout=SERVER_START_SECONDS)
-        yield Server(url=serve.url, token=settings.API_TOKEN, data_dir=settings.data_dir, log=serve.log)
-    finally:
-        serve.stop(15)
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(request, tmp_path_factory) -> Iterator[Server]:
+    """`cryoclust serve` with its embedded filesystem broker and local worker, token required, on
+    SQLite and on PostgreSQL (one server each; page tests that run no job ask for SQLite only)."""
+    root = tmp_path_factory.mktemp(f"serve-{request.param}")
+    with database_url(request.param) as url:
+        settings = make_settings(root / "data", API_TOKEN=secrets.token_urlsafe(16), DATABASE_URL=url)
+        serve = ServeProcess(child_env(settings), root, "--host", "127.0.0.1")
+        try:
+            serve.start(lambda health: bool(health.get("workers")), timeout=SERVER_START_SECONDS)
+            yield Server(url=serve.url, token=settings.API_TOKEN, data_dir=settings.data_dir, log=serve.log)
+        finally:
+            serve.stop(15)
 
 
 @dataclass
