@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench browser services clean
+.PHONY: run test test-fast bench browser services clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: $(STAMP)
 
 test: $(STAMP) browser services
 	$(PY) -m pytest
+
+# Engine and API only: no Chromium, no root (Redis and PostgreSQL are still used).
+test-fast: $(STAMP) services
+	$(PY) -m pytest tests/engine tests/service
 
 bench: $(STAMP)
 	$(VENV)/bin/cryoclust bench

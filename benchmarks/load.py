@@ -23,9 +23,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,8 +35,10 @@ import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the tests' support package starts the service
 
+from support.processes import Process, RedisServer, ServeProcess, wait_for_health, worker_command  # noqa: E402
+from support.settings import child_env, make_settings  # noqa: E402
 from worker.engine.io.mrc import write_stack  # noqa: E402
 
 
@@ -51,12 +50,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="listing requests per second (default 50)")
     parser.add_argument("--work-dir", help="where DATA_DIR and the stacks go (default: a temporary folder)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "load.json"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -119,65 +112,37 @@ class Service:
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.redis_port = free_port()
-        self.api_port = free_port()
-        self.url = f"http://127.0.0.1:{self.api_port}"
-        self.env = {
-            **os.environ,
-            "CRYOCLUST_DATA_DIR": str(work / "data"),
-            "CRYOCLUST_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "CRYOCLUST_QUEUE": f"load-{uuid.uuid4().hex[:8]}",
-            "CRYOCLUST_DEVICE": "cpu",
-            "CRYOCLUST_API_TOKEN": "",
-            "OMP_NUM_THREADS": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.processes: list[subprocess.Popen] = []
-        self.logs = []
+        self.redis: RedisServer | None = None
+        self.serve: ServeProcess | None = None
+        self.workers: list[Process] = []
 
-    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = open(self.work / f"{name}.log", "ab")
-        self.logs.append(log)
-        process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=REPO)
-        self.processes.append(process)
-        return process
+    @property
+    def url(self) -> str:
+        return self.serve.url
+
+    @property
+    def api(self) -> Process:
+        return self.serve.process
 
     def start(self) -> None:
-        self._spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--dir", str(self.work)])
-        self.api = self._spawn("api", [sys.executable, "-m", "cryoclust", "serve", "--no-worker",
-                                       "--port", str(self.api_port)])
-        self._wait_for(lambda health: health["status"] == "ok", "the API")
-        for i in range(2):
-            self._spawn(f"worker{i}", [sys.executable, "-m", "cryoclust", "worker", "--name", f"load{i}",
-                                       "--loglevel", "warning", "--quiet"])
-        self._wait_for(lambda health: len(health["workers"]) == 2, "two workers")
-
-    def _wait_for(self, ready, what: str) -> None:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if ready(httpx.get(f"{self.url}/api/health", timeout=2).json()):
-                    return
-            except (httpx.TransportError, ValueError, KeyError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not start; logs in {self.work}")
-            time.sleep(0.3)
+        self.redis = RedisServer(self.work / "redis").start()
+        # The service's own heartbeat timings, not the tests' fast ones.
+        settings = make_settings(self.work / "data", BROKER_URL=self.redis.url, QUEUE=f"load-{uuid.uuid4().hex[:8]}",
+                                 HEARTBEAT_SECONDS=10.0, STALE_AFTER_SECONDS=120.0)
+        env = child_env(settings)
+        self.serve = ServeProcess(env, self.work, "--no-worker")
+        self.serve.start(lambda health: health["status"] == "ok")
+        self.workers = [Process(worker_command(f"load{i}", "warning"), self.work / f"worker{i}.log", env)
+                        for i in range(2)]
+        wait_for_health(self.url, self.api, lambda health: len(health["workers"]) == 2)
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in reversed(self.processes):
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
-        for log in self.logs:
-            log.close()
+        for worker in self.workers:
+            worker.stop(20)
+        if self.serve:
+            self.serve.stop(20)
+        if self.redis:
+            self.redis.kill()
 
 
 def make_stack(path: Path, megabytes: int, box: int = 128) -> Path:

@@ -1,24 +1,22 @@
 """Database engine and sessions, shared by the API and the workers (no web imports here).
 
 SQLite runs in WAL mode so the API reads while a worker writes; PostgreSQL is used by URL.
-The schema is created on start and kept across restarts (create_all adds only what is missing).
+The schema is brought to the newest revision when a Database is made (cryoclust.core.schema:
+Alembic migrations under a lock), or the process refuses to start on a newer one.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cryoclust.core import schema
 from cryoclust.core.settings import Settings
-from cryoclust.core.tables import Base
 
 
 def make_engine(url: str) -> Engine:
@@ -41,27 +39,22 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def create_schema_once(engine: Engine, attempts: int = 5) -> None:
-    """create_all, tolerating another process (API, workers starting together) doing the same."""
-    for attempt in range(attempts):
-        try:
-            Base.metadata.create_all(engine)
-            return
-        except DBAPIError:  # "table already exists" or a duplicate type: look again
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.1 + 0.2 * random.random())
-
-
 class Database:
-    """An engine plus a session factory; creates the schema when made."""
+    """An engine plus a session factory; upgrades the schema to head when made.
 
-    def __init__(self, url: str, create_schema: bool = True) -> None:
+    Raises schema.SchemaTooNew when the database was upgraded by a newer cryoclust.
+    """
+
+    def __init__(self, url: str, upgrade: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        if create_schema:
-            create_schema_once(self.engine)
+        if upgrade:
+            try:
+                schema.upgrade(self.engine)
+            except BaseException:
+                self.engine.dispose()
+                raise
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Database":

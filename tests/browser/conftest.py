@@ -1,23 +1,21 @@
-"""Fixtures for the page tests: a real `cryoclust serve` (API + local worker) on a random port,
+"""Fixtures for the page tests: a real `cryoclust serve` (API + local worker) on a free port,
 Debian's chromium driven by Playwright, and pages that fail the test on any console error."""
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from support.databases import BACKENDS, database_url
+from support.processes import ServeProcess
+from support.settings import child_env, make_settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -32,12 +30,6 @@ TOKEN_KEY = "cryoclust.apiToken"  # frontend/js/api.js keeps the token under thi
 SERVER_START_SECONDS = 90
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Server:
     url: str
@@ -49,65 +41,19 @@ class Server:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
 
 
-def _log_tail(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")[-4000:]
-    except OSError:
-        return ""
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Server:
-    """`cryoclust serve` with its embedded filesystem broker and local worker, token required."""
-    root = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    token = secrets.token_urlsafe(16)
-    env = {
-        **os.environ,
-        "CRYOCLUST_DATA_DIR": str(root / "data"),
-        "CRYOCLUST_HOST": "127.0.0.1",
-        "CRYOCLUST_PORT": str(port),
-        "CRYOCLUST_QUEUE": f"browser-{uuid.uuid4().hex[:12]}",
-        "CRYOCLUST_DEVICE": "cpu",
-        "CRYOCLUST_API_TOKEN": token,
-        "CRYOCLUST_DATABASE_URL": "",
-        "CRYOCLUST_BROKER_URL": "",
-        "PYTHONUNBUFFERED": "1",
-        # One torch thread: on a shared 2-core machine more threads only fight each other.
-        "OMP_NUM_THREADS": "1",
-    }
-    log = root / "serve.log"
-    command = [sys.executable, "-m", "cryoclust", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    srv = Server(url=f"http://127.0.0.1:{port}", token=token, data_dir=root / "data", log=log)
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        health = None
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"cryoclust serve exited with {proc.returncode}:\n{_log_tail(log)}")
-            try:
-                with srv.client() as client:
-                    response = client.get("/api/health", timeout=2)
-                if response.status_code == 200:
-                    health = response.json()
-                    if health.get("workers"):
-                        break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"cryoclust serve not ready in {SERVER_START_SECONDS} s (health {health}):\n{_log_tail(log)}")
-        yield srv
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(request, tmp_path_factory) -> Iterator[Server]:
+    """`cryoclust serve` with its embedded filesystem broker and local worker, token required, on
+    SQLite and on PostgreSQL (one server each; page tests that run no job ask for SQLite only)."""
+    root = tmp_path_factory.mktemp(f"serve-{request.param}")
+    with database_url(request.param) as url:
+        settings = make_settings(root / "data", API_TOKEN=secrets.token_urlsafe(16), DATABASE_URL=url)
+        serve = ServeProcess(child_env(settings), root, "--host", "127.0.0.1")
+        try:
+            serve.start(lambda health: bool(health.get("workers")), timeout=SERVER_START_SECONDS)
+            yield Server(url=serve.url, token=settings.API_TOKEN, data_dir=settings.data_dir, log=serve.log)
+        finally:
+            serve.stop(15)
 
 
 @dataclass

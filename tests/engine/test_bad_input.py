@@ -217,7 +217,7 @@ def test_old_file_without_map_id_is_still_read(make_mrc):
     with open(path, "r+b") as handle:
         handle.seek(208)
         handle.write(b"\0\0\0\0")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Map ID string not found"):
         mrcfile.open(path).close()  # the strict reader refuses it
     with ParticleStack.open(path) as stack:
         np.testing.assert_array_equal(stack.read(), data)

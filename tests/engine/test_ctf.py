@@ -66,7 +66,7 @@ def test_phase_flip_twice_is_the_identity_and_flipped_ctf_is_its_magnitude():
     impulse[:, 0, 0] = 1
     spectrum = np.fft.rfft2(phase_flip(apply_ctf(impulse, ctf, 3.0), ctf, 3.0))
     assert np.allclose(spectrum.real, np.abs(ctf_values(ctf, 32, 3.0)), atol=1e-4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="CTF parameters for 5 particles, but 3 images"):
         phase_flip(images[:3], ctf, 3.0)
 
 

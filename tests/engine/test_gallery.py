@@ -41,7 +41,7 @@ def test_to_uint8_ignores_nan_pixels():
 def test_thumbnail_size_and_aspect():
     assert _open(thumbnail_png(np.random.default_rng(0).normal(size=(200, 200)), 64)).shape == (64, 64)
     assert _open(thumbnail_png(np.ones((10, 20)), 40)).shape == (20, 40)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected one 2-D image, got shape \(3, 8, 8\)"):
         thumbnail_png(np.ones((3, 8, 8)))
 
 
@@ -71,8 +71,10 @@ def test_gallery_long_caption_is_shortened():
     assert sheet.shape[1] == 48
 
 
-@pytest.mark.parametrize("images, captions", [(np.zeros((0, 8, 8)), []), (np.zeros((2, 8, 8)), ["a"])],
+@pytest.mark.parametrize("images, captions, message",
+                         [(np.zeros((0, 8, 8)), [], "needs at least one image"),
+                          (np.zeros((2, 8, 8)), ["a"], "1 captions for 2 images")],
                          ids=["no-images", "caption-count"])
-def test_gallery_rejects_bad_arguments(images, captions):
-    with pytest.raises(ValueError):
+def test_gallery_rejects_bad_arguments(images, captions, message):
+    with pytest.raises(ValueError, match=message):
         gallery_png(images, captions)

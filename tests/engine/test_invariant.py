@@ -59,6 +59,7 @@ def test_compare_methods_reports_scores_and_average_fidelity():
     entry = report["sets"]["easy"]
     assert set(entry["methods"]) == {"pca", "invariant"}
     assert entry["methods"]["invariant"]["ari"] > 0.9
-    assert 0 <= entry["methods"]["pca"]["nmi"] <= 1
+    # Two well separated views: both methods recover them (NMI 1.0 measured; 0.9 leaves room).
+    assert entry["methods"]["pca"]["nmi"] > 0.9 and entry["methods"]["invariant"]["nmi"] > 0.9
     assert entry["averages"]["aligned"]["correlation"] > 0.8
     assert len(lines) == 3

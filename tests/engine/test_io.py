@@ -79,9 +79,9 @@ def test_reads_ranges_indices_and_chunks(make_mrc):
         chunks = list(stack.chunks(4))
         assert [start for start, _ in chunks] == [0, 4, 8]
         np.testing.assert_array_equal(np.concatenate([c for _, c in chunks]), data)
-        with pytest.raises(IndexError):
+        with pytest.raises(IndexError, match=r"read\(5, 11\) is outside 0..10"):
             stack.read(5, 11)
-        with pytest.raises(IndexError):
+        with pytest.raises(IndexError, match="particle index 10 is outside 0..9"):
             stack.read_indices([10])
 
 

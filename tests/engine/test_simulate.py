@@ -86,14 +86,16 @@ def test_ctf_option_records_defocus_in_range():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [dict(n=0, k=1), dict(n=5, k=6), dict(box=15), dict(snr=0), dict(shift=100),
-     dict(ctf=True, defocus_range=(0, 100))],
+    "kwargs, message",
+    [(dict(n=0, k=1), r"need 1 <= k <= n, got n=0"), (dict(n=5, k=6), r"need 1 <= k <= n, got n=5, k=6"),
+     (dict(box=15), r"box must be even .* got 15"), (dict(snr=0), r"snr must be positive"),
+     (dict(shift=100), r"shift must be between 0 and box/4"),
+     (dict(ctf=True, defocus_range=(0, 100)), r"defocus must be positive")],
     ids=["no-particles", "more-views-than-particles", "odd-box", "zero-snr", "huge-shift",
          "zero-defocus"],
 )
-def test_bad_parameters_raise(kwargs):
-    with pytest.raises(ValueError):
+def test_bad_parameters_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         simulate(**{"n": 10, "k": 2, "box": 32, **kwargs})
 
 

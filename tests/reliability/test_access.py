@@ -14,7 +14,10 @@ import httpx
 import psutil
 import pytest
 
-from reliability_support import REPO, free_port, make_settings, port_open, running_api
+from support.api import running_api
+from support.net import free_port, port_open
+from support.processes import REPO, ServeProcess
+from support.settings import child_env, make_settings
 
 TOKEN = "reliability-Token-0123456789"
 # The only routes outside /api: the page, its files, Plotly.js and the API documentation.
@@ -75,10 +78,32 @@ def test_every_api_route_needs_the_token(guarded):
         assert health.status_code == 200
 
 
-def test_token_is_not_leaked_in_errors_or_logs(guarded):
-    with httpx.Client(base_url=guarded.url, timeout=30) as anonymous:
-        response = anonymous.get("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}x"})
-        assert response.status_code == 401 and TOKEN not in response.text
+def test_token_is_not_leaked_in_errors_or_logs(tmp_path):
+    """A real `cryoclust serve` with a token: right and wrong tokens, in the header and in
+    ?token=, on routes that answer 200, 401, 404 and 422; then its whole output is read."""
+    settings = make_settings(tmp_path / "data", API_TOKEN=TOKEN)
+    serve = ServeProcess(child_env(settings), tmp_path, "--no-worker")
+    serve.start()
+    wrong = f"{TOKEN}x"
+    answers = []
+    try:
+        with httpx.Client(base_url=serve.url, timeout=30) as client:
+            for auth in ({"Authorization": f"Bearer {wrong}"}, {"Authorization": f"Bearer {TOKEN}"}):
+                answers += [client.get("/api/jobs", headers=auth), client.get("/api/jobs/nope", headers=auth),
+                            client.post("/api/jobs", json={"cluster_num": "x"}, headers=auth),
+                            client.get("/api/jobs/nope/events", headers=auth)]
+            for token in (wrong, TOKEN):
+                answers += [client.get(f"/api/jobs?token={token}"), client.get(f"/api/datasets/nope?token={token}"),
+                            client.get(f"/api/jobs/nope/events?token={token}&last_event_id=x")]
+            bad_stack = [("files", ("in.mrcs", b"not an mrc file at all"))]
+            answers.append(client.post(f"/api/datasets?token={TOKEN}", files=bad_stack))
+    finally:
+        serve.stop()
+    assert {a.status_code for a in answers} >= {200, 401, 404, 422}, [a.status_code for a in answers]
+    assert all(TOKEN not in a.text and TOKEN not in str(a.headers) for a in answers)
+    log = serve.logs()
+    assert f"open http://127.0.0.1:{serve.port}/" in log, log  # the server's real output was read
+    assert TOKEN not in log, log
 
 
 def _listening(pid: int, port: int) -> set[str]:

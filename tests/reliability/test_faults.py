@@ -20,18 +20,10 @@ import httpx
 import mrcfile
 import pytest
 
-from reliability_support import (
-    TERMINAL,
-    Process,
-    RedisServer,
-    free_port,
-    make_settings,
-    parse_sse,
-    running_api,
-    start_worker,
-    wait_for_job,
-    write_stack,
-)
+from support.api import parse_sse, running_api, upload_id, wait_for_job
+from support.processes import RedisServer, ServeProcess, start_worker
+from support.settings import child_env, make_settings
+from support.stacks import write_stack
 
 pytestmark = pytest.mark.slow
 
@@ -43,22 +35,6 @@ ROUND_FILES = {"labels.csv", "embedding.npy", "embedding_2d.npy", "class_average
 @pytest.fixture
 def stack(tmp_path) -> Path:
     return write_stack(tmp_path / "in" / "particles.mrcs", n=90, box=16)
-
-
-def quiet_env(settings) -> dict:
-    """One thread per worker: several test runs share two cores."""
-    return {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-
-
-def worker(settings, log: Path, name: str) -> Process:
-    command = [sys.executable, "-m", "cryoclust", "worker", "--loglevel", "info", "--quiet", "--name", name]
-    return Process(command, log, quiet_env(settings))
-
-
-def upload(client: httpx.Client, path: Path) -> str:
-    response = client.post("/api/datasets", files=[("files", (path.name, path.read_bytes()))])
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 def create_job(client: httpx.Client, dataset_id: str, **params) -> str:
@@ -98,14 +74,14 @@ def assert_round_complete(folder: Path, n: int) -> None:
 # ----------------------------------------------------------------------------- Redis restarted
 
 
-def test_redis_restarted_under_a_running_job(tmp_path, stack):
+def test_redis_restarted_under_a_running_job(tmp_path, db_url, stack):
     """The running job finishes; the worker and the API reconnect and the next job runs too."""
     with RedisServer(tmp_path / "redis") as redis:
-        settings = make_settings(tmp_path / "data", BROKER_URL=redis.url)
+        settings = make_settings(tmp_path / "data", BROKER_URL=redis.url, DATABASE_URL=db_url)
         with running_api(settings) as api, api.client() as client:
-            w = worker(settings, tmp_path / "worker.log", "redis-restart")
+            w = start_worker(settings, tmp_path / "worker.log", "redis-restart")
             try:
-                dataset_id = upload(client, stack)
+                dataset_id = upload_id(client, stack)
                 job_id = create_job(client, dataset_id, epoch_num=4, round_num=8)
                 wait_until(client, job_id, lambda j: j["status"] == "running", "running", workers=[w])
                 redis.kill()
@@ -123,22 +99,22 @@ def test_redis_restarted_under_a_running_job(tmp_path, stack):
                 w.stop()
 
 
-def test_worker_lost_with_its_message_is_requeued_by_the_reaper(tmp_path, stack):
+def test_worker_lost_with_its_message_is_requeued_by_the_reaper(tmp_path, db_url, stack):
     """Redis restarts empty and the worker dies: only the reaper can bring the job back."""
     with RedisServer(tmp_path / "redis") as redis:
-        settings = make_settings(tmp_path / "data", BROKER_URL=redis.url, STALE_AFTER_SECONDS=6.0)
+        settings = make_settings(tmp_path / "data", BROKER_URL=redis.url, DATABASE_URL=db_url, STALE_AFTER_SECONDS=6.0)
         with running_api(settings) as api, api.client() as client:
-            first = worker(settings, tmp_path / "worker1.log", "doomed")
+            first = start_worker(settings, tmp_path / "worker1.log", "doomed")
             second = None
             try:
-                dataset_id = upload(client, stack)
+                dataset_id = upload_id(client, stack)
                 job_id = create_job(client, dataset_id, epoch_num=4, round_num=8)
                 job = wait_until(client, job_id, lambda j: j["rounds_done"] >= 1, "past round 1", workers=[first])
                 assert job["status"] == "running"
                 redis.kill()
                 first.kill()
                 redis.start()  # empty: the task's message is gone with the old server
-                second = worker(settings, tmp_path / "worker2.log", "rescuer")
+                second = start_worker(settings, tmp_path / "worker2.log", "rescuer")
                 job = wait_for_job(client, job_id, timeout=150)
                 assert job["status"] == "succeeded", (job, second.tail())
                 assert job["attempts"] == 2 and job["worker"].startswith("rescuer")
@@ -158,45 +134,14 @@ def test_worker_lost_with_its_message_is_requeued_by_the_reaper(tmp_path, stack)
 # ----------------------------------------------------------------------------- API restarted
 
 
-class ApiProcess:
-    """`cryoclust serve --no-worker` in its own process, restartable on the same port."""
-
-    def __init__(self, settings, folder: Path) -> None:
-        self.settings = settings
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: Process | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        command = [sys.executable, "-m", "cryoclust", "serve", "--no-worker", "--port", str(self.port)]
-        self.process = Process(command, self.folder / f"api{self.starts}.log", quiet_env(self.settings))
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or not self.process.alive():
-                raise AssertionError(f"API did not start: {self.process.tail()}")
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.stop()
-
-
-def test_event_stream_resumes_across_an_api_restart(tmp_path, stack):
-    settings = make_settings(tmp_path / "data")
-    api = ApiProcess(settings, tmp_path)
+def test_event_stream_resumes_across_an_api_restart(tmp_path, db_url, stack):
+    settings = make_settings(tmp_path / "data", DATABASE_URL=db_url)
+    api = ServeProcess(child_env(settings), tmp_path, "--no-worker")
     api.start()
-    w = worker(settings, tmp_path / "worker.log", "sse")
+    w = start_worker(settings, tmp_path / "worker.log", "sse")
     try:
         with httpx.Client(base_url=api.url, timeout=60) as client:
-            dataset_id = upload(client, stack)
+            dataset_id = upload_id(client, stack)
             job_id = create_job(client, dataset_id, epoch_num=3, round_num=4)
         received: list[dict] = []
         last_id, restarts, killed = None, 0, False
@@ -267,12 +212,12 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def test_disk_full_while_rounds_are_written(tmp_path, stack, small_jobs_disk):
-    settings = make_settings(tmp_path / "data")
+def test_disk_full_while_rounds_are_written(tmp_path, db_url, stack, small_jobs_disk):
+    settings = make_settings(tmp_path / "data", DATABASE_URL=db_url)
     with running_api(settings) as api, api.client() as client:
-        w = worker(settings, tmp_path / "worker.log", "diskfull")
+        w = start_worker(settings, tmp_path / "worker.log", "diskfull")
         try:
-            dataset_id = upload(client, stack)
+            dataset_id = upload_id(client, stack)
             job_id = create_job(client, dataset_id, epoch_num=4, round_num=12)
             wait_until(client, job_id, lambda j: j["rounds_done"] >= 1, "past round 1", workers=[w])
             filler = fill(small_jobs_disk)
@@ -300,9 +245,10 @@ def test_disk_full_while_rounds_are_written(tmp_path, stack, small_jobs_disk):
 # ----------------------------------------------------------------------------- start-up race
 
 
-def test_processes_starting_together_create_the_schema_once(tmp_path):
-    """API and workers started at the same moment on a fresh database all come up."""
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+def test_processes_starting_together_create_the_schema_once(tmp_path, db_url):
+    """API and workers started at the same moment on a fresh database all come up (the migration
+    lock lets one create the schema while the others wait, then find it at head)."""
+    url = db_url or f"sqlite:///{tmp_path / 'fresh.db'}"
     code = ("import sys; from cryoclust.core.db import Database; d = Database(sys.argv[1]); "
             "d.session().__enter__().execute(__import__('sqlalchemy').text('select count(*) from jobs')); print('ok')")
     starts = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -315,15 +261,15 @@ def test_processes_starting_together_create_the_schema_once(tmp_path):
 # ----------------------------------------------------------------------------- bad data at run time
 
 
-def test_dataset_damaged_after_upload_fails_the_job_with_a_reason(tmp_path, stack):
+def test_dataset_damaged_after_upload_fails_the_job_with_a_reason(tmp_path, db_url, stack):
     """The stored stack is cut short behind the API's back: the job fails, it does not hang."""
-    settings = make_settings(tmp_path / "data")
+    settings = make_settings(tmp_path / "data", DATABASE_URL=db_url)
     with running_api(settings) as api, api.client() as client:
-        dataset_id = upload(client, stack)
+        dataset_id = upload_id(client, stack)
         stored = settings.data_dir / "datasets" / dataset_id / stack.name
         stored.write_bytes(stored.read_bytes()[: 1024 + 16 * 16 * 4 * 10])
         job_id = create_job(client, dataset_id, epoch_num=1, round_num=1)
-        w = worker(settings, tmp_path / "worker.log", "damaged")
+        w = start_worker(settings, tmp_path / "worker.log", "damaged")
         try:
             job = wait_for_job(client, job_id, timeout=120)
         finally:

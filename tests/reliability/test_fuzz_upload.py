@@ -20,10 +20,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reliability_support import leftovers, make_settings, mrc_bytes, running_api, write_stack
-from test_fuzz_readers import OUTSIDE, mutate, mutations, star_texts, valid_stacks
+from support.api import running_api
+from support.fuzz import OUTSIDE, mutate, mutations, star_texts, valid_stacks
+from support.settings import make_settings
+from support.stacks import mrc_bytes, write_stack
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SEED_PARTICLES = 12
+
+
+def leftovers(data_dir: Path) -> list[str]:
+    """Files left in DATA_DIR/tmp (an upload in progress leaves them only while it runs)."""
+    tmp = data_dir / "tmp"
+    return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +40,7 @@ def server():
     root = Path(tempfile.mkdtemp(prefix="fuzz-upload-"))
     with running_api(make_settings(root / "data")) as api:
         with api.client() as client:
-            stack = write_stack(root / "seed" / "seed.mrcs", n=12, box=16)
+            stack = write_stack(root / "seed" / "seed.mrcs", n=SEED_PARTICLES, box=16)
             response = client.post("/api/datasets", files=[("files", (stack.name, stack.read_bytes()))])
             assert response.status_code == 201, response.text
             api.seed = response.json()
@@ -185,23 +194,63 @@ def test_job_bodies_that_are_not_json_objects_get_4xx(server, body, content_type
     assert server.http.get("/api/jobs").json() == []
 
 
+def is_int(text: str, low: int | None = None, high: int | None = None) -> bool:
+    """Whether the API's int parameter takes `text` (an integer within [low, high])."""
+    try:
+        value = int(text)
+    except ValueError:
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def expected_statuses(index: str, size: str, job: str) -> dict[str, int]:
+    """The one right answer for each URL of the test below.
+
+    422 when a parameter is not of its type or out of its range (checked before any lookup);
+    404 when a well-formed reference names nothing (a particle past the end, a job that does not
+    exist, or a path that, with "..", names no route at all); 200 for a particle that exists.
+    """
+    size_ok = size == "" or is_int(size, 16, 512)
+    if index.startswith(".."):  # "..%2f..%2fetc" decodes to a path no route matches
+        particle = 404
+    elif not (is_int(index) and size_ok):
+        particle = 422
+    else:
+        particle = 200 if 0 <= int(index) < SEED_PARTICLES else 404
+    # httpx removes a literal "..", leaving /api/rounds/...: no such route.
+    no_job = 404
+    members_ok = is_int(index) and is_int(size or "-1", 0) and is_int(index, 1, 10000)
+    events_ok = is_int(index, 0, 2**62)
+    return {
+        "particle": particle,
+        "jobs": 422,  # a status is never one of these strings, and limit=0 is below 1
+        "classes": no_job,
+        "members": no_job if job == ".." or index.startswith("..") or members_ok else 422,
+        "archive": no_job,
+        "events": no_job if job == ".." or events_ok else 422,
+    }
+
+
 @FUZZ
 @given(index=st.sampled_from(["-1", "0", "11", "12", "99999999999999999999", "x", "1.5", "%00", "..%2f..%2fetc"]),
        size=st.sampled_from(["", "16", "15", "0", "-5", "513", "99999999999", "abc", "NaN"]),
        job=st.sampled_from(["nope", "..", "%2e%2e", "a" * 300]),
        round_ref=st.sampled_from(["final", "0", "-1", "1", "x", "1e9", "%2e%2e"]))
-def test_paths_and_queries_out_of_range_get_4xx(server, index, size, job, round_ref):
+def test_paths_and_queries_out_of_range_get_the_right_4xx(server, index, size, job, round_ref):
     dataset = server.seed["id"]
     query = f"?size={size}" if size else ""
-    urls = [f"/api/datasets/{dataset}/particles/{index}.png{query}",
-            f"/api/jobs?limit={size or 0}&status={index}",
-            f"/api/jobs/{job}/rounds/{round_ref}/classes",
-            f"/api/jobs/{job}/rounds/{round_ref}/classes/{index}/members?offset={size or -1}&limit={index}",
-            f"/api/jobs/{job}/rounds/{round_ref}/archive.zip",
-            f"/api/jobs/{job}/events?last_event_id={index}"]
-    for url in urls:
-        response = server.http.get(url)
+    urls = {"particle": f"/api/datasets/{dataset}/particles/{index}.png{query}",
+            "jobs": f"/api/jobs?limit={size or 0}&status={index}",
+            "classes": f"/api/jobs/{job}/rounds/{round_ref}/classes",
+            "members": f"/api/jobs/{job}/rounds/{round_ref}/classes/{index}/members?offset={size or -1}&limit={index}",
+            "archive": f"/api/jobs/{job}/rounds/{round_ref}/archive.zip",
+            "events": f"/api/jobs/{job}/events?last_event_id={index}"}
+    expected = expected_statuses(index, size, job)
+    answers = {kind: server.http.get(url) for kind, url in urls.items()}
+    for response in answers.values():
         assert_clean_answer(response)
+    wrong = {urls[k]: (r.status_code, expected[k]) for k, r in answers.items() if r.status_code != expected[k]}
+    assert wrong == {}, "(status, right status) by URL"
     assert leftovers(server.settings.data_dir) == []
 
 

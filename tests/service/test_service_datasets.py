@@ -9,8 +9,11 @@ import io
 import mrcfile
 import numpy as np
 import pytest
-from service_support import base_settings, running_api, upload, write_stack
 from PIL import Image
+
+from support.api import running_api, upload
+from support.settings import make_settings
+from support.stacks import write_stack
 
 from worker.engine.ctf import CtfParams
 from worker.engine.io.star import write_particles_star
@@ -137,7 +140,7 @@ def test_bad_upload_is_refused_with_a_reason_and_leaves_nothing(api, tmp_path, c
 
 def test_upload_over_the_size_limit(tmp_path):
     stack = write_stack(tmp_path / "big.mrcs", n=60, box=32)  # about 250 kB
-    with running_api(base_settings(tmp_path / "data", MAX_UPLOAD_BYTES=100_000)) as api, api.client() as client:
+    with running_api(make_settings(tmp_path / "data", MAX_UPLOAD_BYTES=100_000)) as api, api.client() as client:
         response = upload(client, stack)
         assert response.status_code == 413, response.text
         assert "limit" in response.json()["detail"]

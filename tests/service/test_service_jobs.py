@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from service_support import base_settings, read_sse, running_api, upload
+
+from support.api import read_sse, running_api, upload
+from support.settings import make_settings
 
 
 @pytest.fixture
@@ -95,7 +98,7 @@ def test_job_for_a_missing_dataset(sqlite_api):
 
 
 def test_token_is_required_when_set(tmp_path, stack_file):
-    settings = base_settings(tmp_path / "data", API_TOKEN="s3cret-token")
+    settings = make_settings(tmp_path / "data", API_TOKEN="s3cret-token")
     with running_api(settings) as api:
         with api.client() as client:
             assert client.get("/api/health").status_code == 200
@@ -118,9 +121,9 @@ def test_token_is_required_when_set(tmp_path, stack_file):
 
 def test_cors_is_closed_by_default_and_configurable(tmp_path):
     origin = {"Origin": "http://elsewhere.example"}
-    with running_api(base_settings(tmp_path / "a")) as api, api.client() as client:
+    with running_api(make_settings(tmp_path / "a")) as api, api.client() as client:
         assert "access-control-allow-origin" not in client.get("/api/health", headers=origin).headers
-    settings = base_settings(tmp_path / "b", CORS_ORIGINS="http://elsewhere.example, http://other.example")
+    settings = make_settings(tmp_path / "b", CORS_ORIGINS="http://elsewhere.example, http://other.example")
     with running_api(settings) as api, api.client() as client:
         headers = client.get("/api/health", headers=origin).headers
         assert headers["access-control-allow-origin"] == "http://elsewhere.example"
@@ -135,7 +138,7 @@ def test_health_reports_database_and_broker(api):
 
 
 def test_redis_down_is_reported_and_jobs_are_refused(tmp_path, stack_file):
-    settings = base_settings(tmp_path / "data", BROKER_URL="redis://127.0.0.1:1/0")
+    settings = make_settings(tmp_path / "data", BROKER_URL="redis://127.0.0.1:1/0")
     with running_api(settings) as api, api.client() as client:
         health = client.get("/api/health").json()
         assert health["status"] == "degraded" and health["broker"].startswith("error")
@@ -150,12 +153,14 @@ def test_page_and_plotly_are_served(sqlite_api, tmp_path):
         plotly = client.get("/vendor/plotly.min.js")
         assert plotly.status_code == 200 and "javascript" in plotly.headers["content-type"]
         assert len(plotly.content) > 1_000_000
+        # The page of this source tree, byte for byte, and one of its scripts.
+        frontend = Path(__file__).resolve().parents[2] / "frontend"
+        assert sqlite_api.settings.FRONTEND_DIR.resolve() == frontend
         index = client.get("/")
-        frontend = sqlite_api.settings.FRONTEND_DIR
-        if (frontend / "index.html").is_file():
-            assert index.status_code == 200 and "<html" in index.text.lower()
-        else:
-            assert index.status_code == 404
+        assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+        assert index.content == (frontend / "index.html").read_bytes()
+        script = client.get("/static/js/api.js")
+        assert script.status_code == 200 and script.content == (frontend / "js" / "api.js").read_bytes()
         assert client.get("/static/../backend/app.py").status_code == 404
         assert client.get("/static/%2e%2e/pyproject.toml").status_code == 404
         spec = client.get("/openapi.json").json()

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from service_support import base_settings, running_api, upload, write_stack
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from support.api import running_api, upload
+from support.settings import make_settings
+from support.stacks import write_stack
 
 
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory):
     root = tmp_path_factory.mktemp("openapi")
-    with running_api(base_settings(root / "data", MAX_UPLOAD_BYTES=2_000_000)) as api:
+    with running_api(make_settings(root / "data", MAX_UPLOAD_BYTES=2_000_000)) as api:
         with api.client() as client:
             assert upload(client, write_stack(root / "particles.mrcs", n=12, box=16)).status_code == 201
         schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")

@@ -6,28 +6,21 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 import zipfile
 
 import httpx
-
 import mrcfile
 import pytest
-from service_support import (
-    REDIS_URL,
-    base_settings,
-    free_port,
-    read_sse,
-    require_port,
-    running_api,
-    upload,
-    wait_for,
-    write_stack,
-)
+
+from support.api import read_sse, running_api, upload, wait_for_job
+from support.databases import REDIS_URL
+from support.net import require_port
+from support.processes import ServeProcess
+from support.settings import child_env, make_settings
+from support.stacks import write_stack
 
 TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 16, "size": 32, "device": "cpu"}
 
@@ -39,9 +32,11 @@ def celery_command(settings, name: str) -> list[str]:
 
 
 @pytest.fixture
-def redis_settings(tmp_path):
+def redis_settings(tmp_path, db_url):
+    """The shared Redis as broker; SQLite or PostgreSQL (db_url runs each test on both)."""
     require_port(6379, "Redis")
-    return base_settings(tmp_path / "data", BROKER_URL=REDIS_URL, HEARTBEAT_SECONDS=1.0, STALE_AFTER_SECONDS=4.0)
+    return make_settings(tmp_path / "data", BROKER_URL=REDIS_URL, DATABASE_URL=db_url, HEARTBEAT_SECONDS=1.0,
+                         STALE_AFTER_SECONDS=4.0)
 
 
 def check_results(client, job_id: str, n: int, folder) -> None:
@@ -120,7 +115,7 @@ def test_redis_worker_runs_a_job_streams_events_and_cancels(redis_settings, work
             time.sleep(0.1)
         asked = time.monotonic()
         assert client.post(f"/api/jobs/{long['id']}/cancel").json()["status"] == "running"
-        cancelled = wait_for(client, long["id"], timeout=30)
+        cancelled = wait_for_job(client, long["id"], timeout=30)
         assert cancelled["status"] == "cancelled"
         assert time.monotonic() - asked < 5
         tail = read_sse(client, f"/api/jobs/{long['id']}/events")[-2:]
@@ -155,7 +150,7 @@ def test_killed_worker_job_resumes_on_a_new_worker(redis_settings, workers, tmp_
         assert done_before < 3
 
         second = workers(redis_settings)
-        finished = wait_for(client, job["id"], timeout=120)
+        finished = wait_for_job(client, job["id"], timeout=120)
         assert finished["status"] == "succeeded", (finished, second.tail())
         assert finished["attempts"] == 2 and finished["rounds_done"] == 3
         assert client.get(f"/api/jobs/{job['id']}/rounds").json() == [1, 2, 3]
@@ -172,54 +167,42 @@ def test_killed_worker_job_resumes_on_a_new_worker(redis_settings, workers, tmp_
     second.stop()
 
 
-def start_serve(port: int, data, log):
-    env = {**os.environ, "CRYOCLUST_DEVICE": "cpu", "CRYOCLUST_BROKER_URL": "", "CRYOCLUST_DATABASE_URL": "",
-           "CRYOCLUST_API_TOKEN": "", "CRYOCLUST_QUEUE": f"fs-{port}", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "cryoclust", "serve", "--port", str(port), "--data-dir", str(data)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+def serve_with_worker(tmp_path, db_url: str) -> ServeProcess:
+    """`cryoclust serve` on the embedded filesystem broker, with its own worker, on `db_url`."""
+    settings = make_settings(tmp_path / "data", DATABASE_URL=db_url)
+    return ServeProcess(child_env(settings), tmp_path, "--data-dir", str(settings.data_dir))
 
 
-def wait_for_worker(client: httpx.Client, serve, log) -> dict:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            health = client.get("/api/health").json()
-            if health["workers"]:
-                return health
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and serve.poll() is None, log.read_text()
-        time.sleep(0.2)
-
-
-def test_filesystem_broker_end_to_end_with_cryoclust_serve(tmp_path):
+def test_filesystem_broker_end_to_end_with_cryoclust_serve(tmp_path, db_url):
     """`cryoclust serve` with no Redis runs a job with its own worker; Ctrl-C mid-job gives the
     job back to the queue and the next start finishes it from its last complete round."""
-    port = free_port()
-    data, log = tmp_path / "data", tmp_path / "serve.log"
-    serve = start_serve(port, data, log)
+    serve = serve_with_worker(tmp_path, db_url)
+
+    def has_worker(health: dict) -> bool:
+        return bool(health["workers"])
+
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            health = wait_for_worker(client, serve, log)
-            assert health["broker"] == "ok" and health["database"] == "ok"
-            assert "listening on 127.0.0.1 only" in log.read_text()
+        health = serve.start(has_worker, timeout=60)
+        assert health["broker"] == "ok" and health["database"] == "ok"
+        assert "listening on 127.0.0.1 only" in serve.logs()
+        with httpx.Client(base_url=serve.url, timeout=60) as client:
             stack = write_stack(tmp_path / "fs" / "particles.mrcs", n=40, box=32)
             dataset_id = upload(client, stack).json()["id"]
             params = {**TINY, "epoch_num": 20, "batch_size": 64}
             job = client.post("/api/jobs", json={"dataset_id": dataset_id, **params}).json()
             deadline = time.monotonic() + 60
             while not client.get(f"/api/jobs/{job['id']}/loss").json()["rounds"]:
-                assert time.monotonic() < deadline, log.read_text()
+                assert time.monotonic() < deadline, serve.logs()
                 time.sleep(0.1)
-        serve.send_signal(signal.SIGINT)
-        assert serve.wait(40) == 0, log.read_text()
-        assert "Traceback" not in log.read_text()
-        assert (data / "cryoclust.db").is_file() and list((data / "broker" / "queue").iterdir())
+        serve.process.process.send_signal(signal.SIGINT)
+        assert serve.process.process.wait(40) == 0, serve.logs()
+        assert "Traceback" not in serve.logs()
+        data = tmp_path / "data"
+        assert (data / "cryoclust.db").is_file() == (db_url == "")
+        assert list((data / "broker" / "queue").iterdir())
 
-        serve = start_serve(port, data, log)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            wait_for_worker(client, serve, log)
+        serve.start(has_worker, timeout=60)
+        with httpx.Client(base_url=serve.url, timeout=60) as client:
             stopped = [json.loads(e["data"]) for e in read_sse(client, f"/api/jobs/{job['id']}/events")
                        if e["event"] == "status"]
             assert any("stopped; requeued" in d.get("message", "") for d in stopped), stopped
@@ -227,8 +210,7 @@ def test_filesystem_broker_end_to_end_with_cryoclust_serve(tmp_path):
             # A worker asked to stop does not count as a lost attempt.
             assert finished["status"] == "succeeded" and finished["attempts"] == 1, finished
             assert client.get(f"/api/jobs/{job['id']}/rounds").json() == [1]
-        serve.send_signal(signal.SIGINT)
-        assert serve.wait(30) == 0, log.read_text()
+        serve.process.process.send_signal(signal.SIGINT)
+        assert serve.process.process.wait(30) == 0, serve.logs()
     finally:
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGKILL)
+        serve.kill()

@@ -1,0 +1,1 @@
+"""Alembic migrations of the database schema; cryoclust.core.schema runs them at start-up."""
