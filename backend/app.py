@@ -20,7 +20,7 @@ from cryoclust.core.db import Database
 from backend.deps import require_token
 from backend.dispatch import Dispatcher
 from backend.errors import validation_error
-from backend.routes import datasets, downloads, events, health, jobs, page, results
+from backend.routes import datasets, downloads, events, health, jobs, page, parameters, results
 from cryoclust.core.settings import Settings
 from backend.storage import StackCache, Storage, UploadError
 from worker.engine.version import __version__
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
     protected = [Depends(require_token)]
-    for module in (health, datasets, jobs, events, results, downloads):
+    for module in (health, parameters, datasets, jobs, events, results, downloads):
         app.include_router(module.router, prefix="/api", dependencies=protected)
     app.include_router(page.router)
     return app
