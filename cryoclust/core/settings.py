@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     # Redis redelivers an unacknowledged task after this long: longer than the longest job.
     VISIBILITY_TIMEOUT_SECONDS: int = 7 * 24 * 3600
     # Where the page lives (frontend/ of the source tree by default).
-    FRONTEND_DIR: Path = Path(__file__).resolve().parent.parent / "frontend"
+    FRONTEND_DIR: Path = Path(__file__).resolve().parents[2] / "frontend"
 
     @property
     def data_dir(self) -> Path:

@@ -91,15 +91,13 @@ class Param:
     def to_json(self) -> dict:
         """The definition as the page reads it from GET /api/parameters."""
         kinds = {int: "integer", float: "number", str: "string", bool: "boolean"}
-        data = {"name": self.name, "type": kinds[self.kind], "default": self.default, "label": self.label, "help": self.help}
-        extras = {
+        return {
+            "name": self.name, "type": kinds[self.kind], "default": self.default, "label": self.label, "help": self.help,
             "minimum": self.minimum, "maximum": self.maximum, "exclusive_minimum": self.above,
             "multiple_of": self.multiple_of, "choices": list(self.choices) if self.choices else None,
             "pattern": self.pattern, "pattern_hint": self.pattern_hint, "auto": self.auto,
             "examples": list(self.examples) or None,
         }
-        data.update({k: v for k, v in extras.items() if v is not None})
-        return data
 
 
 PARAMETERS: tuple[Param, ...] = (
