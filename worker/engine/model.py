@@ -1,4 +1,4 @@
-"""The Siamese network and contrastive loss of the reference method (DESIGN.md)."""
+"""The Siamese network and contrastive loss of the reference method (docs/architecture.md, The algorithm)."""
 
 from __future__ import annotations
 
