@@ -45,6 +45,10 @@ def test_page_rest_and_cli_record_identical_effective_parameters(page, server, s
         page.wait_for_url(re.compile(r"#/jobs/\w+$"))
         from_page = page.url.rsplit("/", 1)[1]
         expect(page.locator(".job-head .badge")).to_have_text("succeeded", timeout=180_000)
+        # The job view shows what the worker really ran with: no "auto" left, the real device.
+        shown = page.locator("p.params")
+        expect(shown).to_contain_text("device cpu")
+        expect(shown).not_to_contain_text("auto")
 
         response = client.post("/api/jobs", json={"dataset_id": dataset_id, **INPUTS})
         assert response.status_code == 201, response.text
