@@ -1,4 +1,4 @@
-"""The FastAPI application: REST API under /api, the page at /, Plotly.js at /vendor.
+"""The FastAPI application: REST API under /api, the page at / and /static, Plotly.js at /vendor.
 
     uvicorn --factory backend.app:create_app
 """
@@ -15,14 +15,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from cryoclust.core import jobstate
-from cryoclust.core.db import Database
 from backend.deps import require_token
 from backend.dispatch import Dispatcher
 from backend.errors import validation_error
-from backend.routes import datasets, downloads, events, health, jobs, page, results
-from cryoclust.core.settings import Settings
+from backend.routes import datasets, downloads, events, health, jobs, page, parameters, results
+from backend.routes.page import NoCacheStaticFiles
+from backend.services import jobs as jobs_service
+from backend.services.errors import ServiceError
 from backend.storage import StackCache, Storage, UploadError
+from cryoclust.core.db import Database
+from cryoclust.core.settings import Settings
 from worker.engine.version import __version__
 
 log = logging.getLogger("cryoclust.api")
@@ -30,16 +32,7 @@ log = logging.getLogger("cryoclust.api")
 
 def reap_once(app: FastAPI) -> list[str]:
     """Requeue the jobs whose worker is gone and send them again."""
-    settings = app.state.settings
-    with app.state.db.session() as session:
-        resend = jobstate.reap_stale(session, settings.STALE_AFTER_SECONDS, settings.MAX_ATTEMPTS)
-    for job_id in resend:
-        try:
-            app.state.dispatcher.send(job_id)
-            log.warning("job %s: worker lost, requeued", job_id)
-        except Exception as exc:  # broker down: the next pass retries via the heartbeat
-            log.error("job %s: cannot requeue: %s", job_id, exc)
-    return resend
+    return jobs_service.reap_stale(app.state.db, app.state.settings, app.state.dispatcher)
 
 
 async def _reaper(app: FastAPI) -> None:
@@ -64,7 +57,7 @@ async def lifespan(app: FastAPI):
         app.state.db.dispose()
 
 
-async def _upload_error(_request: Request, exc: UploadError) -> JSONResponse:
+async def _error_answer(_request: Request, exc: UploadError | ServiceError) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
 
@@ -81,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = Storage(settings.data_dir)
     app.state.dispatcher = Dispatcher(settings)
     app.state.stacks = StackCache()
-    app.add_exception_handler(UploadError, _upload_error)
+    app.add_exception_handler(UploadError, _error_answer)
+    app.add_exception_handler(ServiceError, _error_answer)
     app.add_exception_handler(RequestValidationError, validation_error)
     if settings.cors_origins:
         app.add_middleware(
@@ -91,7 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
     protected = [Depends(require_token)]
-    for module in (health, datasets, jobs, events, results, downloads):
+    for module in (health, parameters, datasets, jobs, events, results, downloads):
         app.include_router(module.router, prefix="/api", dependencies=protected)
     app.include_router(page.router)
+    # check_dir=False: a missing frontend/ gives 404s, not an API that cannot start.
+    app.mount("/static", NoCacheStaticFiles(directory=settings.FRONTEND_DIR, check_dir=False), name="static")
     return app

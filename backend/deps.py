@@ -1,4 +1,8 @@
-"""Short aliases for what the routes need: a database session, the settings, the files."""
+"""Short aliases for what the routes need: a database session, the settings, the files.
+
+Only these functions read `request.app.state` (filled once by backend.app.create_app); routes
+name what they need by type, which also lets a test override any of them.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,17 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from backend.dispatch import Dispatcher
-from cryoclust.core.settings import Settings
 from backend.storage import StackCache, Storage
+from cryoclust.core.db import Database
+from cryoclust.core.settings import Settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.db.session() as session:
+def get_database(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    with db.session() as session:
         yield session
 
 
@@ -35,6 +44,7 @@ def get_stacks(request: Request) -> StackCache:
     return request.app.state.stacks
 
 
+DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
@@ -42,9 +52,9 @@ DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 StacksDep = Annotated[StackCache, Depends(get_stacks)]
 
 
-def require_token(request: Request) -> None:
+def require_token(request: Request, settings: SettingsDep) -> None:
     """With CRYOCLUST_API_TOKEN set: a Bearer header, or ?token= (EventSource, links, forms)."""
-    expected = request.app.state.settings.API_TOKEN
+    expected = settings.API_TOKEN
     if not expected:
         return
     header = request.headers.get("authorization", "")

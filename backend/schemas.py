@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from worker.engine.config import AUTO, PARAMETERS, Param
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 RoundRef = int | Literal["final"]
@@ -34,36 +36,49 @@ class DatasetOut(BaseModel):
     has_ctf: bool
 
 
-class JobParams(BaseModel):
-    """The algorithm's parameters (defaults of the original program)."""
+def _job_field(p: Param) -> tuple[Any, Any]:
+    """A pydantic field from one parameter of the engine's definition."""
+    annotation: Any = Literal[p.choices] if p.choices else p.kind
+    if p.default is AUTO:
+        annotation = annotation | None
+    constraints = {"ge": p.minimum, "le": p.maximum, "gt": p.above, "multiple_of": p.multiple_of, "pattern": p.pattern}
+    description = p.describe() + (" Send null for auto." if p.default is AUTO else "")
+    extra = {"x-auto": p.auto} if p.auto else None
+    field = Field(p.default, title=p.label, description=description, json_schema_extra=extra,
+                  **{k: v for k, v in constraints.items() if v is not None})
+    return annotation, field
 
-    model_config = ConfigDict(extra="forbid")
 
-    method: Literal["reference", "invariant"] = "reference"
-    cluster_num: int = Field(4, ge=2, le=1000)
-    learning_rate: float = Field(5e-4, gt=0, le=1)
-    epoch_num: int = Field(20, ge=1, le=1000)
-    batch_size: int = Field(128, ge=2, le=65536)
-    round_num: int = Field(5, ge=1, le=100)
-    size: int = Field(64, ge=8, le=512, description="model image size in pixels (even)")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    device: str | None = Field(
-        None,
-        pattern=r"^(cpu|cuda(:[0-9]{1,2})?|mps)$",
-        description="cpu, cuda or cuda:N; empty: the worker's own device",
-    )
-    phase_flip: bool = True
-    align_averages: bool = False
-
-    @model_validator(mode="after")
-    def _even_size(self) -> "JobParams":
-        if self.size % 2:
-            raise ValueError(f"size must be even, got {self.size}")
-        return self
+# Generated from worker/engine/config.py's PARAMETERS: the one place a default or range lives.
+JobParams = create_model(
+    "JobParams",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="The algorithm's parameters; null for an auto one lets the worker decide by its rule.",
+    **{p.name: _job_field(p) for p in PARAMETERS},
+)
 
 
 class JobCreate(JobParams):
     dataset_id: str = Field(min_length=1, max_length=32)
+
+
+class ParameterOut(BaseModel):
+    """One job parameter as defined in the engine (what the page builds its form from)."""
+
+    name: str
+    type: Literal["integer", "number", "string", "boolean"]
+    default: int | float | str | bool | None
+    label: str
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    multiple_of: int | None = None
+    choices: list[str] | None = None
+    pattern: str | None = None
+    pattern_hint: str | None = None
+    auto: str | None = Field(None, description="what null (auto) means for this parameter")
+    examples: list[str] | None = None
 
 
 class JobOut(BaseModel):
@@ -72,7 +87,10 @@ class JobOut(BaseModel):
     id: str
     dataset_id: str
     status: JobStatus
-    params: dict
+    params: dict = Field(description="the parameters as asked for (null: auto)")
+    effective_params: dict | None = Field(
+        None, description="the parameters the worker really used, every auto decided (null until it starts)"
+    )
     round: int
     round_num: int
     progress: float

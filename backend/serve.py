@@ -37,7 +37,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def make_demo(app) -> str | None:
     """Simulate a small stack with known classes and register it, once per DATA_DIR."""
-    from backend.routes.datasets import add_dataset
+    from backend.services.datasets import add as add_dataset
     from backend.storage import ReceivedFile
 
     settings, storage = app.state.settings, app.state.storage

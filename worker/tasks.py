@@ -106,12 +106,13 @@ class JobRecorder:
             jobstate.add_event(session, self.job_id, "status", {"status": "running", "message": message})
             session.commit()
 
-    def set_device(self, device: str) -> None:
-        """The device the run really uses (a missing GPU falls back to cpu)."""
+    def set_effective(self, effective: dict) -> None:
+        """The parameters the run really uses: auto ones decided, the device it got."""
         with self.db.session() as session:
             job = session.get(Job, self.job_id)
             if job is not None:
-                job.device = device
+                job.device = effective["device"]
+                job.effective_params = effective
                 session.commit()
 
     def flush(self) -> None:
@@ -231,8 +232,8 @@ def _run(settings: Settings, dataset: Dataset | None, job_id: str, params: dict,
         actual, notice = resolve_device(device)
         if notice:
             recorder.notice(notice)
-        recorder.set_device(str(actual))
-        config = ClassifyConfig.from_dict({**params, "device": str(actual)})
+        config = ClassifyConfig.from_dict(params).resolved(str(actual))
+        recorder.set_effective(config.to_dict())
         folder = settings.data_dir / "datasets" / dataset.id
         out_dir = settings.data_dir / "jobs" / job_id
         with ParticleStack.open(folder / dataset.path, confine_to=folder) as stack:

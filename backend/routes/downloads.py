@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from backend import artifacts
 from backend.deps import SessionDep, StorageDep
-from backend.routes.jobs import get_job
 from backend.schemas import SubsetRequest
+from backend.services import jobs
 from backend.storage import Storage
 from cryoclust.core.tables import Dataset
 
@@ -50,7 +50,7 @@ def _zip_round(folder: Path, target: Path, prefix: str) -> None:
 )
 async def round_archive(job_id: str, round_ref: str, session: SessionDep, storage: StorageDep) -> FileResponse:
     """Every file of a round in one zip."""
-    job = get_job(session, job_id)
+    job = jobs.get(session, job_id)
     number, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
     target = storage.tmp_file(".zip")
     name = f"{job.id}_round{number:02d}"
@@ -71,7 +71,7 @@ def round_file(  # after archive.zip: {filename} would shadow it
     storage: StorageDep,
 ) -> FileResponse:
     """Class averages (.mrcs, PNG gallery) or labels CSV of a round (`final` = last complete)."""
-    job = get_job(session, job_id)
+    job = jobs.get(session, job_id)
     number, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
     path = folder / filename
     if not path.is_file():
@@ -87,7 +87,7 @@ def round_file(  # after archive.zip: {filename} would shadow it
 )
 def particles_star(job_id: str, session: SessionDep, storage: StorageDep) -> FileResponse:
     """RELION particles .star with _rlnClassNumber of the final round (once the job succeeded)."""
-    job = get_job(session, job_id)
+    job = jobs.get(session, job_id)
     path = storage.job_dir(job.id) / "particles.star"
     if not path.is_file():
         raise HTTPException(404, f"job {job.id} has no final particles.star yet (status {job.status})")
@@ -124,12 +124,10 @@ def _write_subset(storage: Storage, dataset: Dataset, folder: Path, classes: lis
 )
 async def subset(job_id: str, body: SubsetRequest, session: SessionDep, storage: StorageDep) -> FileResponse:
     """The particles of chosen classes: a .star referencing the original stack, or a new .mrcs."""
-    job = get_job(session, job_id)
+    job = jobs.get(session, job_id)
     number, folder = artifacts.resolve_round(storage.job_dir(job.id), body.round)
     artifacts.check_classes(folder, body.classes)
-    dataset = session.get(Dataset, job.dataset_id)
-    if dataset is None:
-        raise HTTPException(404, f"the dataset of job {job.id} is gone")
+    dataset = jobs.dataset_of(session, job)
     classes = sorted(set(body.classes))
     target = storage.tmp_file(f".{body.format}")
     try:

@@ -13,16 +13,17 @@ import time
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from cryoclust.core.tables import TERMINAL, Job, JobEvent
+from backend.deps import DatabaseDep
+from backend.services import events
+from cryoclust.core.db import Database
+from cryoclust.core.tables import TERMINAL
 
 router = APIRouter(tags=["events"])
 
 POLL_SECONDS = 0.3
 KEEPALIVE_SECONDS = 15.0
-BATCH = 500
 MAX_ID = 2**62
 
 
@@ -30,31 +31,12 @@ def format_event(event_id: int, kind: str, data: dict) -> str:
     return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _fetch(db, job_id: str, after: int) -> tuple[list[tuple[int, str, dict]], str | None]:
-    """Events after id `after`, and the job's status (None once the job is deleted)."""
-    with db.session() as session:
-        rows = session.execute(
-            select(JobEvent.id, JobEvent.kind, JobEvent.data)
-            .where(JobEvent.job_id == job_id, JobEvent.id > after)
-            .order_by(JobEvent.id)
-            .limit(BATCH)
-        ).all()
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
-    return [tuple(row) for row in rows], status
-
-
-def _status(db, job_id: str) -> str | None:
-    with db.session() as session:
-        return session.scalar(select(Job.status).where(Job.id == job_id))
-
-
-async def stream(request: Request, job_id: str, after: int):
-    db = request.app.state.db
+async def stream(request: Request, db: Database, job_id: str, after: int):
     yield "retry: 2000\n\n"
     last_sent = time.monotonic()
     quiet_polls_after_end = 0
     while True:
-        rows, status = await run_in_threadpool(_fetch, db, job_id, after)
+        rows, status = await run_in_threadpool(events.after, db, job_id, after)
         for event_id, kind, data in rows:
             after = event_id
             yield format_event(event_id, kind, data)
@@ -75,7 +57,7 @@ async def stream(request: Request, job_id: str, after: int):
         if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
             yield ": keep-alive\n\n"
             last_sent = time.monotonic()
-        if len(rows) < BATCH:
+        if len(rows) < events.BATCH:
             await asyncio.sleep(POLL_SECONDS)
 
 
@@ -87,6 +69,7 @@ async def stream(request: Request, job_id: str, after: int):
 async def job_events(
     job_id: str,
     request: Request,
+    db: DatabaseDep,
     last_event_id: int | None = Query(None, ge=0, le=MAX_ID, description="resume after this event id"),
     last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
 ) -> StreamingResponse:
@@ -97,7 +80,7 @@ async def job_events(
             after = max(after, min(int(last_event_id_header), MAX_ID))
         except ValueError:
             raise HTTPException(422, "Last-Event-ID must be an integer") from None
-    if await run_in_threadpool(_status, request.app.state.db, job_id) is None:
+    if await run_in_threadpool(events.job_status, db, job_id) is None:
         raise HTTPException(404, f"no job {job_id}")
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream(request, job_id, after), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(stream(request, db, job_id, after), media_type="text/event-stream", headers=headers)

@@ -1,4 +1,5 @@
-"""The page: frontend/index.html at /, its files at /static/, Plotly.js from the plotly package."""
+"""The page: frontend/index.html at /, its files at /static/ (mounted by backend.app), Plotly.js
+from the plotly package."""
 
 from __future__ import annotations
 
@@ -6,10 +7,20 @@ from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
+from starlette.staticfiles import StaticFiles
 
 from backend.deps import SettingsDep
 
 router = APIRouter(include_in_schema=False)
+
+
+class NoCacheStaticFiles(StaticFiles):
+    """The page's scripts and styles, revalidated on every load (no build step, no hashes)."""
+
+    def file_response(self, *args, **kwargs):
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def plotly_js() -> Path:
@@ -20,13 +31,6 @@ def plotly_js() -> Path:
     return Path(spec.origin).parent / "package_data" / "plotly.min.js"
 
 
-def _inside(root: Path, relative: str) -> Path:
-    path = (root / relative).resolve()
-    if root.resolve() not in path.parents or not path.is_file():
-        raise HTTPException(404, "not found")
-    return path
-
-
 @router.get("/")
 def index(settings: SettingsDep) -> FileResponse:
     """The single page."""
@@ -34,12 +38,6 @@ def index(settings: SettingsDep) -> FileResponse:
     if not path.is_file():
         raise HTTPException(404, f"the page is missing: {path}")
     return FileResponse(path, headers={"Cache-Control": "no-cache"})
-
-
-@router.get("/static/{relative:path}")
-def static(relative: str, settings: SettingsDep) -> FileResponse:
-    """Files of frontend/ (scripts, styles)."""
-    return FileResponse(_inside(settings.FRONTEND_DIR, relative), headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/vendor/plotly.min.js")

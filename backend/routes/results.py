@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import select
 
 from backend import artifacts
 from backend.deps import SessionDep, StacksDep, StorageDep
-from backend.routes.jobs import get_job
 from backend.schemas import ClassOut, EmbeddingOut, LossOut, MembersOut
-from cryoclust.core.tables import JobEvent
+from backend.services import events, jobs
 
 router = APIRouter(tags=["results"])
 
@@ -18,42 +16,30 @@ router = APIRouter(tags=["results"])
 @router.get("/jobs/{job_id}/loss", response_model=LossOut)
 def job_loss(job_id: str, session: SessionDep, storage: StorageDep) -> dict:
     """Loss points of every round: complete rounds from their loss.json, the running one live."""
-    job = get_job(session, job_id)
+    job = jobs.get(session, job_id)
     out_dir = storage.job_dir(job.id)
     done = artifacts.rounds(out_dir)
     result = []
     for number in done:
         points = artifacts.read_json(artifacts.round_dir(out_dir, number) / "loss.json")
         result.append({"round": number, "points": points})
-    # The round in progress: the loss events since its (latest) start.
-    started = session.execute(
-        select(JobEvent.id, JobEvent.data)
-        .where(JobEvent.job_id == job.id, JobEvent.kind == "round_started")
-        .order_by(JobEvent.id.desc())
-        .limit(1)
-    ).first()
-    if started and started.data.get("round") not in done:
-        live = session.scalars(
-            select(JobEvent.data)
-            .where(JobEvent.job_id == job.id, JobEvent.kind == "loss", JobEvent.id > started.id)
-            .order_by(JobEvent.id)
-        ).all()
-        points = [{k: p[k] for k in ("step", "pairs_done", "epoch", "loss")} for p in live]
-        result.append({"round": started.data["round"], "points": points})
+    live = events.live_loss(session, job.id, done)
+    if live is not None:
+        result.append(live)
     return {"rounds": result}
 
 
 @router.get("/jobs/{job_id}/rounds", response_model=list[int])
 def job_rounds(job_id: str, session: SessionDep, storage: StorageDep) -> list[int]:
     """Numbers of the complete rounds, 1-based."""
-    job = get_job(session, job_id)
+    job = jobs.get(session, job_id)
     return artifacts.rounds(storage.job_dir(job.id))
 
 
 @router.get("/jobs/{job_id}/rounds/{round_ref}/embedding", response_model=EmbeddingOut)
 def round_embedding(job_id: str, round_ref: str, session: SessionDep, storage: StorageDep) -> dict:
     """The 2-D projection of every particle's embedding, with its class (1-based)."""
-    job = get_job(session, job_id)
+    job = jobs.get(session, job_id)
     _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
     points = np.round(np.asarray(artifacts.embedding_2d(folder), dtype=np.float64), 4)
     return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "labels": (artifacts.labels(folder) + 1).tolist()}
@@ -62,7 +48,7 @@ def round_embedding(job_id: str, round_ref: str, session: SessionDep, storage: S
 @router.get("/jobs/{job_id}/rounds/{round_ref}/classes", response_model=list[ClassOut])
 def round_classes(job_id: str, round_ref: str, session: SessionDep, storage: StorageDep) -> list[dict]:
     """Per class: its number (1-based), member count, fraction and quality when known."""
-    job = get_job(session, job_id)
+    job = jobs.get(session, job_id)
     _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
     return artifacts.read_json(folder / "classes.json")
 
@@ -84,7 +70,7 @@ def class_average_png(
     """One class average as a PNG."""
     from worker.engine.gallery import thumbnail_png
 
-    job = get_job(session, job_id)
+    job = jobs.get(session, job_id)
     _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
     artifacts.check_classes(folder, [class_number])
     image = stacks.read(folder / "class_averages.mrcs", lambda s: s.read(class_number - 1, class_number)[0])
@@ -102,7 +88,7 @@ def class_members(
     limit: int = Query(100, ge=1, le=10000),
 ) -> dict:
     """Indices (0-based) of the particles in one class, a page at a time."""
-    job = get_job(session, job_id)
+    job = jobs.get(session, job_id)
     _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
     artifacts.check_classes(folder, [class_number])
     members = np.flatnonzero(artifacts.labels(folder) == class_number - 1)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.engine.config import DEFAULT_DEVICE
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRYOCLUST_", extra="ignore")
@@ -26,7 +28,7 @@ class Settings(BaseSettings):
     # Empty: no token asked (the server then binds to loopback by default).
     API_TOKEN: str = ""
     # Device of a worker that no job asks otherwise; cuda falls back to cpu in the engine.
-    DEVICE: str = "cuda:0"
+    DEVICE: str = DEFAULT_DEVICE
     HOST: str = "127.0.0.1"
     PORT: int = 8000
     # Comma-separated origins allowed by CORS; empty keeps CORS closed.

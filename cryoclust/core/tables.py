@@ -68,6 +68,8 @@ class Job(Base):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     params: Mapped[dict] = mapped_column(JSON)
+    # What the worker really ran with (auto parameters decided, the device it used).
+    effective_params: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     round: Mapped[int] = mapped_column(Integer, default=0)
     round_num: Mapped[int] = mapped_column(Integer)
     rounds_done: Mapped[int] = mapped_column(Integer, default=0)

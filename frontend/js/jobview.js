@@ -115,7 +115,9 @@ export class JobView {
 
   renderHead() {
     const job = this.job;
-    const p = job.params || {};
+    // What the worker really ran with (auto options decided), else what was asked for.
+    const p = job.effective_params || job.params || {};
+    const option = (value, on, off) => (value === null || value === undefined ? `${on}: auto` : value ? on : off);
     const total = job.round_num || p.round_num || "?";
     const round = Math.max(job.round || 0, this.live.round || 0);
     const times = [];
@@ -128,8 +130,8 @@ export class JobView {
     const where = [job.worker, job.device].filter(Boolean).join(" · ");
     const params = [
       p.method, `${p.cluster_num} classes`, `lr ${p.learning_rate}`, `${p.epoch_num} epochs`, `batch ${p.batch_size}`,
-      `${p.round_num} rounds`, `size ${p.size}`, `seed ${p.seed}`, `device ${p.device}`,
-      p.phase_flip ? "phase flip" : "no phase flip", p.align_averages ? "aligned averages" : "plain averages",
+      `${p.round_num} rounds`, `size ${p.size}`, `seed ${p.seed}`, `device ${p.device ?? "auto"}`,
+      option(p.phase_flip, "phase flip", "no phase flip"), option(p.align_averages, "aligned averages", "plain averages"),
     ];
     const actions = h("span", { class: "row" });
     if (ACTIVE.has(job.status)) actions.append(h("button", { type: "button", id: "job-cancel", text: "Cancel job", on: { click: () => this.cancel() } }));

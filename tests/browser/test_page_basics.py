@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from worker.engine.config import BY_NAME, PARAMETERS, default
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # These pages run no job: the server on SQLite is enough (test_page_job runs jobs on both).
 on_sqlite = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
@@ -58,24 +60,28 @@ def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
     page.select_option("#job-dataset", dataset_id)
     submit = page.locator("#job-form button[type=submit]")
     expect(submit).to_be_enabled()
-    defaults = {"cluster_num": "4", "learning_rate": "0.0005", "epoch_num": "20", "batch_size": "128", "round_num": "5", "size": "64", "seed": "0"}
+    defaults = {name: str(default(name)) for name in ("cluster_num", "learning_rate", "epoch_num", "batch_size", "round_num", "size", "seed")}
     for field, value in defaults.items():
         expect(page.locator(f"#job-{field}")).to_have_value(value)
-    expect(page.locator("#job-method")).to_have_value("reference")
-    expect(page.locator("#job-phase_flip")).to_be_checked()
-    expect(page.locator("#job-align_averages")).not_to_be_checked()
-    assert page.locator("#job-form .help").count() >= 12  # a line of help for every field
+    expect(page.locator("#job-method")).to_have_value(default("method"))
+    # The "auto" options are shown as auto, with the rule that decides them.
+    for field in ("phase_flip", "align_averages"):
+        expect(page.locator(f"#job-{field}")).to_have_value("auto")
+        expect(page.locator(f"#job-{field} option:checked")).to_have_text(f"auto: {BY_NAME[field].auto}")
+    expect(page.locator("#job-device")).to_have_value("")
+    expect(page.locator("#job-device")).to_have_attribute("placeholder", f"auto: {BY_NAME['device'].auto}")
+    assert page.locator("#job-form .help").count() == len(PARAMETERS) + 1  # a line of help for every field
 
     cases = [
         ("cluster_num", "1", "at least 2"),
         ("cluster_num", "201", "at most 200"),
         ("learning_rate", "0", "above 0"),
-        ("epoch_num", "0", "from 1"),
-        ("batch_size", "1", "from 2"),
-        ("round_num", "101", "to 100"),
+        ("epoch_num", "0", "at least 1"),
+        ("batch_size", "1", "at least 2"),
+        ("round_num", "101", "at most 100"),
         ("size", "33", "even"),
-        ("size", "4", "between 8 and 512"),
-        ("seed", "-1", "from 0"),
+        ("size", "4", "at least 8"),
+        ("seed", "-1", "at least 0"),
         ("device", "gpu", "cuda:N"),
     ]
     for field, value, message in cases:

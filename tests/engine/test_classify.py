@@ -129,9 +129,11 @@ def test_more_classes_than_particles_is_refused(easy_set, tmp_path, capsys):
 
 
 def test_defaults_are_the_original_programs():
-    args = parse_args(["classify", "x.mrcs", "-o", "out"])
-    assert (args.cluster_num, args.gpu, args.learning_rate, args.epoch_num, args.batch_size, args.round_num) == (4, "cuda:0", 5e-4, 20, 128, 5)
-    assert (args.seed, args.size, args.method) == (0, 64, "reference")
+    from worker.engine.commands.classify import config_from_args
+
+    config = config_from_args(parse_args(["classify", "x.mrcs", "-o", "out"]))
+    assert (config.cluster_num, config.device, config.learning_rate, config.epoch_num, config.batch_size, config.round_num) == (4, "cuda:0", 5e-4, 20, 128, 5)
+    assert (config.seed, config.size, config.method) == (0, 64, "reference")
 
 
 def test_a_callback_can_cancel_between_batches_leaving_complete_rounds_only(easy_set, tmp_path):

@@ -71,7 +71,7 @@ BAD_PARAMS = {
     "too-many-classes": ({"cluster_num": 61}, "61"),
     "one-class": ({"cluster_num": 1}, "cluster_num"),
     "zero-learning-rate": ({"learning_rate": 0}, "learning_rate"),
-    "odd-size": ({"size": 63}, "even"),
+    "odd-size": ({"size": 63}, "multiple of 2"),
     "unknown-method": ({"method": "magic"}, "method"),
     "unknown-field": ({"colour": "red"}, "colour"),
     "bad-device": ({"device": "tpu:0; rm -rf /"}, "device"),

@@ -26,7 +26,7 @@ def pca_features(images: np.ndarray, seed: int, components: int = PCA_COMPONENTS
 
 
 def initial_labels(images: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Labels before the first round: PCA of the pixels, then KMeans (DESIGN.md, step 2)."""
+    """Labels before the first round: PCA of the pixels, then KMeans (docs/architecture.md, The algorithm, step 2)."""
     return kmeans_labels(pca_features(images, seed), k, seed)
 
 

@@ -1,4 +1,4 @@
-"""The Siamese network and contrastive loss of the reference method (DESIGN.md)."""
+"""The Siamese network and contrastive loss of the reference method (docs/architecture.md, The algorithm)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _conv_block(channels_in: int, channels_out: int) -> list[nn.Module]:
 class SiameseNetwork(nn.Module):
     """Three reflection-padded conv blocks (1->4->8->8) and a 500-100-20 fully connected head."""
 
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
         self.features = nn.Sequential(*_conv_block(1, 4), *_conv_block(4, 8), *_conv_block(8, 8))

@@ -79,9 +79,10 @@ def classify(
         raise InputError(f"{stack.source}: a classification needs at least 2 particles, found {n}")
     if k > n:
         raise InputError(f"{stack.source}: cluster_num {k} is more than the {n} particles")
-    device, notice = resolve_device(config.device)
+    device, notice = resolve_device(config.resolved().device)
     if notice and on_notice:
         on_notice(notice)
+    config = config.resolved(str(device))  # the effective parameters, as config.json records them
     started = time.perf_counter()
     outputs.write_json(
         out_dir / "config.json",

@@ -104,7 +104,7 @@ def train_network(
 def embed(
     network: SiameseNetwork,
     images: torch.Tensor,
-    precision: str = "fp32",
+    precision: str,
     on_event: Callback = ignore,
     round_index: int = 0,
 ) -> np.ndarray:

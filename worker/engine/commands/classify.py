@@ -21,26 +21,44 @@ from pathlib import Path
 
 from worker.engine.errors import CommandError
 
-DEFAULTS = dict(cluster_num=4, gpu="cuda:0", learning_rate=5e-4, epoch_num=20, batch_size=128, round_num=5)
+def _checked(param):
+    """An argparse type that converts and checks a value as the engine's definition says."""
+
+    def convert(text: str):
+        try:
+            value = param.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {param.kind.__name__}") from None
+        problem = param.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text}: {problem}")
+        return value
+
+    convert.__name__ = param.kind.__name__
+    return convert
+
+
+def add_job_parameters(parser: argparse.ArgumentParser) -> None:
+    """One flag per job parameter of worker/engine/config.py's PARAMETERS (defaults included)."""
+    from worker.engine.config import AUTO, PARAMETERS
+
+    group = parser.add_argument_group("job parameters (the same as the API's and the page's)")
+    for p in PARAMETERS:
+        if p.kind is bool:
+            group.add_argument(*p.cli_flags, dest=p.name, action=argparse.BooleanOptionalAction, default=p.default, help=p.describe())
+        elif p.choices:
+            group.add_argument(*p.cli_flags, dest=p.name, choices=p.choices, default=p.default, help=p.describe())
+        else:
+            metavar = p.name.upper() if p.default is AUTO or p.kind is str else None
+            group.add_argument(*p.cli_flags, dest=p.name, type=_checked(p), default=p.default, metavar=metavar, help=p.describe())
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", nargs="?", type=Path, help="particle stack (.mrcs/.mrc), RELION .star, or folder")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("-d", "--dataset_dir", type=Path, help="folder of stacks or images (instead of INPUT)")
-    parser.add_argument("-c", "--cluster_num", type=int, default=DEFAULTS["cluster_num"], help="number of classes (default 4)")
-    parser.add_argument("-g", "--gpu", default=DEFAULTS["gpu"], help="device, e.g. cuda:0 or cpu (default cuda:0, falls back to cpu)")
-    parser.add_argument("-l", "--learning_rate", type=float, default=DEFAULTS["learning_rate"], help="Adam learning rate (default 5e-4)")
-    parser.add_argument("-e", "--epoch_num", type=int, default=DEFAULTS["epoch_num"], help="epochs per round; an epoch is N pairs (default 20)")
-    parser.add_argument("-b", "--batch_size", type=int, default=DEFAULTS["batch_size"], help="pairs per batch (default 128)")
-    parser.add_argument("-r", "--round_num", type=int, default=DEFAULTS["round_num"], help="train/KMeans rounds (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; runs with the same seed repeat exactly on CPU (default 0)")
-    parser.add_argument("--size", type=int, default=64, help="model input size S; larger boxes are Fourier-cropped (default 64)")
-    parser.add_argument("--method", choices=("reference", "invariant"), default="reference", help="reference: the original method; invariant: rotation/shift-invariant (default reference)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="network arithmetic (default fp32)")
-    parser.add_argument("--phase-flip", action=argparse.BooleanOptionalAction, default=None, help="CTF phase-flip when the .star has defocus (default: on for invariant)")
-    parser.add_argument("--align", dest="align_averages", action=argparse.BooleanOptionalAction, default=None, help="align members before averaging (default: on for invariant)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_job_parameters(parser)
 
 
 class ProgressPrinter:
@@ -74,8 +92,14 @@ class ProgressPrinter:
             print(f"round {event.round}/{event.round_num}: {event.seconds:.1f} s, loss {event.loss:.4f}, class sizes {counts}")
 
 
+def config_from_args(args: argparse.Namespace):
+    """The engine's ClassifyConfig from the parsed flags (auto ones still auto)."""
+    from worker.engine.config import PARAMETERS, ClassifyConfig
+
+    return ClassifyConfig.from_dict({p.name: getattr(args, p.name) for p in PARAMETERS})
+
+
 def main(args: argparse.Namespace) -> int:
-    from worker.engine.config import ClassifyConfig
     from worker.engine.io.particles import ParticleStack
     from worker.engine.pipeline import classify
 
@@ -84,20 +108,7 @@ def main(args: argparse.Namespace) -> int:
         raise CommandError("give a particle stack, a .star file, or -d FOLDER")
     if args.input is not None and args.dataset_dir is not None:
         raise CommandError("give either INPUT or -d/--dataset_dir, not both")
-    config = ClassifyConfig(
-        cluster_num=args.cluster_num,
-        learning_rate=args.learning_rate,
-        epoch_num=args.epoch_num,
-        batch_size=args.batch_size,
-        round_num=args.round_num,
-        size=args.size,
-        seed=args.seed,
-        device=args.gpu,
-        method=args.method,
-        precision=args.precision,
-        phase_flip=args.phase_flip,
-        align_averages=args.align_averages,
-    )
+    config = config_from_args(args)
     with ParticleStack.open(source) as stack:
         print(f"{stack.source}: {len(stack):,} particles, box {stack.box}, {stack.pixel_size:.3f} Å/px")
         result = classify(
