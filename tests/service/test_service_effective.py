@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from service_support import upload, wait_for
+from support.api import upload, wait_for_job
 
 from cryoclust.cli import main
 from worker.engine.config import PARAMETERS
@@ -27,7 +27,7 @@ def test_worker_records_effective_parameters_equal_to_the_clis(api, workers, sta
         assert response.status_code == 201, response.text
         asked = response.json()
         assert asked["effective_params"] is None and asked["params"]["phase_flip"] is None
-        job = wait_for(client, asked["id"], timeout=180)
+        job = wait_for_job(client, asked["id"], timeout=180)
     assert job["status"] == "succeeded", (job, worker.tail())
     effective = job["effective_params"]
     assert set(effective) == {p.name for p in PARAMETERS}

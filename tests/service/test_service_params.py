@@ -5,7 +5,7 @@ gets a 422 that names the parameter."""
 from __future__ import annotations
 
 import pytest
-from service_support import upload
+from support.api import upload
 
 from worker.engine.config import AUTO, PARAMETERS
 
