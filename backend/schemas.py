@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from worker.engine.config import AUTO, PARAMETERS, Param
 
@@ -34,6 +34,32 @@ class DatasetOut(BaseModel):
     files: list[str]
     created_at: datetime
     has_ctf: bool
+    pixel_size_known: bool = Field(
+        True, description="false when neither the files nor the upload said it: pixel_size is then a 1.0 stand-in")
+    parent_id: str | None = Field(None, description="the dataset this one was derived from")
+    source_job_id: str | None = Field(None, description="the job whose classes chose the particles")
+    source_round: int | None = None
+    source_classes: list[int] | None = None
+
+
+class SubsetDatasetCreate(BaseModel):
+    """Particles for a derived dataset: a job's classes (job_id, round, classes) or indices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str | None = Field(None, min_length=1, max_length=32)
+    round: RoundRef = "final"
+    classes: list[int] | None = Field(None, min_length=1, max_length=1000)
+    indices: list[int] | None = Field(None, min_length=1, max_length=10_000_000)
+    name: str | None = Field(None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SubsetDatasetCreate:
+        if (self.classes is None) == (self.indices is None):
+            raise ValueError("give either classes (with job_id) or indices")
+        if self.classes is not None and self.job_id is None:
+            raise ValueError("classes need the job_id whose classes they are")
+        return self
 
 
 def _job_field(p: Param) -> tuple[Any, Any]:
@@ -145,4 +171,4 @@ class SubsetRequest(BaseModel):
 
     round: RoundRef = "final"
     classes: list[int] = Field(min_length=1, max_length=1000)
-    format: Literal["star", "mrcs"] = "star"
+    format: Literal["star", "mrcs", "cs"] = "star"

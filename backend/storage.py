@@ -22,7 +22,8 @@ from pathlib import Path
 from worker.engine.errors import InputError
 
 STACK_SUFFIXES = (".mrcs", ".mrc")
-ACCEPTED_SUFFIXES = STACK_SUFFIXES + (".star",)
+TABLE_SUFFIXES = (".star", ".cs")  # particle tables that name their stacks
+ACCEPTED_SUFFIXES = STACK_SUFFIXES + TABLE_SUFFIXES
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -60,6 +61,7 @@ class StackInfo:
     mode: int | None
     has_ctf: bool
     files: list[str] = field(default_factory=list)
+    pixel_size_known: bool = True
 
 
 class Storage:
@@ -97,7 +99,7 @@ class Storage:
 
 
 def main_input(files: list[ReceivedFile]) -> ReceivedFile:
-    """The file a dataset is opened from: the .star if there is one, else the single stack."""
+    """The file a dataset is opened from: the .star or .cs if there is one, else the single stack."""
     if not files:
         raise UploadError(400, "no file uploaded: send the stack in the form field 'files'")
     names = [f.name for f in files]
@@ -105,16 +107,16 @@ def main_input(files: list[ReceivedFile]) -> ReceivedFile:
         raise UploadError(400, f"two uploaded files have the same name: {sorted(names)}")
     for f in files:
         if not f.name.lower().endswith(ACCEPTED_SUFFIXES):
-            raise UploadError(415, f"{f.name}: not a particle file (use .mrcs, .mrc or .star)")
+            raise UploadError(415, f"{f.name}: not a particle file (use .mrcs, .mrc, .star or .cs)")
         if f.size == 0:
             raise UploadError(400, f"{f.name}: the file is empty")
-    stars = [f for f in files if f.name.lower().endswith(".star")]
-    if len(stars) > 1:
-        raise UploadError(400, f"one .star per dataset, got {len(stars)}")
-    if stars:
-        return stars[0]
+    tables = [f for f in files if f.name.lower().endswith(TABLE_SUFFIXES)]
+    if len(tables) > 1:
+        raise UploadError(400, f"one .star or .cs per dataset, got {len(tables)}")
+    if tables:
+        return tables[0]
     if len(files) > 1:
-        raise UploadError(400, "several stacks need a .star that lists their particles")
+        raise UploadError(400, "several stacks need a .star or .cs that lists their particles")
     return files[0]
 
 
@@ -150,6 +152,7 @@ def inspect_stack(main: Path, folder: Path, uploaded: list[str]) -> StackInfo:
                 mode=stack.mode,
                 has_ctf=stack.ctf is not None,
                 files=sorted(set(used) | {main.name}),
+                pixel_size_known=stack.pixel_size_known,
             )
     except UploadError:
         raise

@@ -18,9 +18,9 @@ from celery import shared_task, signals
 
 from cryoclust.core import jobstate
 from cryoclust.core.db import Database
+from cryoclust.core.heartbeats import Heartbeat
 from cryoclust.core.settings import Settings
 from cryoclust.core.tables import Dataset, Job
-from cryoclust.core.heartbeats import Heartbeat
 from worker.engine.errors import InputError, JobCancelled
 from worker.engine.events import EpochDone, Event, LossPoint, RoundDone, RoundStarted
 
@@ -224,9 +224,9 @@ def _run(settings: Settings, dataset: Dataset | None, job_id: str, params: dict,
     if dataset is None:
         return "failed", "the job's dataset was deleted"
     try:
+        from cryoclust.core.datasets import open_stack
         from worker.engine.config import ClassifyConfig
         from worker.engine.devices import resolve_device
-        from worker.engine.io.particles import ParticleStack
         from worker.engine.pipeline import classify as run_pipeline
 
         actual, notice = resolve_device(device)
@@ -234,9 +234,8 @@ def _run(settings: Settings, dataset: Dataset | None, job_id: str, params: dict,
             recorder.notice(notice)
         config = ClassifyConfig.from_dict(params).resolved(str(actual))
         recorder.set_effective(config.to_dict())
-        folder = settings.data_dir / "datasets" / dataset.id
         out_dir = settings.data_dir / "jobs" / job_id
-        with ParticleStack.open(folder / dataset.path, confine_to=folder) as stack:
+        with open_stack(settings.data_dir, dataset) as stack:  # a derived dataset: its subset
             run_pipeline(stack, config, out_dir, on_event=recorder, on_notice=recorder.notice,
                          command=["cryoclust", "worker", f"job={job_id}"])
         return "succeeded", None

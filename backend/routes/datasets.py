@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend import uploads
 from backend.deps import DatabaseDep, SessionDep, SettingsDep, StacksDep, StorageDep
-from backend.schemas import DatasetOut
+from backend.schemas import DatasetOut, SubsetDatasetCreate
 from backend.services import datasets as service
 from cryoclust.core.tables import Dataset
 
@@ -26,7 +26,7 @@ UPLOAD_BODY = {
                         "files": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
-                            "description": "one .mrcs/.mrc, or one .star plus the stacks it lists",
+                            "description": "one .mrcs/.mrc, or one .star or cryoSPARC .cs plus the stacks it lists",
                         },
                         "name": {"type": "string", "maxLength": 200},
                     },
@@ -38,19 +38,33 @@ UPLOAD_BODY = {
 
 
 @router.post("/datasets", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY)
-async def upload_dataset(request: Request, storage: StorageDep, settings: SettingsDep, db: DatabaseDep) -> Dataset:
-    """Upload a particle stack (.mrcs/.mrc) or a .star with its stacks, as multipart 'files'."""
+async def upload_dataset(
+    request: Request,
+    storage: StorageDep,
+    settings: SettingsDep,
+    db: DatabaseDep,
+    pixel_size: float | None = Query(None, gt=0, le=1000, description="Å per pixel, when the files do not say it (or say it wrong)"),
+) -> Dataset:
+    """Upload a particle stack (.mrcs/.mrc), or a .star or cryoSPARC .cs with its stacks, as multipart 'files'."""
     tmp_dir = storage.new_tmp_dir("upload-")
     try:
         received = await uploads.receive(request, tmp_dir, settings.MAX_UPLOAD_BYTES)
 
         def register() -> Dataset:
             with db.session() as session:
-                return service.add(session, storage, tmp_dir, received.files, received.name)
+                return service.add(session, storage, tmp_dir, received.files, received.name, pixel_size)
 
         return await run_in_threadpool(register)
     finally:
         storage.remove(tmp_dir)
+
+
+@router.post("/datasets/{dataset_id}/subsets", status_code=201, response_model=DatasetOut)
+def create_subset(dataset_id: str, body: SubsetDatasetCreate, session: SessionDep, storage: StorageDep) -> Dataset:
+    """A derived dataset of some of this one's particles (by index, no copy): those a job's round
+    put in chosen classes, or explicit 0-based indices. Jobs on it read exactly those particles."""
+    return service.derive(session, storage, dataset_id, job_id=body.job_id, round_ref=body.round,
+                          classes=body.classes, indices=body.indices, name=body.name)
 
 
 @router.get("/datasets", response_model=list[DatasetOut])

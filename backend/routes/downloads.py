@@ -17,6 +17,7 @@ from backend.deps import SessionDep, StorageDep
 from backend.schemas import SubsetRequest
 from backend.services import jobs
 from backend.storage import Storage
+from cryoclust.core import datasets
 from cryoclust.core.tables import Dataset
 
 router = APIRouter(tags=["downloads"])
@@ -94,14 +95,48 @@ def particles_star(job_id: str, session: SessionDep, storage: StorageDep) -> Fil
     return FileResponse(path, media_type="text/plain", filename=f"{job.id}_particles.star")
 
 
-def _write_subset(storage: Storage, dataset: Dataset, folder: Path, classes: list[int], fmt: str, target: Path) -> int:
-    from worker.engine.io.particles import ParticleStack
+def _write_particles_cs(storage: Storage, dataset: Dataset, labels: np.ndarray, chosen: np.ndarray | None,
+                        target: Path) -> None:
+    """The dataset's particles (the `chosen` ones) with their 1-based classes as a cryoSPARC .cs."""
+    from worker.engine.io.cryosparc import write_stack_cs
 
+    with datasets.open_stack(storage.root, dataset) as stack:
+        if chosen is not None:
+            stack, labels = stack.subset(chosen), labels[chosen]
+        write_stack_cs(target, stack, stack.image_names, datasets.uid_key(dataset), labels)
+
+
+@router.get(
+    "/jobs/{job_id}/particles.cs",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def particles_cs(job_id: str, session: SessionDep, storage: StorageDep) -> FileResponse:
+    """cryoSPARC particles .cs of the final round: each particle's uid (its own from a .cs upload,
+    else a stable one from the dataset and its index), blob path and alignments2D/class."""
+    job = jobs.get(session, job_id)
+    if not (storage.job_dir(job.id) / "particles.star").is_file():
+        raise HTTPException(404, f"job {job.id} has no final particles yet (status {job.status})")
+    _, folder = artifacts.resolve_round(storage.job_dir(job.id), "final")
+    dataset = jobs.dataset_of(session, job)
+    target = storage.tmp_file(".cs")
+    try:
+        await run_in_threadpool(_write_particles_cs, storage, dataset, artifacts.labels(folder) + 1, None, target)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return _temporary_download(target, f"{job.id}_particles.cs", "application/octet-stream")
+
+
+def _write_subset(storage: Storage, dataset: Dataset, folder: Path, classes: list[int], fmt: str, target: Path) -> int:
     labels = artifacts.labels(folder) + 1
     chosen = np.flatnonzero(np.isin(labels, classes))
     if chosen.size == 0:
         raise HTTPException(422, f"classes {classes} have no members")
-    with ParticleStack.open(storage.dataset_dir(dataset.id) / dataset.path) as stack:
+    if fmt == "cs":
+        _write_particles_cs(storage, dataset, labels, chosen, target)
+        return int(chosen.size)
+    with datasets.open_stack(storage.root, dataset) as stack:
         if fmt == "star":
             from worker.engine.io.star import write_particles_star
 
@@ -123,7 +158,8 @@ def _write_subset(storage: Storage, dataset: Dataset, folder: Path, classes: lis
     responses={200: {"content": {"application/octet-stream": {}, "text/plain": {}}}},
 )
 async def subset(job_id: str, body: SubsetRequest, session: SessionDep, storage: StorageDep) -> FileResponse:
-    """The particles of chosen classes: a .star referencing the original stack, or a new .mrcs."""
+    """The particles of chosen classes: a .star or cryoSPARC .cs referencing the original stacks,
+    or a new .mrcs."""
     job = jobs.get(session, job_id)
     number, folder = artifacts.resolve_round(storage.job_dir(job.id), body.round)
     artifacts.check_classes(folder, body.classes)

@@ -8,9 +8,20 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 STATUSES = ("queued", "running") + TERMINAL
@@ -59,6 +70,16 @@ class Dataset(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     has_ctf: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # False when neither the files nor the user said it: figures are then given per Nyquist.
+    pixel_size_known: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # A derived dataset (clean and reclassify) is a subset of `base_id`'s files by index
+    # (indices.npy in its own folder); `parent_id` is the dataset it was made from, and the
+    # source_* columns say which job, round and classes chose its particles.
+    parent_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    base_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    source_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source_round: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source_classes: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
 
 class Job(Base):

@@ -113,3 +113,23 @@ def test_classify_command_reads_a_cs_file(tmp_path, make_mrc, capsys):
     assert main(argv) == 0
     assert (out / "particles.star").is_file()
     assert "000003@" in (out / "particles.star").read_text()
+    assert "particles.cs" in capsys.readouterr().out
+
+
+def test_classify_command_writes_particles_cs_for_a_cs_input(tmp_path, make_mrc):
+    """particles.cs beside particles.star: the input's uids, blob paths that resolve from OUT,
+    and the classes of particles.star in alignments2D/class (0-based there)."""
+    import starfile
+
+    cs, data, expected = _cs_project(tmp_path, make_mrc, imported=True)
+    out = tmp_path / "run"
+    argv = ["classify", str(cs), "-o", str(out), "-c", "2", "-e", "1", "-r", "1", "-g", "cpu",
+            "--size", "16", "-b", "4", "-q"]
+    assert main(argv) == 0
+    back = Dataset.load(str(out / "particles.cs"))
+    np.testing.assert_array_equal(back["uid"], data["uid"])
+    star_classes = starfile.read(out / "particles.star", always_dict=True)["particles"]["rlnClassNumber"]
+    np.testing.assert_array_equal(back["alignments2D/class"], star_classes.to_numpy() - 1)
+    assert back["blob/psize_A"][0] == pytest.approx(1.7)
+    with ParticleStack.open(out / "particles.cs") as again:
+        np.testing.assert_array_equal(again.read(), expected)

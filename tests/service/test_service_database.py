@@ -17,12 +17,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.orm import Session
+from support.databases import postgres_schema
+from support.settings import child_env, make_settings
 
 from cryoclust.core import jobstate, schema
 from cryoclust.core.db import Database, make_engine
 from cryoclust.core.tables import Base, Dataset, Job, JobEvent, Worker
-from support.databases import postgres_schema
-from support.settings import child_env, make_settings
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FUTURE = "ffff_from_a_newer_cryoclust"
@@ -100,10 +100,15 @@ def previous_release_database(url: str) -> None:
                 connection.exec_driver_sql(statement)
     when = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
     with Session(engine) as session:
-        for i in range(2):
-            session.add(Dataset(id=f"data{i}", name=f"stack {i}", path="p.mrcs", files=["p.mrcs"], n_particles=100,
-                                box_size=64, pixel_size=1.5, mode=2, size_bytes=1_000_000, sha256="0" * 64,
-                                has_ctf=bool(i), created_at=when))
+        # Only the columns of that release (today's Dataset has more).
+        old_columns = ("id", "name", "path", "files", "n_particles", "box_size", "pixel_size", "mode",
+                       "size_bytes", "sha256", "has_ctf", "created_at")
+        datasets = sa.table("datasets", *(sa.column(c, Dataset.__table__.c[c].type) for c in old_columns))
+        session.execute(sa.insert(datasets), [
+            {"id": f"data{i}", "name": f"stack {i}", "path": "p.mrcs", "files": ["p.mrcs"], "n_particles": 100,
+             "box_size": 64, "pixel_size": 1.5, "mode": 2, "size_bytes": 1_000_000, "sha256": "0" * 64,
+             "has_ctf": bool(i), "created_at": when}
+            for i in range(2)])
         session.flush()
         statuses = {"job_done": "succeeded", "job_queued": "queued", "job_failed": "failed"}
         for job_id, status in statuses.items():

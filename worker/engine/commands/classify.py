@@ -1,16 +1,22 @@
 """Classify a particle stack into 2D classes, with no server.
 
-Reads a .mrcs/.mrc stack, a RELION .star file or a folder of stacks or images, trains a Siamese
+Reads a .mrcs/.mrc stack, a RELION .star file, a cryoSPARC .cs file or a folder of stacks or
+images, trains a Siamese
 network and clusters its embeddings with KMeans for several rounds, and writes each round to
 OUT/round_NN/ (labels.csv, embeddings, class_averages.mrcs/.png, loss.json) and the final
-particles.star, class averages and summary.json to OUT/. Running it again on the same OUT
-resumes after the last complete round.
+particles.star (and particles.cs for a .cs input), class averages and summary.json to OUT/.
+Running it again on the same OUT resumes after the last complete round.
+
+Clean and reclassify: `--classes 2,5,7` keeps only the particles a previous run put in those
+classes (its particles.star's _rlnClassNumber) and classifies them again.
 
 Example:
     cryoclust simulate -n 2000 -k 4 -o sim/
     cryoclust classify sim/particles.mrcs -o run1/ -c 4 -e 5 -r 3 -g cpu
     cryoclust classify particles.star -o run2/ --method invariant -c 20
     cryoclust classify -d stacks/ -o run3/
+    cryoclust classify run1/particles.star --classes 1,3 -o run4/ -c 2
+    cryoclust classify J42_particles.cs --apix 1.06 -o run5/
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 from pathlib import Path
 
 from worker.engine.errors import CommandError
+
 
 def _checked(param):
     """An argparse type that converts and checks a value as the engine's definition says."""
@@ -38,6 +45,44 @@ def _checked(param):
     return convert
 
 
+def _class_list(text: str) -> list[int]:
+    try:
+        classes = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give class numbers like 2,5,7") from None
+    if not classes or classes[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: class numbers start at 1")
+    return classes
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive number")
+    return value
+
+
+def select_classes(stack, classes: list[int]):
+    """The particles of `classes` (by the input's _rlnClassNumber) as a stack of their own."""
+    import numpy as np
+
+    if stack.class_numbers is None:
+        raise CommandError(f"{stack.source}: --classes needs a .star with _rlnClassNumber "
+                           "(the particles.star of a cryoclust run, for example)")
+    chosen = np.flatnonzero(np.isin(stack.class_numbers, classes))
+    if chosen.size == 0:
+        present = sorted(set(stack.class_numbers.tolist()))
+        raise CommandError(f"{stack.source}: no particle is in classes {classes} (classes present: {present})")
+    return stack.subset(chosen)
+
+
+def describe_pixel_size(stack) -> str:
+    return f"{stack.pixel_size:.3f} Å/px" if stack.pixel_size_known else "pixel size unknown (give --apix)"
+
+
 def add_job_parameters(parser: argparse.ArgumentParser) -> None:
     """One flag per job parameter of worker/engine/config.py's PARAMETERS (defaults included)."""
     from worker.engine.config import AUTO, PARAMETERS
@@ -54,10 +99,14 @@ def add_job_parameters(parser: argparse.ArgumentParser) -> None:
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", nargs="?", type=Path, help="particle stack (.mrcs/.mrc), RELION .star, or folder")
+    parser.add_argument("input", nargs="?", type=Path, help="particle stack (.mrcs/.mrc), RELION .star, cryoSPARC .cs, or folder")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("-d", "--dataset_dir", type=Path, help="folder of stacks or images (instead of INPUT)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--classes", type=_class_list, metavar="2,5,7",
+                        help="only the particles of these classes (_rlnClassNumber of the input .star)")
+    parser.add_argument("--apix", type=_positive, metavar="Å",
+                        help="pixel size in Å, when the input does not say it (or says it wrong)")
     add_job_parameters(parser)
 
 
@@ -99,6 +148,18 @@ def config_from_args(args: argparse.Namespace):
     return ClassifyConfig.from_dict({p.name: getattr(args, p.name) for p in PARAMETERS})
 
 
+def write_final_cs(stack, out_dir: Path) -> Path:
+    """particles.cs beside particles.star: the input's uids, blob paths relative to OUT (as the
+    star's), and the last round's classes in alignments2D/class."""
+    from worker.engine.io.cryosparc import write_stack_cs
+    from worker.engine.outputs import completed_rounds, read_labels_csv, round_dir
+
+    labels = read_labels_csv(round_dir(out_dir, completed_rounds(out_dir)[-1]) / "labels.csv")
+
+    names = stack.image_names_relative_to(out_dir)
+    return write_stack_cs(out_dir / "particles.cs", stack, names, stack.source.name, labels + 1)
+
+
 def main(args: argparse.Namespace) -> int:
     from worker.engine.io.particles import ParticleStack
     from worker.engine.pipeline import classify
@@ -109,8 +170,12 @@ def main(args: argparse.Namespace) -> int:
     if args.input is not None and args.dataset_dir is not None:
         raise CommandError("give either INPUT or -d/--dataset_dir, not both")
     config = config_from_args(args)
-    with ParticleStack.open(source) as stack:
-        print(f"{stack.source}: {len(stack):,} particles, box {stack.box}, {stack.pixel_size:.3f} Å/px")
+    with ParticleStack.open(source) as opened:
+        stack = select_classes(opened, args.classes) if args.classes else opened
+        if args.apix:
+            stack.set_pixel_size(args.apix)
+        chosen = f" (classes {','.join(map(str, args.classes))} of {len(opened):,})" if args.classes else ""
+        print(f"{stack.source}: {len(stack):,} particles{chosen}, box {stack.box}, {describe_pixel_size(stack)}")
         result = classify(
             stack,
             config,
@@ -119,5 +184,9 @@ def main(args: argparse.Namespace) -> int:
             on_notice=lambda text: print(f"note: {text}", file=sys.stderr),
             command=getattr(args, "argv", None),
         )
-    print(f"done on {result.device}: results in {result.out_dir}/ (particles.star, class_averages.mrcs)")
+        written = "particles.star"
+        if source.suffix.lower() == ".cs":
+            write_final_cs(stack, Path(result.out_dir))
+            written += ", particles.cs"
+    print(f"done on {result.device}: results in {result.out_dir}/ ({written}, class_averages.mrcs)")
     return 0

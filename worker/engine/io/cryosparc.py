@@ -9,6 +9,7 @@ radians, voltage in kV, Cs in mm). cryosparc-tools is an optional dependency
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def read_particles_cs(path: Path) -> CsParticles:
     if len(data) == 0:
         raise InputError(f"{path}: the particle table lists no particles")
     paths = [str(p).strip() for p in data["blob/path"]]
-    paths = [p[len(IMPORTED_MARK):] if p.startswith(IMPORTED_MARK) else p for p in paths]
+    paths = [p.removeprefix(IMPORTED_MARK) for p in paths]
     frames = np.asarray(data["blob/idx"], dtype=np.int64)
     pixel_size = None
     if "blob/psize_A" in fields:
@@ -133,3 +134,32 @@ def write_particles_cs(
         data["ctf/phase_shift_rad"] = np.deg2rad(ctf.phase_shift)
     with temporary_sibling(Path(path)) as tmp, open(tmp, "wb") as handle:
         data.save(handle)
+
+
+def stable_uids(key: str, indices: np.ndarray) -> np.ndarray:
+    """uids for particles that came without any (not from a .cs file): the high 32 bits from a
+    hash of `key` (the dataset or input they belong to), the low 32 bits their 0-based index in
+    it. The same particle gets the same uid in every export and every subset."""
+    high = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big")
+    return (np.uint64(high) << np.uint64(32)) | np.asarray(indices, dtype=np.uint64)
+
+
+def split_image_names(names: list[str]) -> tuple[list[str], np.ndarray]:
+    """RELION image names ("000003@stacks/a.mrcs") as .cs blob paths and 0-based frames."""
+    paths, frames = [], np.zeros(len(names), dtype=np.int64)
+    for row, name in enumerate(names):
+        number, _, path = name.rpartition("@")
+        paths.append(path)
+        frames[row] = int(number) - 1 if number else 0
+    return paths, frames
+
+
+def write_stack_cs(path: Path, stack, image_names: list[str], uid_key: str,
+                   classes: np.ndarray | None = None) -> Path:
+    """A ParticleStack's particles as a .cs file: their uids (the .cs input's own, else
+    stable_uids(uid_key, ...)), blob paths and frames from `image_names` (paths as the reader
+    should find them), pixel size, CTF and, given 1-based `classes`, alignments2D/class."""
+    uids = stack.uids if stack.uids is not None else stable_uids(uid_key, stack.indices)
+    paths, frames = split_image_names(image_names)
+    write_particles_cs(Path(path), uids, paths, frames, stack.box, stack.pixel_size, classes, stack.ctf)
+    return Path(path)

@@ -83,11 +83,18 @@ class ParticleStack:
                 raise InputError(f"{source}: box sizes differ: {first.path.name} is {first.nx} px, "
                                  f"{f.path.name} is {f.nx} px")
         self.box = int(first.nx)
+        stated = pixel_size is not None  # a .star or .cs column
         if pixel_size is None:
             pixel_size = getattr(first, "pixel_size", None)
+        # Unknown: no star/cs column and an MRC header left at 0 or at the common default of 1.0.
+        # Computation then goes on at 1 Å/px, but nothing should print Å from it.
+        self.pixel_size_known = bool(pixel_size) and (stated or float(pixel_size) != 1.0)
         self.pixel_size = float(pixel_size) if pixel_size else 1.0
         self.mode = int(first.mode) if isinstance(first, MrcHeader) else None
         self.uids: np.ndarray | None = None  # cryoSPARC's particle uids, for a .cs input
+        self.class_numbers: np.ndarray | None = None  # _rlnClassNumber of a .star input
+        # 0-based place of each particle in the file it was opened from (changed by subset()).
+        self.indices = np.arange(self.n, dtype=np.int64)
         self._open: OrderedDict[int, tuple[object, np.ndarray]] = OrderedDict()
 
     # ------------------------------------------------------------------ opening
@@ -154,7 +161,9 @@ class ParticleStack:
                 raise InputError(f"{star}: row {row + 1} ({name}): image numbers start at 1")
             frames[row] = k - 1
         headers, file_index = _locate_stacks(star, stack_names, frames, root, table.image_names)
-        return cls(star, headers, file_index, frames, table.image_names, table.pixel_size, table.ctf)
+        stack = cls(star, headers, file_index, frames, table.image_names, table.pixel_size, table.ctf)
+        stack.class_numbers = table.class_numbers
+        return stack
 
     @classmethod
     def _open_cs(cls, path: Path, root: Path | None) -> ParticleStack:
@@ -166,6 +175,33 @@ class ParticleStack:
         stack = cls(path, headers, file_index, table.frames, labels, table.pixel_size, table.ctf)
         stack.uids = table.uids
         return stack
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ParticleStack:
+        """The particles at `indices` (0-based, in that order) as a stack of their own: the
+        same files, read lazily as before; names, CTF, uids and class numbers follow along."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) == 0:
+            raise InputError(f"{self.source}: a subset needs at least one particle")
+        if idx.min() < 0 or idx.max() >= self.n:
+            bad = idx[(idx < 0) | (idx >= self.n)][0]
+            raise InputError(f"{self.source}: particle index {bad} is outside 0..{self.n - 1}")
+        names = self.image_names
+        part = ParticleStack(self.source, self._files, self._file_index[idx], self._frame[idx],
+                             [names[i] for i in idx.tolist()], self.pixel_size,
+                             self.ctf.subset(idx) if self.ctf is not None else None)
+        part.pixel_size_known = self.pixel_size_known
+        part.uids = self.uids[idx] if self.uids is not None else None
+        part.class_numbers = self.class_numbers[idx] if self.class_numbers is not None else None
+        part.indices = self.indices[idx]
+        part.max_open_files = self.max_open_files
+        return part
+
+    def set_pixel_size(self, pixel_size: float) -> None:
+        """A pixel size the user states (Å/px), which wins over the file's."""
+        if not np.isfinite(pixel_size) or pixel_size <= 0:
+            raise InputError(f"pixel size must be a positive number of Å, got {pixel_size}")
+        self.pixel_size = float(pixel_size)
+        self.pixel_size_known = True
 
     # ------------------------------------------------------------------ description
 

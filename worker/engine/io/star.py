@@ -128,6 +128,7 @@ class StarParticles:
     image_names: list[str]
     pixel_size: float | None
     ctf: CtfParams | None
+    class_numbers: np.ndarray | None = None  # _rlnClassNumber, when the table has it
 
 
 def read_particles_star(path: Path) -> StarParticles:
@@ -140,7 +141,10 @@ def read_particles_star(path: Path) -> StarParticles:
     names = [str(name).strip() for name in particles["rlnImageName"]]
     if not names:
         raise InputError(f"{path}: the particle table lists no particles")
-    return StarParticles(names, _pixel_size(path, particles), _ctf(path, particles))
+    classes = None
+    if "rlnClassNumber" in particles.columns:
+        classes = _numbers(path, particles, "rlnClassNumber").astype(np.int64)
+    return StarParticles(names, _pixel_size(path, particles), _ctf(path, particles), classes)
 
 
 def _read_blocks(path: Path) -> dict[str, object]:
