@@ -67,3 +67,25 @@ def check_classes(folder: Path, classes: list[int]) -> None:
     bad = [c for c in classes if not 1 <= c <= k]
     if bad:
         raise HTTPException(422, f"classes {bad} are outside 1..{k}")
+
+
+def averages_pixel_size(folder: Path) -> float | None:
+    """Å per pixel of a round's class averages (the size the FRC was measured at)."""
+    from worker.engine.io.mrc import read_header
+
+    path = folder / "class_averages.mrcs"
+    return read_header(path).pixel_size if path.is_file() else None
+
+
+def classes_with_nyquist(folder: Path, pixel_size_known: bool) -> list[dict]:
+    """classes.json with each FRC figure also as a fraction of Nyquist (1.0: correlated up to
+    Nyquist); without a known pixel size the Å figure is dropped, being a 1 Å/px stand-in."""
+    classes = read_json(folder / "classes.json")
+    pixel = averages_pixel_size(folder)
+    for row in classes:
+        quality = row.get("quality")
+        row["pixel_size_known"] = pixel_size_known
+        row["quality_nyquist"] = round(2.0 * pixel / quality, 4) if quality and pixel else None
+        if not pixel_size_known:
+            row["quality"] = None
+    return classes

@@ -158,7 +158,10 @@ class ClassOut(BaseModel):
     class_: int = Field(alias="class")
     count: int
     fraction: float
-    quality: float | None = None
+    quality: float | None = Field(None, description="FRC 0.5 resolution in Å; null when the pixel size is unknown")
+    quality_nyquist: float | None = Field(
+        None, description="the same FRC figure as a fraction of Nyquist (1: up to Nyquist), known pixel size or not")
+    pixel_size_known: bool = True
 
 
 class MembersOut(BaseModel):

@@ -47,10 +47,12 @@ def round_embedding(job_id: str, round_ref: str, session: SessionDep, storage: S
 
 @router.get("/jobs/{job_id}/rounds/{round_ref}/classes", response_model=list[ClassOut])
 def round_classes(job_id: str, round_ref: str, session: SessionDep, storage: StorageDep) -> list[dict]:
-    """Per class: its number (1-based), member count, fraction and quality when known."""
+    """Per class: its number (1-based), member count, fraction, and the FRC figure as a fraction
+    of Nyquist; in Å (quality) only when the dataset's pixel size is known."""
     job = jobs.get(session, job_id)
     _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
-    return artifacts.read_json(folder / "classes.json")
+    known = jobs.dataset_of(session, job).pixel_size_known
+    return artifacts.classes_with_nyquist(folder, known)
 
 
 @router.get(

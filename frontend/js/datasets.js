@@ -3,7 +3,7 @@
 import { api, uploadFiles, withToken } from "./api.js";
 import { fmtBytes, fmtInt, h, replace } from "./dom.js";
 
-const ACCEPTED = /\.(mrcs|mrc|star)$/i;
+const ACCEPTED = /\.(mrcs|mrc|star|cs)$/i;
 const THUMBNAILS = 10;
 
 export class DatasetsPanel {
@@ -16,6 +16,7 @@ export class DatasetsPanel {
     this.dropzone = document.getElementById("dropzone");
     this.fileInput = document.getElementById("file-input");
     this.nameInput = document.getElementById("dataset-name");
+    this.apixInput = document.getElementById("dataset-apix");
     this.status = document.getElementById("upload-status");
     this.error = document.getElementById("upload-error");
     this.list = document.getElementById("dataset-list");
@@ -76,7 +77,12 @@ export class DatasetsPanel {
     this.showError("");
     const wrong = files.filter((f) => !ACCEPTED.test(f.name));
     if (wrong.length) {
-      this.showError(`Not a particle file (.mrcs, .mrc or .star): ${wrong.map((f) => f.name).join(", ")}`);
+      this.showError(`Not a particle file (.mrcs, .mrc, .star or .cs): ${wrong.map((f) => f.name).join(", ")}`);
+      return;
+    }
+    const apix = this.apixInput.value.trim();
+    if (apix && !(Number(apix) > 0)) {
+      this.showError("The pixel size must be a positive number of Å, or left empty.");
       return;
     }
     const total = files.reduce((sum, f) => sum + f.size, 0);
@@ -103,10 +109,12 @@ export class DatasetsPanel {
           ? `${fmtBytes(sent)} sent; the server is checking the files…`
           : `${fmtBytes(loaded)} of ${fmtBytes(sent)} · ${fmtBytes(rate)}/s`;
     };
-    this.upload = uploadFiles("/api/datasets", files, { name: this.nameInput.value.trim() }, onProgress);
+    const url = apix ? `/api/datasets?pixel_size=${encodeURIComponent(Number(apix))}` : "/api/datasets";
+    this.upload = uploadFiles(url, files, { name: this.nameInput.value.trim() }, onProgress);
     try {
       const dataset = await this.upload.promise;
       this.nameInput.value = "";
+      this.apixInput.value = "";
       await this.refresh();
       this.onUse?.(dataset, { scroll: false });
     } catch (err) {
@@ -144,10 +152,11 @@ export class DatasetsPanel {
     const meta = [
       `${fmtInt(d.n_particles)} particles`,
       `box ${d.box_size} px`,
-      `${Number.isFinite(pixel) ? pixel.toFixed(3) : "?"} Å/px`,
+      d.pixel_size_known === false || !Number.isFinite(pixel) ? "pixel size unknown" : `${pixel.toFixed(3)} Å/px`,
       fmtBytes(d.size_bytes),
     ];
     if (d.has_ctf) meta.push("CTF");
+    const origin = datasetOrigin(d);
     const strip = h("div", { class: "thumb-strip" });
     const count = Math.min(THUMBNAILS, d.n_particles || 0);
     for (let i = 0; i < count; i++) {
@@ -178,7 +187,7 @@ export class DatasetsPanel {
         ),
       ),
       h("p", { class: "meta", text: meta.join(" · ") }),
-      h("p", { class: "muted files", text: files }),
+      origin ? h("p", { class: "muted origin", text: origin }) : h("p", { class: "muted files", text: files }),
       strip,
     );
   }
@@ -193,4 +202,12 @@ export class DatasetsPanel {
     }
     await this.refresh();
   }
+}
+
+/** Where a derived dataset came from, in words; "" for an uploaded one. */
+export function datasetOrigin(d) {
+  if (!d.parent_id) return "";
+  const classes = d.source_classes && d.source_classes.length ? `, classes ${d.source_classes.join(", ")}` : "";
+  const job = d.source_job_id ? ` by job #${d.source_job_id} round ${d.source_round}${classes}` : "";
+  return `subset of dataset ${d.parent_id}${job}`;
 }

@@ -1,5 +1,6 @@
 // Class averages of one round: sorted by size (or quality), counts and percentages, tick
-// classes to export them as a subset, click one to page through its member particles.
+// classes to export them as a subset or to classify them again ("New job from these classes"),
+// click one to page through its member particles.
 
 import { api, saveResponse, withToken } from "./api.js";
 import { classColour, fmtInt, fmtPercent, h, replace } from "./dom.js";
@@ -29,7 +30,9 @@ export class ClassGallery {
       { id: "subset-format", "aria-label": "subset format" },
       h("option", { value: "star", text: ".star (RELION)" }),
       h("option", { value: "mrcs", text: ".mrcs (images)" }),
+      h("option", { value: "cs", text: ".cs (cryoSPARC)" }),
     );
+    this.reclassifyButton = h("button", { type: "button", id: "subset-reclassify", text: "New job from these classes", on: { click: () => this.reclassify() } });
     this.exportButton = h("button", { type: "button", id: "subset-export", class: "primary", text: "Export subset", on: { click: () => this.exportSubset() } });
     this.exportNote = h("span", { class: "muted", id: "subset-note", "aria-live": "polite" });
     this.grid = h("div", { class: "gallery-grid", id: "gallery-grid" });
@@ -42,7 +45,7 @@ export class ClassGallery {
         h("span", { class: "row" }, h("label", { for: "gallery-sort", text: "Sort" }), this.sortSelect,
           h("button", { type: "button", class: "small", text: "Tick all", on: { click: () => this.tickAll(true) } }),
           h("button", { type: "button", class: "small", text: "Untick all", on: { click: () => this.tickAll(false) } })),
-        h("span", { class: "row" }, this.formatSelect, this.exportButton),
+        h("span", { class: "row" }, this.reclassifyButton, this.formatSelect, this.exportButton),
       ),
       this.exportNote,
       this.grid,
@@ -60,7 +63,7 @@ export class ClassGallery {
       this.selected.clear();
       this.closeMembers();
     }
-    const hasQuality = classes.some((c) => Number.isFinite(c.quality));
+    const hasQuality = classes.some((c) => Number.isFinite(c.quality) || Number.isFinite(c.quality_nyquist));
     this.grid.dataset.round = String(round); // which round the cards show (the slider may be ahead)
     this.sortSelect.querySelector('option[value="quality"]').disabled = !hasQuality;
     if (this.sortBy === "quality" && !hasQuality) this.sortSelect.value = this.sortBy = "size";
@@ -69,8 +72,9 @@ export class ClassGallery {
 
   sorted() {
     const list = [...this.classes];
-    // quality is the half-set FRC resolution in Å: smaller is better; classes without one last.
-    if (this.sortBy === "quality") list.sort((a, b) => (a.quality ?? Infinity) - (b.quality ?? Infinity) || b.count - a.count);
+    // quality_nyquist is the half-set FRC resolution as a fraction of Nyquist (present whether
+    // the pixel size is known or not): larger is better; classes without one last.
+    if (this.sortBy === "quality") list.sort((a, b) => (b.quality_nyquist ?? -1) - (a.quality_nyquist ?? -1) || b.count - a.count);
     else if (this.sortBy === "class") list.sort((a, b) => a.class - b.class);
     else list.sort((a, b) => b.count - a.count || a.class - b.class);
     return list;
@@ -100,7 +104,7 @@ export class ClassGallery {
         height: "112",
       }),
     );
-    const quality = Number.isFinite(c.quality) ? h("span", { class: "muted quality", text: `FRC ${c.quality.toFixed(1)} Å`, title: "resolution where the FRC of two half-set averages falls below 0.5" }) : null;
+    const quality = qualityLabel(c);
     return h(
       "figure",
       { class: `class-card${this.membersOf === c.class ? " open" : ""}`, dataset: { cls: String(c.class) } },
@@ -124,6 +128,7 @@ export class ClassGallery {
     const n = this.selected.size;
     const particles = this.classes.filter((c) => this.selected.has(c.class)).reduce((s, c) => s + c.count, 0);
     this.exportButton.disabled = n === 0 || this.round === null;
+    this.reclassifyButton.disabled = n === 0 || this.round === null;
     this.exportButton.textContent = n ? `Export ${n} class${n > 1 ? "es" : ""} (${fmtInt(particles)} particles)` : "Export subset";
   }
 
@@ -138,6 +143,22 @@ export class ClassGallery {
       this.exportNote.textContent = `Saved ${name}.`;
     } catch (err) {
       this.exportNote.textContent = `Export failed: ${err.message}`;
+    } finally {
+      this.updateExport();
+    }
+  }
+
+  /** A derived dataset of the ticked classes' particles, then the job form for it. */
+  async reclassify() {
+    const classes = [...this.selected].sort((a, b) => a - b);
+    this.exportNote.textContent = "Making a dataset of these classes…";
+    this.reclassifyButton.disabled = true;
+    try {
+      const dataset = await api(`/api/datasets/${this.datasetId}/subsets`, { method: "POST", json: { job_id: this.jobId, round: this.round, classes } });
+      this.exportNote.textContent = `Dataset ${dataset.name} made.`;
+      window.location.hash = `#/new/${encodeURIComponent(dataset.id)}`;
+    } catch (err) {
+      this.exportNote.textContent = `Could not make the dataset: ${err.message}`;
     } finally {
       this.updateExport();
     }
@@ -191,4 +212,14 @@ export class ClassGallery {
     );
     this.members.hidden = false;
   }
+}
+
+/** The FRC figure of a class: in Å when the pixel size is known, else as a fraction of Nyquist. */
+export function qualityLabel(c) {
+  const title = "where the FRC of two half-set averages falls below 0.5";
+  if (Number.isFinite(c.quality)) return h("span", { class: "muted quality", text: `FRC ${c.quality.toFixed(1)} Å`, title: `resolution ${title}` });
+  if (Number.isFinite(c.quality_nyquist)) {
+    return h("span", { class: "muted quality", text: `FRC ${c.quality_nyquist.toFixed(2)} × Nyquist · pixel size unknown`, title: `frequency ${title}, as a fraction of Nyquist; the pixel size is unknown, so no Å` });
+  }
+  return null;
 }

@@ -3,6 +3,7 @@
 
 import { api, withToken } from "./api.js";
 import { fmtDuration, fmtInt, fmtTime, h, progressBar, replace, statusBadge } from "./dom.js";
+import { datasetOrigin } from "./datasets.js";
 import { ClassGallery } from "./gallery.js";
 import { ACTIVE } from "./jobs.js";
 import { LossPlot } from "./lossplot.js";
@@ -127,10 +128,12 @@ export class JobView {
       const secs = (new Date(job.finished_at) - new Date(job.started_at)) / 1000;
       if (job.started_at && Number.isFinite(secs)) times.push(`took ${fmtDuration(secs)}`);
     }
-    const where = [job.worker, job.device].filter(Boolean).join(" · ");
+    // The device the worker really used; before a worker has it, what was asked for.
+    const device = (job.effective_params && job.effective_params.device) || job.device;
+    const where = [job.worker, device].filter(Boolean).join(" · ");
     const params = [
       p.method, `${p.cluster_num} classes`, `lr ${p.learning_rate}`, `${p.epoch_num} epochs`, `batch ${p.batch_size}`,
-      `${p.round_num} rounds`, `size ${p.size}`, `seed ${p.seed}`, `device ${p.device ?? "auto"}`,
+      `${p.round_num} rounds`, `size ${p.size}`, `seed ${p.seed}`, device ? `device ${device}` : `device ${p.device ?? "auto"}`,
       option(p.phase_flip, "phase flip", "no phase flip"), option(p.align_averages, "aligned averages", "plain averages"),
     ];
     const actions = h("span", { class: "row" });
@@ -155,9 +158,19 @@ export class JobView {
         where ? h("span", { class: "muted", text: where }) : null,
       ),
       h("p", { class: "muted params", text: params.join(" · ") }),
+      this.originLine(),
       times.length ? h("p", { class: "muted", text: times.join(" · ") }) : null,
       job.error ? h("p", { class: "error", id: "job-error", text: job.error }) : null,
     );
+  }
+
+  /** For a derived dataset: its parent, and the job, round and classes that chose it. */
+  originLine() {
+    const d = this.dataset;
+    if (!d.parent_id) return null;
+    const line = h("p", { class: "muted", id: "job-origin" }, h("span", { text: `Dataset: ${datasetOrigin(d)}` }));
+    if (d.source_job_id) line.append(" · ", h("a", { href: `#/jobs/${encodeURIComponent(d.source_job_id)}`, text: `open job #${d.source_job_id}` }));
+    return line;
   }
 
   setLive(state, text) {

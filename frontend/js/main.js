@@ -42,6 +42,8 @@ async function pollJobs() {
 
 function route() {
   const match = /^#\/jobs\/([^/]+)$/.exec(window.location.hash);
+  // #/new/<dataset id>: the job form for that dataset (after "New job from these classes").
+  const newJob = /^#\/new\/([^/]+)$/.exec(window.location.hash);
   if (jobView) {
     jobView.destroy();
     jobView = null;
@@ -57,7 +59,11 @@ function route() {
     jobRoot.hidden = true;
     jobRoot.replaceChildren();
     homeView.hidden = false;
-    datasetsPanel.refresh();
+    datasetsPanel.refresh().then(() => {
+      if (!newJob) return;
+      jobForm.selectDataset(decodeURIComponent(newJob[1]));
+      document.getElementById("jobform-panel").scrollIntoView({ block: "start" });
+    });
     pollJobs();
   }
 }
