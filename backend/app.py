@@ -15,10 +15,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from backend.deps import require_token
+from backend.auth import require_token
 from backend.dispatch import Dispatcher
 from backend.errors import validation_error
-from backend.routes import datasets, downloads, events, health, jobs, page, parameters, results
+from backend.routes import datasets, downloads, events, health, jobs, page, parameters, results, session
 from backend.routes.page import NoCacheStaticFiles
 from backend.services import jobs as jobs_service
 from backend.services.errors import ServiceError
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(require_token)]
     for module in (health, parameters, datasets, jobs, events, results, downloads):
         app.include_router(module.router, prefix="/api", dependencies=protected)
+    app.include_router(session.router, prefix="/api")  # signs in with the token in its body
     app.include_router(page.router)
     # check_dir=False: a missing frontend/ gives 404s, not an API that cannot start.
     app.mount("/static", NoCacheStaticFiles(directory=settings.FRONTEND_DIR, check_dir=False), name="static")

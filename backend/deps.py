@@ -6,11 +6,10 @@ name what they need by type, which also lets a test override any of them.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from backend.dispatch import Dispatcher
@@ -51,15 +50,3 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 StacksDep = Annotated[StackCache, Depends(get_stacks)]
 
-
-def require_token(request: Request, settings: SettingsDep) -> None:
-    """With CRYOCLUST_API_TOKEN set: a Bearer header, or ?token= (EventSource, links, forms)."""
-    expected = settings.API_TOKEN
-    if not expected:
-        return
-    header = request.headers.get("authorization", "")
-    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not given:
-        given = request.query_params.get("token", "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(401, "missing or wrong API token", headers={"WWW-Authenticate": "Bearer"})

@@ -33,6 +33,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo", action="store_true", help="on first start, add a simulated demo dataset")
     parser.add_argument("--device", help="device of the local worker (default: CRYOCLUST_DEVICE or cuda:0)")
     parser.add_argument("--data-dir", help="DATA_DIR (default: CRYOCLUST_DATA_DIR or ./data)")
+    parser.add_argument("--access-log", action="store_true", help="print a line per HTTP request")
 
 
 def make_demo(app) -> str | None:
@@ -148,7 +149,9 @@ def main(args: argparse.Namespace) -> int:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"cryoclust: data in {settings.data_dir}; open http://{shown}:{port}/", flush=True)
     try:
-        _Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+        # uvicorn's access lines are INFO: --access-log shows its start-up lines as well.
+        level = "info" if args.access_log else "warning"
+        _Server(uvicorn.Config(app, host=host, port=port, log_level=level, access_log=args.access_log)).run()
     finally:
         if worker is not None:
             stop_worker(worker)

@@ -1,10 +1,9 @@
-// Talking to the cryoclust API: JSON requests, uploads with progress, the optional API token.
+// Talking to the cryoclust API: JSON requests, uploads with progress, signing in.
 //
-// When the server answers 401 the page asks once for the token (concurrent requests share the
-// same question), keeps it in sessionStorage and sends it as a Bearer header. EventSource, <img>
-// and download links cannot set headers, so urls for them carry it as ?token=.
-
-const TOKEN_KEY = "cryoclust.apiToken";
+// When the server answers 401 the page asks once for the API token (concurrent requests share
+// the same question) and sends it to POST /api/session, which sets an HttpOnly session cookie.
+// Every request after that, EventSource, <img> and downloads included, carries the cookie: the
+// token is never kept by the page and never put in a URL.
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -13,24 +12,39 @@ export class ApiError extends Error {
   }
 }
 
-export function currentToken() {
-  return sessionStorage.getItem(TOKEN_KEY) || "";
-}
-
-/** The url with ?token= added when a token is set (for EventSource, images and links). */
-export function withToken(url, params = {}) {
+/** The url with query parameters (for EventSource, images and links; the cookie signs them). */
+export function apiUrl(url, params = {}) {
   const u = new URL(url, window.location.origin);
   for (const [key, value] of Object.entries(params)) {
     if (value !== undefined && value !== null) u.searchParams.set(key, String(value));
   }
-  const token = currentToken();
-  if (token) u.searchParams.set("token", token);
   return u.pathname + u.search;
+}
+
+/** Send the token once; the server answers with the session cookie. True when accepted. */
+export async function signIn(token) {
+  const response = await fetch("/api/session", {
+    method: "POST",
+    headers: { Accept: "application/json", "Content-Type": "application/json" },
+    body: JSON.stringify({ token }),
+  });
+  return response.ok;
+}
+
+/** Remove the session cookie. */
+export async function signOut() {
+  await fetch("/api/session", { method: "DELETE" });
+}
+
+/** {signed_in, token_required} of this browser. */
+export async function sessionState() {
+  const response = await fetch("/api/session", { headers: { Accept: "application/json" } });
+  return response.ok ? response.json() : { signed_in: false, token_required: true };
 }
 
 let pendingQuestion = null;
 
-/** Ask for the API token in a dialog; resolves true when one was entered. */
+/** Ask for the API token in a dialog and sign in with it; resolves true when it was accepted. */
 export function askToken(note = "") {
   if (pendingQuestion) return pendingQuestion;
   const dialog = document.getElementById("token-dialog");
@@ -50,12 +64,25 @@ export function askToken(note = "") {
       pendingQuestion = null;
       resolve(ok);
     };
-    const onSubmit = (event) => {
+    const onSubmit = async (event) => {
       event.preventDefault();
       const value = input.value.trim();
       if (!value) return;
-      sessionStorage.setItem(TOKEN_KEY, value);
-      finish(true);
+      input.value = "";
+      let ok = false;
+      try {
+        ok = await signIn(value);
+      } catch {
+        ok = false;
+      }
+      if (ok) {
+        finish(true);
+        document.dispatchEvent(new CustomEvent("cryoclust:signed-in"));
+      } else {
+        noteEl.textContent = "The server refused that token.";
+        noteEl.hidden = false;
+        input.focus();
+      }
     };
     const onCancel = (event) => {
       event.preventDefault();
@@ -92,7 +119,7 @@ export function detailFromBody(text, fallback) {
 }
 
 async function tokenRefused(attempt) {
-  const ok = await askToken(attempt > 0 || currentToken() ? "The server refused that token." : "");
+  const ok = await askToken(attempt > 0 ? "The server refused that token." : "");
   if (!ok) throw new ApiError(401, "An API token is needed to use this server.");
 }
 
@@ -103,8 +130,6 @@ async function tokenRefused(attempt) {
 export async function api(path, { method = "GET", json, raw = false } = {}) {
   for (let attempt = 0; ; attempt++) {
     const headers = { Accept: "application/json" };
-    const token = currentToken();
-    if (token) headers.Authorization = `Bearer ${token}`;
     let body;
     if (json !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -142,8 +167,6 @@ export function uploadFiles(url, files, fields, onProgress) {
       xhr = new XMLHttpRequest();
       xhr.open("POST", url);
       xhr.setRequestHeader("Accept", "application/json");
-      const token = currentToken();
-      if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
       xhr.upload.addEventListener("progress", (e) => {
         if (e.lengthComputable) onProgress({ loaded: e.loaded, total: e.total });
       });

@@ -1,6 +1,6 @@
 // Datasets panel: drag-and-drop or pick files, upload with a progress bar, list what is there.
 
-import { api, uploadFiles, withToken } from "./api.js";
+import { api, uploadFiles, apiUrl } from "./api.js";
 import { fmtBytes, fmtInt, h, replace } from "./dom.js";
 
 const ACCEPTED = /\.(mrcs|mrc|star|cs)$/i;
@@ -162,7 +162,7 @@ export class DatasetsPanel {
     for (let i = 0; i < count; i++) {
       strip.append(
         h("img", {
-          src: withToken(`/api/datasets/${d.id}/particles/${i}.png`, { size: 64 }),
+          src: apiUrl(`/api/datasets/${d.id}/particles/${i}.png`, { size: 64 }),
           alt: `particle ${i}`,
           title: `particle ${i}`,
           width: "56",

@@ -2,7 +2,7 @@
 // classes to export them as a subset or to classify them again ("New job from these classes"),
 // click one to page through its member particles.
 
-import { api, saveResponse, withToken } from "./api.js";
+import { api, saveResponse, apiUrl } from "./api.js";
 import { classColour, fmtInt, fmtPercent, h, replace } from "./dom.js";
 
 const MEMBERS_PAGE = 60;
@@ -98,7 +98,7 @@ export class ClassGallery {
       "button",
       { type: "button", class: "class-image", title: `show the members of class ${c.class}`, on: { click: () => this.openMembers(c.class, 0) } },
       h("img", {
-        src: withToken(`/api/jobs/${this.jobId}/rounds/${this.round}/classes/${c.class}/average.png`),
+        src: apiUrl(`/api/jobs/${this.jobId}/rounds/${this.round}/classes/${c.class}/average.png`),
         alt: `average of class ${c.class}`,
         width: "112",
         height: "112",
@@ -204,7 +204,7 @@ export class ClassGallery {
           h(
             "figure",
             { class: "member" },
-            h("img", { src: withToken(`/api/datasets/${this.datasetId}/particles/${i}.png`, { size: 64 }), alt: `particle ${i}`, width: "64", height: "64", loading: "lazy" }),
+            h("img", { src: apiUrl(`/api/datasets/${this.datasetId}/particles/${i}.png`, { size: 64 }), alt: `particle ${i}`, width: "64", height: "64", loading: "lazy" }),
             h("figcaption", { text: `#${i}` }),
           ),
         ),

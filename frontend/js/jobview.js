@@ -1,7 +1,7 @@
 // One job, live: header with status and progress, the loss curve fed by Server-Sent Events,
 // the embedding scatter and class gallery of a chosen round, and the downloads.
 
-import { api, withToken } from "./api.js";
+import { api, apiUrl } from "./api.js";
 import { fmtDuration, fmtInt, fmtTime, h, progressBar, replace, statusBadge } from "./dom.js";
 import { datasetOrigin } from "./datasets.js";
 import { ClassGallery } from "./gallery.js";
@@ -52,7 +52,7 @@ export class JobView {
     }
     if (this.closed) return;
     this.scatter = new EmbeddingScatter(this.scatterEl, this.previewEl, {
-      thumbnailUrl: (i) => withToken(`/api/datasets/${this.job.dataset_id}/particles/${i}.png`, { size: 96 }),
+      thumbnailUrl: (i) => apiUrl(`/api/datasets/${this.job.dataset_id}/particles/${i}.png`, { size: 96 }),
     });
     this.gallery = new ClassGallery(this.galleryEl, { jobId: this.jobId, datasetId: this.job.dataset_id });
     await this.refreshRounds();
@@ -183,7 +183,7 @@ export class JobView {
   connect() {
     if (this.closed || this.ended) return;
     const params = this.lastEventId !== null ? { last_event_id: this.lastEventId } : {};
-    const source = new EventSource(withToken(`/api/jobs/${this.jobId}/events`, params));
+    const source = new EventSource(apiUrl(`/api/jobs/${this.jobId}/events`, params));
     this.source = source;
     this.setLive("connecting", "connecting…");
     source.addEventListener("open", () => {
@@ -352,7 +352,7 @@ export class JobView {
   renderDownloads() {
     const links = [];
     const link = (path, text, note) =>
-      h("a", { href: withToken(path), download: "", class: "download", text }, note ? h("span", { class: "muted", text: ` ${note}` }) : null);
+      h("a", { href: apiUrl(path), download: "", class: "download", text }, note ? h("span", { class: "muted", text: ` ${note}` }) : null);
     if (this.round !== null) {
       const base = `/api/jobs/${this.jobId}/rounds/${this.round}`;
       links.push(
@@ -362,7 +362,12 @@ export class JobView {
         link(`${base}/archive.zip`, "Everything of the round (.zip)", `round ${this.round}`),
       );
     }
-    if (this.job.status === "succeeded") links.push(link(`/api/jobs/${this.jobId}/particles.star`, "Particles with classes (RELION .star)", "final round"));
+    if (this.job.status === "succeeded") {
+      links.push(
+        link(`/api/jobs/${this.jobId}/particles.star`, "Particles with classes (RELION .star)", "final round"),
+        link(`/api/jobs/${this.jobId}/particles.cs`, "Particles with classes (cryoSPARC .cs)", "final round"),
+      );
+    }
     if (!links.length) links.push(h("span", { class: "muted", text: "Downloads appear when round 1 is complete." }));
     replace(this.downloadsEl, links);
   }

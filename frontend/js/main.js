@@ -1,6 +1,6 @@
 // The page: a home view (datasets, new job, jobs) and a job view at #/jobs/<id>.
 
-import { api } from "./api.js";
+import { api, sessionState, signOut } from "./api.js";
 import { DatasetsPanel } from "./datasets.js";
 import { JobForm } from "./jobform.js";
 import { JobsPanel } from "./jobs.js";
@@ -87,6 +87,24 @@ async function checkHealth() {
   setTimeout(checkHealth, HEALTH_MS);
 }
 
+/** "Sign out" while this browser holds a session cookie of a server that asks for a token. */
+async function showSession() {
+  const button = document.getElementById("sign-out");
+  try {
+    const state = await sessionState();
+    button.hidden = !(state.token_required && state.signed_in);
+  } catch {
+    button.hidden = true;
+  }
+}
+
+document.getElementById("sign-out").addEventListener("click", async () => {
+  await signOut();
+  window.location.reload();
+});
+document.addEventListener("cryoclust:signed-in", showSession);
+
 window.addEventListener("hashchange", route);
+showSession();
 route();
 checkHealth();

@@ -13,20 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support.browser import CHROMIUM, CHROMIUM_ARGS
 from support.databases import BACKENDS, database_url
 from support.processes import ServeProcess
 from support.settings import child_env, make_settings
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-TOKEN_KEY = "cryoclust.apiToken"  # frontend/js/api.js keeps the token under this key
 SERVER_START_SECONDS = 90
 
 
@@ -48,7 +39,7 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp(f"serve-{request.param}")
     with database_url(request.param) as url:
         settings = make_settings(root / "data", API_TOKEN=secrets.token_urlsafe(16), DATABASE_URL=url)
-        serve = ServeProcess(child_env(settings), root, "--host", "127.0.0.1")
+        serve = ServeProcess(child_env(settings), root, "--host", "127.0.0.1", "--access-log")
         try:
             serve.start(lambda health: bool(health.get("workers")), timeout=SERVER_START_SECONDS)
             yield Server(url=serve.url, token=settings.API_TOKEN, data_dir=settings.data_dir, log=serve.log)
@@ -118,9 +109,11 @@ def console() -> ConsoleLog:
 
 @pytest.fixture
 def page(browser, server, console):
-    """A page of a fresh context that already holds the API token; no console errors allowed."""
+    """A page of a fresh context already signed in (it holds the session cookie, as after the
+    sign-in dialog); no console errors allowed."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    context.add_init_script(f"sessionStorage.setItem({TOKEN_KEY!r}, {server.token!r});")
+    signed_in = context.request.post(f"{server.url}/api/session", data={"token": server.token})
+    assert signed_in.ok, signed_in.text()
     context.set_default_timeout(20_000)
     page = context.new_page()
     console.watch(page)

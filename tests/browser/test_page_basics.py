@@ -1,5 +1,5 @@
 """The page in Debian's chromium against a real `cryoclust serve`: uploads and their errors,
-the job form's checks, the API token, the scatter with 50,000 particles, no HTML from strings."""
+the job form's checks, the scatter with 50,000 particles, no HTML from strings."""
 
 from __future__ import annotations
 
@@ -166,31 +166,3 @@ def test_scatter_stays_responsive_with_50000_points(page, server):
     assert time.monotonic() - started < 5
     elapsed = page.evaluate("async () => { const t = performance.now(); await new Promise((r) => setTimeout(r, 0)); return performance.now() - t; }")
     assert elapsed < 200
-
-
-@on_sqlite
-def test_asks_once_for_the_api_token(browser, server, console):
-    """Without a stored token the page asks once, keeps it for the tab and loads everything."""
-    console.allow(r"status of 401")  # the first requests, before the token is known
-    context = browser.new_context(viewport={"width": 1000, "height": 800})
-    try:
-        page = context.new_page()
-        console.watch(page)
-        page.goto(server.url)
-        dialog = page.locator("#token-dialog")
-        expect(dialog).to_be_visible()
-        page.fill("#token-input", "wrong-token")
-        page.click("#token-form button.primary")
-        expect(page.locator("#token-note")).to_contain_text("refused")
-        page.fill("#token-input", server.token)
-        page.click("#token-form button.primary")
-        expect(dialog).to_be_hidden()
-        expect(page.locator("#health")).to_contain_text("worker")
-        expect(page.locator("#jobs-list")).not_to_contain_text("could not be loaded")
-        assert page.evaluate("sessionStorage.getItem('cryoclust.apiToken')") == server.token
-        page.reload()
-        expect(page.locator("#health")).to_contain_text("worker")
-        expect(dialog).to_be_hidden()
-        assert console.unexpected() == []
-    finally:
-        context.close()

@@ -111,9 +111,22 @@ def test_token_is_required_when_set(tmp_path, stack_file):
                 assert response.headers["www-authenticate"] == "Bearer"
             assert anonymous.get("/api/datasets", headers={"Authorization": "Bearer wrong"}).status_code == 401
             assert upload(anonymous, stack_file).status_code == 401
-            # EventSource and download links cannot send headers: ?token= works for them.
-            assert anonymous.get(f"/api/datasets/{dataset_id}/particles/0.png?token=s3cret-token").status_code == 200
-            assert anonymous.get("/api/datasets?token=nope").status_code == 401
+            # A token in a URL opens nothing (it would land in histories and logs); the page
+            # signs in once and carries an HttpOnly session cookie instead.
+            assert anonymous.get(f"/api/datasets/{dataset_id}/particles/0.png?token=s3cret-token").status_code == 401
+            assert anonymous.post("/api/session", json={"token": "nope"}).status_code == 401
+            signed_in = anonymous.post("/api/session", json={"token": "s3cret-token"})
+            assert signed_in.status_code == 200 and "s3cret-token" not in signed_in.headers["set-cookie"]
+            cookie = signed_in.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie and "path=/api" in cookie
+            assert anonymous.get(f"/api/datasets/{dataset_id}/particles/0.png").status_code == 200
+            assert anonymous.get("/api/session").json() == {"signed_in": True, "token_required": True}
+            # A change by cookie needs this server's Origin (CSRF).
+            foreign = anonymous.delete(f"/api/datasets/{dataset_id}", headers={"Origin": "http://evil.example"})
+            assert foreign.status_code == 403
+            assert anonymous.delete("/api/session").status_code == 204
+            anonymous.cookies.clear()  # what the browser does with the expired cookie
+            assert anonymous.get("/api/datasets").status_code == 401
             # The page itself loads without a token (it asks for one).
             assert anonymous.get("/vendor/plotly.min.js").status_code == 200
     assert list((settings.data_dir / "tmp").iterdir()) == []

@@ -6,6 +6,8 @@
     settings   Settings for a test: its own DATA_DIR and queue, CPU, fast heartbeats
     api        the real API in a thread, uploads, waiting for jobs, the SSE parser
     processes  real child processes: workers, `cryoclust serve`, a private redis-server
+    cryosparc  a tiny cryoSPARC export: a .cs file and the stacks it names
+    browser    Debian's chromium and the flags the page tests launch it with
 
 Test modules import from here (never from each other); tests/conftest.py holds the fixtures.
 """
