@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from support.browser import CHROMIUM, CHROMIUM_ARGS
 from support.databases import BACKENDS, database_url
 from support.processes import ServeProcess

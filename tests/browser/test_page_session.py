@@ -10,7 +10,6 @@ import time
 
 import pytest
 from playwright.sync_api import expect
-
 from support.api import upload_id, wait_for_job
 from support.browser import CHROMIUM, CHROMIUM_ARGS
 
