@@ -1,0 +1,377 @@
+"""A Python client of the cryoclust REST API, for scripts and notebooks.
+
+    from cryoclust.client import Client
+
+    with Client("http://gpu-box:8000", token="...") as cc:
+        ds = cc.upload(["particles.star", "stack1.mrcs", "stack2.mrcs"], progress=print)
+        job = cc.start_job(ds.id, cluster_num=20, round_num=5)
+        for event in cc.events(job.id):          # live: status, round_started, loss, ..., end
+            if event.kind == "round":
+                print(event.data["round"], event.data["counts"])
+        job = cc.job(job.id)
+        emb = cc.embedding(job.id)               # .xy (N, 2) float32, .labels (N,) 1-based
+        avg = cc.averages(job.id)                # (k, S, S) float32
+        good = cc.create_subset(ds.id, job_id=job.id, classes=[2, 5, 7])
+        again = cc.start_job(good.id, cluster_num=10)
+
+Typed results are small dataclasses (Dataset, Job, Event, Embedding, ClassInfo); arrays are
+numpy. Errors from the server raise ApiError with its status and message. This module talks
+HTTP only: it imports nothing of the server (checked by lint-imports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+__all__ = ["ApiError", "ClassInfo", "Client", "Dataset", "Embedding", "Event", "Job"]
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+# The routes this client wraps: method name -> (HTTP method, path). tests/service checks that
+# each exists on the server and that the tests call every one.
+ROUTES: dict[str, tuple[str, str]] = {
+    "health": ("GET", "/api/health"),
+    "parameters": ("GET", "/api/parameters"),
+    "upload": ("POST", "/api/datasets"),
+    "datasets": ("GET", "/api/datasets"),
+    "dataset": ("GET", "/api/datasets/{dataset_id}"),
+    "delete_dataset": ("DELETE", "/api/datasets/{dataset_id}"),
+    "create_subset": ("POST", "/api/datasets/{dataset_id}/subsets"),
+    "start_job": ("POST", "/api/jobs"),
+    "jobs": ("GET", "/api/jobs"),
+    "job": ("GET", "/api/jobs/{job_id}"),
+    "cancel": ("POST", "/api/jobs/{job_id}/cancel"),
+    "delete_job": ("DELETE", "/api/jobs/{job_id}"),
+    "events": ("GET", "/api/jobs/{job_id}/events"),
+    "loss": ("GET", "/api/jobs/{job_id}/loss"),
+    "rounds": ("GET", "/api/jobs/{job_id}/rounds"),
+    "embedding": ("GET", "/api/jobs/{job_id}/rounds/{round_ref}/embedding"),
+    "classes": ("GET", "/api/jobs/{job_id}/rounds/{round_ref}/classes"),
+    "members": ("GET", "/api/jobs/{job_id}/rounds/{round_ref}/classes/{class_number}/members"),
+    "averages": ("GET", "/api/jobs/{job_id}/rounds/{round_ref}/{filename}"),
+    "labels": ("GET", "/api/jobs/{job_id}/rounds/{round_ref}/{filename}"),
+    "export_subset": ("POST", "/api/jobs/{job_id}/subset"),
+    "download_particles": ("GET", "/api/jobs/{job_id}/particles.star"),
+    "download_particles_cs": ("GET", "/api/jobs/{job_id}/particles.cs"),
+}
+
+
+class ApiError(Exception):
+    """The server refused a request: HTTP status and its message."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def _build(cls, data: dict):
+    """A dataclass from a JSON object, ignoring fields the client does not know (newer servers)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names}, raw=data)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    name: str
+    n_particles: int
+    box_size: int
+    pixel_size: float
+    files: list[str]
+    has_ctf: bool = False
+    pixel_size_known: bool = True
+    parent_id: str | None = None
+    source_job_id: str | None = None
+    source_round: int | None = None
+    source_classes: list[int] | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    dataset_id: str
+    status: str
+    params: dict
+    round: int
+    round_num: int
+    progress: float
+    effective_params: dict | None = None
+    device: str | None = None
+    worker: str | None = None
+    error: str | None = None
+    rounds_done: int = 0
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    kind: str  # status, round_started, loss, epoch, round, end
+    data: dict
+
+
+@dataclass(frozen=True)
+class Embedding:
+    xy: np.ndarray  # (N, 2) float32: the 2-D projection of every particle's embedding
+    labels: np.ndarray  # (N,) int: class of each particle, 1-based
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    number: int  # 1-based
+    count: int
+    fraction: float
+    quality: float | None  # FRC 0.5 resolution in Å; None when the pixel size is unknown
+    quality_nyquist: float | None  # the same figure as a fraction of Nyquist
+
+
+class _ProgressReader:
+    """A file whose reads report the bytes sent so far (httpx streams multipart from it)."""
+
+    def __init__(self, path: Path, report: Callable[[int], None]) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115  (closed by the upload that opened it)
+        self._report = report
+        self.name = path.name
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._file.read(size)
+        self._report(len(chunk))
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Client:
+    """The REST API of one cryoclust server. `token`: its CRYOCLUST_API_TOKEN, if it asks one."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except (ValueError, AttributeError):
+                detail = response.text
+            raise ApiError(response.status_code, detail if isinstance(detail, str) else json.dumps(detail))
+        return response
+
+    def _json(self, method: str, path: str, **kwargs) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    def _save(self, response: httpx.Response, target: str | os.PathLike) -> Path:
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(response.content)
+        return target
+
+    # ------------------------------------------------------------------ server
+
+    def health(self) -> dict:
+        """{status, database, broker, workers}."""
+        return self._json("GET", "/api/health")
+
+    def parameters(self) -> list[dict]:
+        """Every job parameter: name, type, default, range or choices, help."""
+        return self._json("GET", "/api/parameters")
+
+    # ------------------------------------------------------------------ datasets
+
+    def upload(self, paths: Sequence[str | os.PathLike] | str | os.PathLike, name: str | None = None,
+               pixel_size: float | None = None, progress: Callable[[int, int], None] | None = None) -> Dataset:
+        """Upload a stack, or a .star / cryoSPARC .cs with the stacks it names, as one dataset.
+
+        `progress(sent, total)` is called as bytes go out; `pixel_size` (Å/px) overrides the files.
+        """
+        paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+        total = sum(p.stat().st_size for p in paths)
+        sent = 0
+
+        def report(n: int) -> None:
+            nonlocal sent
+            sent += n
+            if progress is not None and n:
+                progress(sent, total)
+
+        readers = [_ProgressReader(p, report) for p in paths]
+        try:
+            files = [("files", (r.name, r, "application/octet-stream")) for r in readers]
+            params = {"pixel_size": pixel_size} if pixel_size is not None else None
+            data = {"name": name} if name else None
+            return _build(Dataset, self._json("POST", "/api/datasets", files=files, data=data, params=params))
+        finally:
+            for r in readers:
+                r.close()
+
+    def datasets(self) -> list[Dataset]:
+        return [_build(Dataset, d) for d in self._json("GET", "/api/datasets")]
+
+    def dataset(self, dataset_id: str) -> Dataset:
+        return _build(Dataset, self._json("GET", f"/api/datasets/{dataset_id}"))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/api/datasets/{dataset_id}")
+
+    def create_subset(self, dataset_id: str, *, job_id: str | None = None, classes: Sequence[int] | None = None,
+                      round: int | str = "final", indices: Sequence[int] | None = None,
+                      name: str | None = None) -> Dataset:
+        """A derived dataset of some particles (no copy): a job's classes, or 0-based indices."""
+        body: dict = {"round": round}
+        if classes is not None:
+            body.update(job_id=job_id, classes=[int(c) for c in classes])
+        if indices is not None:
+            body["indices"] = [int(i) for i in indices]
+        if name:
+            body["name"] = name
+        return _build(Dataset, self._json("POST", f"/api/datasets/{dataset_id}/subsets", json=body))
+
+    # ------------------------------------------------------------------ jobs
+
+    def start_job(self, dataset_id: str, **params: Any) -> Job:
+        """Queue a classification; `params` as in parameters() (unnamed ones take their defaults)."""
+        return _build(Job, self._json("POST", "/api/jobs", json={"dataset_id": dataset_id, **params}))
+
+    def jobs(self, status: str | None = None, dataset_id: str | None = None) -> list[Job]:
+        query = {k: v for k, v in (("status", status), ("dataset_id", dataset_id)) if v}
+        return [_build(Job, j) for j in self._json("GET", "/api/jobs", params=query)]
+
+    def job(self, job_id: str) -> Job:
+        return _build(Job, self._json("GET", f"/api/jobs/{job_id}"))
+
+    def cancel(self, job_id: str) -> Job:
+        return _build(Job, self._json("POST", f"/api/jobs/{job_id}/cancel"))
+
+    def delete_job(self, job_id: str) -> None:
+        self._request("DELETE", f"/api/jobs/{job_id}")
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 1.0) -> Job:
+        """The job once it has ended (succeeded, failed or cancelled); TimeoutError after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout} s")
+            time.sleep(poll)
+
+    def events(self, job_id: str, last_event_id: int | None = None) -> Iterator[Event]:
+        """The job's live events (Server-Sent Events) until its `end` event; resumable after
+        `last_event_id`."""
+        params = {"last_event_id": last_event_id} if last_event_id else None
+        with self.http.stream("GET", f"/api/jobs/{job_id}/events", params=params, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError(response.status_code, response.text)
+            current: dict[str, str] = {}
+            for line in response.iter_lines():
+                if line:
+                    if not line.startswith((":", "retry:")):
+                        key, _, value = line.partition(": ")
+                        current[key] = value
+                    continue
+                if "event" in current:
+                    event = Event(int(current.get("id", 0)), current["event"], json.loads(current.get("data", "{}")))
+                    yield event
+                    if event.kind == "end":
+                        return
+                current = {}
+
+    # ------------------------------------------------------------------ results
+
+    def loss(self, job_id: str) -> dict[int, list[dict]]:
+        """Loss points per round: {round: [{step, pairs_done, epoch, loss}, ...]}."""
+        return {r["round"]: r["points"] for r in self._json("GET", f"/api/jobs/{job_id}/loss")["rounds"]}
+
+    def rounds(self, job_id: str) -> list[int]:
+        """The complete rounds, 1-based."""
+        return self._json("GET", f"/api/jobs/{job_id}/rounds")
+
+    def embedding(self, job_id: str, round: int | str = "final") -> Embedding:
+        data = self._json("GET", f"/api/jobs/{job_id}/rounds/{round}/embedding")
+        xy = np.column_stack([np.asarray(data["x"], np.float32), np.asarray(data["y"], np.float32)])
+        return Embedding(xy.reshape(-1, 2), np.asarray(data["labels"], dtype=np.int64))
+
+    def classes(self, job_id: str, round: int | str = "final") -> list[ClassInfo]:
+        rows = self._json("GET", f"/api/jobs/{job_id}/rounds/{round}/classes")
+        return [ClassInfo(r["class"], r["count"], r["fraction"], r.get("quality"), r.get("quality_nyquist"))
+                for r in rows]
+
+    def members(self, job_id: str, class_number: int, round: int | str = "final") -> np.ndarray:
+        """0-based indices of every particle in one class."""
+        path = f"/api/jobs/{job_id}/rounds/{round}/classes/{class_number}/members"
+        first = self._json("GET", path, params={"limit": 10000})
+        indices = list(first["indices"])
+        while len(indices) < first["total"]:
+            indices += self._json("GET", path, params={"offset": len(indices), "limit": 10000})["indices"]
+        return np.asarray(indices, dtype=np.int64)
+
+    def averages(self, job_id: str, round: int | str = "final") -> np.ndarray:
+        """The class averages of a round as float32 (k, S, S), class 1 first."""
+        import mrcfile
+
+        content = self._request("GET", f"/api/jobs/{job_id}/rounds/{round}/class_averages.mrcs").content
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "averages.mrcs"
+            path.write_bytes(content)
+            with mrcfile.open(path, permissive=True) as mrc:
+                data = np.asarray(mrc.data, dtype=np.float32)
+        return data.reshape(-1, data.shape[-2], data.shape[-1]).copy()
+
+    def labels(self, job_id: str, round: int | str = "final") -> np.ndarray:
+        """Class of every particle in a round, 1-based, in particle order."""
+        text = self._request("GET", f"/api/jobs/{job_id}/rounds/{round}/labels.csv").text
+        rows = text.strip().splitlines()[1:]
+        return np.asarray([int(line.rsplit(",", 1)[1]) for line in rows], dtype=np.int64)
+
+    def export_subset(self, job_id: str, classes: Sequence[int], target: str | os.PathLike,
+                      round: int | str = "final", format: str | None = None) -> Path:
+        """The particles of `classes` as .star, .cs (cryoSPARC) or .mrcs, saved to `target`
+        (the format follows its suffix unless given)."""
+        format = format or Path(target).suffix.lstrip(".") or "star"
+        body = {"round": round, "classes": [int(c) for c in classes], "format": format}
+        return self._save(self._request("POST", f"/api/jobs/{job_id}/subset", json=body), target)
+
+    def download_particles(self, job_id: str, target: str | os.PathLike) -> Path:
+        """The final RELION particles.star (with _rlnClassNumber)."""
+        return self._save(self._request("GET", f"/api/jobs/{job_id}/particles.star"), target)
+
+    def download_particles_cs(self, job_id: str, target: str | os.PathLike) -> Path:
+        """The final particles as a cryoSPARC .cs (uids, blob paths, alignments2D/class)."""
+        return self._save(self._request("GET", f"/api/jobs/{job_id}/particles.cs"), target)

@@ -1,0 +1,101 @@
+"""cryoclust.client.Client against a real server and worker: every route it wraps is called
+(and exists on the server), with typed results and numpy arrays that match the server's files."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from cryosparc.dataset import Dataset as CsDataset
+
+from cryoclust.client import ROUTES, ApiError, Client
+from support.api import running_api
+from support.databases import REDIS_URL
+from support.net import require_port
+from support.settings import make_settings
+from support.stacks import write_stack
+
+TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 2, "batch_size": 16, "size": 16, "device": "cpu"}
+
+
+def route_of(method: str, path: str) -> tuple[str, str] | None:
+    """The wrapped route a request went to (path templates matched segment by segment)."""
+    for template_method, template in ROUTES.values():
+        pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"
+        if template_method == method and re.match(pattern, path):
+            literal = [t for t in ROUTES.values() if t == (method, path)]
+            return literal[0] if literal else (template_method, template)
+    return None
+
+
+def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
+    require_port(6379, "Redis")
+    settings = make_settings(tmp_path / "data", BROKER_URL=REDIS_URL, API_TOKEN="client-token")
+    stack = write_stack(tmp_path / "in" / "particles.mrcs", n=60, box=32, pixel_size=0.0)
+    hit: set[tuple[str, str]] = set()
+    with running_api(settings) as api:
+        spec = api.app.openapi()["paths"]
+        server_routes = {(m.upper(), path) for path, methods in spec.items() for m in methods}
+        assert set(ROUTES.values()) <= server_routes, set(ROUTES.values()) - server_routes
+        workers(settings)
+        with Client(api.url, token="wrong") as stranger, pytest.raises(ApiError) as refused:
+            stranger.datasets()
+        assert refused.value.status == 401
+        cc = Client(api.url, token="client-token")
+        cc.http.event_hooks["request"].append(lambda request: hit.add(route_of(request.method, request.url.path)))
+        with cc:
+            assert cc.health()["status"] in ("ok", "degraded")
+            assert "cluster_num" in {p["name"] for p in cc.parameters()}
+            seen: list[tuple[int, int]] = []
+            ds = cc.upload(stack, name="stack", pixel_size=None, progress=lambda sent, total: seen.append((sent, total)))
+            assert (ds.n_particles, ds.box_size, ds.pixel_size_known) == (60, 32, False)
+            assert seen and seen[-1] == (stack.stat().st_size, stack.stat().st_size)
+            assert [d.id for d in cc.datasets()] == [ds.id] and cc.dataset(ds.id).name == "stack"
+
+            job = cc.start_job(ds.id, **TINY)
+            assert job.status == "queued" and job.params["cluster_num"] == 3
+            kinds = [e.kind for e in cc.events(job.id)]
+            assert kinds[-1] == "end" and "round" in kinds and "loss" in kinds
+            job = cc.wait(job.id, timeout=120)
+            assert job.status == "succeeded" and job.device == "cpu" and job.effective_params["device"] == "cpu"
+            assert [j.id for j in cc.jobs(status="succeeded")] == [job.id]
+            assert cc.rounds(job.id) == [1, 2] and sorted(cc.loss(job.id)) == [1, 2]
+
+            emb = cc.embedding(job.id)
+            labels = cc.labels(job.id)
+            assert emb.xy.shape == (60, 2) and emb.xy.dtype == np.float32
+            np.testing.assert_array_equal(emb.labels, labels)
+            classes = cc.classes(job.id, round=2)
+            assert [c.number for c in classes] == [1, 2, 3] and sum(c.count for c in classes) == 60
+            # No pixel size in the stack: the FRC figure comes per Nyquist, never in Å.
+            assert all(c.quality is None for c in classes)
+            assert any(c.quality_nyquist is not None and 0 < c.quality_nyquist <= 1 for c in classes)
+            averages = cc.averages(job.id, round=1)
+            assert averages.shape == (3, 16, 16) and averages.dtype == np.float32
+            np.testing.assert_array_equal(cc.members(job.id, 2), np.flatnonzero(labels == 2))
+
+            star = cc.download_particles(job.id, tmp_path / "out" / "particles.star")
+            assert "_rlnClassNumber" in star.read_text()
+            cs = CsDataset.load(str(cc.download_particles_cs(job.id, tmp_path / "out" / "particles.cs")))
+            np.testing.assert_array_equal(cs["alignments2D/class"], labels - 1)
+            exported = CsDataset.load(str(cc.export_subset(job.id, [1, 3], tmp_path / "out" / "subset.cs")))
+            np.testing.assert_array_equal(np.sort(cs["uid"][np.isin(labels, [1, 3])]), np.sort(exported["uid"]))
+
+            derived = cc.create_subset(ds.id, job_id=job.id, classes=[1, 3])
+            assert derived.n_particles == int(np.isin(labels, [1, 3]).sum()) and derived.parent_id == ds.id
+            picked = cc.create_subset(derived.id, indices=[0, 1], name="two")
+            assert picked.n_particles == 2 and picked.source_classes is None
+
+            queued = cc.start_job(picked.id, **{**TINY, "cluster_num": 2, "epoch_num": 50})
+            cancelled = cc.cancel(queued.id)
+            assert cancelled.status in ("cancelled", "running")
+            assert cc.wait(queued.id, timeout=60).status == "cancelled"
+            cc.delete_job(queued.id)
+            with pytest.raises(ApiError) as gone:
+                cc.job(queued.id)
+            assert gone.value.status == 404
+            cc.delete_dataset(picked.id)
+            assert picked.id not in {d.id for d in cc.datasets()}
+    wrapped = set(ROUTES.values())
+    assert wrapped - hit == set(), f"routes the client wraps but the test never called: {wrapped - hit}"
