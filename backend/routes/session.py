@@ -5,7 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from backend.auth import SESSION_COOKIE, SESSION_DAYS, bearer, session_value, token_matches
+from backend.auth import (
+    SESSION_COOKIE,
+    SESSION_DAYS,
+    bearer,
+    session_value,
+    token_matches,
+)
 from backend.deps import SettingsDep
 
 router = APIRouter(tags=["session"])

@@ -8,13 +8,13 @@ import re
 import numpy as np
 import pytest
 from cryosparc.dataset import Dataset as CsDataset
-
-from cryoclust.client import ROUTES, ApiError, Client
 from support.api import running_api
 from support.databases import REDIS_URL
 from support.net import require_port
 from support.settings import make_settings
 from support.stacks import write_stack
+
+from cryoclust.client import ROUTES, ApiError, Client
 
 TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 2, "batch_size": 16, "size": 16, "device": "cpu"}
 
