@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import warnings
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +29,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue", help="queue to consume (default: CRYOCLUST_QUEUE or cryoclust)")
     parser.add_argument("--concurrency", type=int, default=1, choices=[1],
                         help="jobs at once per process: always 1 (start one worker per GPU)")
-    parser.add_argument("--name", help="worker name shown in /api/health (default: host and device)")
+    parser.add_argument("--name", help="worker name shown in /api/health (default: the device it really uses and its pid)")
     parser.add_argument("--data-dir", help="DATA_DIR (default: CRYOCLUST_DATA_DIR or ./data)")
     parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--quiet", action="store_true", help="no start-up banner")
@@ -42,6 +43,13 @@ def main(args: argparse.Namespace) -> int:
         os.environ["CRYOCLUST_QUEUE"] = args.queue
     if args.data_dir:
         os.environ["CRYOCLUST_DATA_DIR"] = args.data_dir
+    # Decide the device now, so that the worker's name, its heartbeat and its jobs all say the
+    # one it really uses (a machine without a GPU runs on cpu, whatever was asked).
+    device, notice = _resolve_device(os.environ.get("CRYOCLUST_DEVICE"))
+    os.environ["CRYOCLUST_DEVICE"] = device
+    if notice and not args.quiet:
+        print(f"cryoclust worker: {notice}", flush=True)
+    _quiet_root_warning(args.quiet)
 
     from cryoclust.core.db import Database
     from cryoclust.core.settings import Settings
@@ -68,3 +76,24 @@ def main(args: argparse.Namespace) -> int:
         f"--loglevel={args.loglevel.upper()}",
     ])
     return 0
+
+
+def _resolve_device(requested: str | None) -> tuple[str, str | None]:
+    from cryoclust.core.settings import Settings
+    from worker.engine.devices import resolve_device
+
+    device, notice = resolve_device(requested or Settings().DEVICE)
+    return str(device), notice
+
+
+def _quiet_root_warning(quiet: bool) -> None:
+    """Celery warns at length when a worker runs as root. In a container that is the norm (and
+    the queue carries only JSON, never pickle), so say it in one line instead."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    from celery.exceptions import SecurityWarning
+
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    if not quiet:
+        print("cryoclust worker: running as root (usual in a container); Celery's superuser warning "
+              "is not shown. Where you can, run workers as an ordinary user.", flush=True)

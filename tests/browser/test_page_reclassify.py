@@ -8,7 +8,6 @@ import re
 
 import pytest
 from playwright.sync_api import expect
-
 from support.api import upload_id, wait_for_job
 from support.stacks import write_stack
 
