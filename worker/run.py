@@ -51,9 +51,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"cryoclust worker: {notice}", flush=True)
     _quiet_root_warning(args.quiet)
 
+    from cryoclust.core.celery_app import ensure_broker_dirs, make_celery
     from cryoclust.core.db import Database
     from cryoclust.core.settings import Settings
-    from cryoclust.core.celery_app import ensure_broker_dirs, make_celery
 
     settings = Settings()
     Database.from_settings(settings).dispose()  # create the schema before the first job
