@@ -4,7 +4,7 @@
 
     with Client("http://gpu-box:8000", token="...") as cc:
         ds = cc.upload(["particles.star", "stack1.mrcs", "stack2.mrcs"], progress=print)
-        job = cc.start_job(ds.id, cluster_num=20, round_num=5)
+        job = cc.start_job(ds.id, cluster_num=20, round_num=8)
         for event in cc.events(job.id):          # live: status, round_started, loss, ..., end
             if event.kind == "round":
                 print(event.data["round"], event.data["counts"])
