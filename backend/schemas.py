@@ -40,6 +40,21 @@ class DatasetOut(BaseModel):
     source_job_id: str | None = Field(None, description="the job whose classes chose the particles")
     source_round: int | None = None
     source_classes: list[int] | None = None
+    imported_from: str | None = Field(
+        None, description="an imported dataset's main file on the server (read in place, never copied); "
+                          "`files` are then relative to its import root")
+
+
+class DatasetImport(BaseModel):
+    """A particle file already on the server, under one of CRYOCLUST_IMPORT_ROOTS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096,
+                      description="absolute path of a .mrcs/.mrc, or of a .star or cryoSPARC .cs whose stacks "
+                                  "lie under the same import root")
+    name: str | None = Field(None, min_length=1, max_length=200)
+    pixel_size: float | None = Field(None, gt=0, le=1000, description="Å per pixel, when the files do not say it")
 
 
 class SubsetDatasetCreate(BaseModel):

@@ -1,5 +1,5 @@
-"""Datasets: upload (streamed to disk, validated, renamed into place), list, get, delete,
-particle thumbnails."""
+"""Datasets: upload (streamed to disk, validated, renamed into place), import by server path,
+list, get, delete, particle thumbnails."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend import uploads
 from backend.deps import DatabaseDep, SessionDep, SettingsDep, StacksDep, StorageDep
-from backend.schemas import DatasetOut, SubsetDatasetCreate
+from backend.schemas import DatasetImport, DatasetOut, SubsetDatasetCreate
 from backend.services import datasets as service
 from cryoclust.core.tables import Dataset
 
@@ -57,6 +57,13 @@ async def upload_dataset(
         return await run_in_threadpool(register)
     finally:
         storage.remove(tmp_dir)
+
+
+@router.post("/datasets/import", status_code=201, response_model=DatasetOut)
+def import_dataset(body: DatasetImport, session: SessionDep, settings: SettingsDep) -> Dataset:
+    """Register a stack (.mrcs/.mrc), or a .star or cryoSPARC .cs with its stacks, that already lies on the
+    server under one of CRYOCLUST_IMPORT_ROOTS. Nothing is copied; a job fails if the files change later."""
+    return service.import_path(session, settings.IMPORT_ROOTS, body.path, body.name, body.pixel_size)
 
 
 @router.post("/datasets/{dataset_id}/subsets", status_code=201, response_model=DatasetOut)

@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend import artifacts
+from backend import artifacts, imports
 from backend.services.errors import Conflict, Invalid, NotFound
 from backend.storage import (
     ReceivedFile,
@@ -61,6 +61,44 @@ def add(session: Session, storage: Storage, tmp_dir: Path, files: list[ReceivedF
         raise
 
 
+def import_path(session: Session, roots: list[Path], raw_path: str, name: str | None,
+                pixel_size: float | None = None) -> Dataset:
+    """Register files already on the server (under one of `roots`) as a dataset, read in place.
+
+    Nothing is copied: the row records where the files are and their sizes and mtimes, which a
+    job checks before it reads them.
+    """
+    path, root = imports.resolve(raw_path, roots)
+    found = imports.inspect(path, root)
+    info = found.info
+    if pixel_size is not None:
+        info.pixel_size, info.pixel_size_known = float(pixel_size), True
+    dataset = Dataset(
+        id=new_id(),
+        name=(name or path.name)[:200],
+        path=path.name[:300],
+        files=info.files,
+        n_particles=info.n_particles,
+        box_size=info.box_size,
+        pixel_size=info.pixel_size,
+        pixel_size_known=info.pixel_size_known,
+        mode=info.mode,
+        size_bytes=found.size_bytes,
+        sha256=found.sha256,
+        has_ctf=info.has_ctf,
+        import_root=str(root),
+        import_main=found.records[0]["path"],
+        import_files=found.records,
+    )
+    session.add(dataset)
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return dataset
+
+
 def get(session: Session, dataset_id: str) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None:
@@ -84,9 +122,12 @@ def delete(session: Session, storage: Storage, stacks: StackCache, dataset_id: s
         raise Conflict(f"dataset {dataset_id} has unfinished jobs: {', '.join(active)}; cancel them first")
     for job in jobs:
         session.delete(job)
+    session.flush()  # the jobs first: no relationship tells the unit of work their order
     session.delete(dataset)
     session.commit()
     stacks.drop(storage.dataset_dir(dataset_id))
+    if dataset.import_root is not None:  # its files are the lab's: only close them
+        stacks.drop(dataset_files.main_path(storage.root, dataset).parent)
     for job in jobs:
         storage.remove(storage.job_dir(job.id))
     storage.remove(storage.dataset_dir(dataset_id))
@@ -156,7 +197,8 @@ def derive(session: Session, storage: Storage, parent_id: str, *, job_id: str | 
             pixel_size_known=parent.pixel_size_known, mode=parent.mode, size_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(), has_ctf=parent.has_ctf, parent_id=parent.id,
             base_id=parent.base_id or parent.id, source_job_id=job_id if classes is not None else None,
-            source_round=source_round, source_classes=classes,
+            source_round=source_round, source_classes=classes, import_root=parent.import_root,
+            import_main=parent.import_main, import_files=parent.import_files,
         )
         session.add(dataset)
         session.commit()

@@ -11,6 +11,10 @@ class ServiceError(Exception):
         self.detail = detail
 
 
+class Forbidden(ServiceError):
+    status = 403
+
+
 class NotFound(ServiceError):
     status = 404
 

@@ -7,9 +7,13 @@ URL, a Redis URL and a DATA_DIR on a shared filesystem.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.engine.config import DEFAULT_DEVICE
 
@@ -40,8 +44,21 @@ class Settings(BaseSettings):
     MAX_ATTEMPTS: int = 3
     # Redis redelivers an unacknowledged task after this long: longer than the longest job.
     VISIBILITY_TIMEOUT_SECONDS: int = 7 * 24 * 3600
+    # Folders on this server whose files may be imported by path (registered, not copied).
+    # Empty: import by path is off. In the environment: paths separated by ":" (or a JSON list).
+    IMPORT_ROOTS: Annotated[list[Path], NoDecode] = []
     # Where the page lives (frontend/ of the source tree by default).
     FRONTEND_DIR: Path = Path(__file__).resolve().parents[2] / "frontend"
+
+    @field_validator("IMPORT_ROOTS", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(os.pathsep) if part.strip()]
+        return value
 
     @property
     def data_dir(self) -> Path:
@@ -64,6 +81,11 @@ class Settings(BaseSettings):
         return self.data_dir / "broker"
 
     @property
+    def import_roots(self) -> list[Path]:
+        """The import roots, absolute with links resolved (what paths are checked against)."""
+        return [root.expanduser().resolve() for root in self.IMPORT_ROOTS]
+
+    @property
     def cors_origins(self) -> list[str]:
         return [o.strip() for o in self.CORS_ORIGINS.split(",") if o.strip()]
 
@@ -78,4 +100,5 @@ class Settings(BaseSettings):
             "CRYOCLUST_HEARTBEAT_SECONDS": str(self.HEARTBEAT_SECONDS),
             "CRYOCLUST_STALE_AFTER_SECONDS": str(self.STALE_AFTER_SECONDS),
             "CRYOCLUST_VISIBILITY_TIMEOUT_SECONDS": str(self.VISIBILITY_TIMEOUT_SECONDS),
+            "CRYOCLUST_IMPORT_ROOTS": os.pathsep.join(str(root) for root in self.import_roots),
         }

@@ -80,6 +80,20 @@ class Dataset(Base):
     source_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     source_round: Mapped[int | None] = mapped_column(Integer, nullable=True)
     source_classes: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # A dataset imported by path reads files on the server's own storage, not copied: the import
+    # root that confines it, its main file relative to that root, and the size and mtime of
+    # every file it reads ({path, size, mtime_ns}), so a job notices files changed since.
+    # A subset of an imported dataset carries the same three.
+    import_root: Mapped[str | None] = mapped_column(Text, nullable=True)
+    import_main: Mapped[str | None] = mapped_column(Text, nullable=True)
+    import_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
+
+    @property
+    def imported_from(self) -> str | None:
+        """The absolute path of an imported dataset's main file; None for an upload."""
+        if self.import_root is None:
+            return None
+        return f"{self.import_root.rstrip('/')}/{self.import_main}"
 
 
 class Job(Base):
