@@ -20,6 +20,7 @@ COMMANDS = {
     "bench": "worker.engine.commands.bench",
     "serve": "backend.serve",
     "worker": "worker.run",
+    "import": "cryoclust.commands.import_path",
 }
 
 SUMMARIES = {
@@ -28,6 +29,7 @@ SUMMARIES = {
     "bench": "measure speed, memory and accuracy on simulated data",
     "serve": "serve the web app and API (with a local worker by default)",
     "worker": "run a Celery worker that executes classification jobs",
+    "import": "register particle files on the server's storage as a dataset (no copy)",
 }
 
 

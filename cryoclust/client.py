@@ -42,6 +42,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "health": ("GET", "/api/health"),
     "parameters": ("GET", "/api/parameters"),
     "upload": ("POST", "/api/datasets"),
+    "import_path": ("POST", "/api/datasets/import"),
     "datasets": ("GET", "/api/datasets"),
     "dataset": ("GET", "/api/datasets/{dataset_id}"),
     "delete_dataset": ("DELETE", "/api/datasets/{dataset_id}"),
@@ -94,6 +95,7 @@ class Dataset:
     source_job_id: str | None = None
     source_round: int | None = None
     source_classes: list[int] | None = None
+    imported_from: str | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -238,6 +240,17 @@ class Client:
         finally:
             for r in readers:
                 r.close()
+
+    def import_path(self, path: str | os.PathLike, name: str | None = None,
+                    pixel_size: float | None = None) -> Dataset:
+        """Register a stack, .star or .cs that already lies on the server (under one of its
+        CRYOCLUST_IMPORT_ROOTS) as a dataset; nothing is sent or copied. `path` is the server's."""
+        body: dict = {"path": os.fspath(path)}
+        if name:
+            body["name"] = name
+        if pixel_size is not None:
+            body["pixel_size"] = pixel_size
+        return _build(Dataset, self._json("POST", "/api/datasets/import", json=body))
 
     def datasets(self) -> list[Dataset]:
         return [_build(Dataset, d) for d in self._json("GET", "/api/datasets")]

@@ -1,4 +1,5 @@
-// Datasets panel: drag-and-drop or pick files, upload with a progress bar, list what is there.
+// Datasets panel: drag-and-drop or pick files, upload with a progress bar, import a path that is
+// already on the server, list what is there.
 
 import { api, uploadFiles, apiUrl } from "./api.js";
 import { fmtBytes, fmtInt, h, replace } from "./dom.js";
@@ -20,7 +21,13 @@ export class DatasetsPanel {
     this.status = document.getElementById("upload-status");
     this.error = document.getElementById("upload-error");
     this.list = document.getElementById("dataset-list");
+    this.importForm = document.getElementById("import-form");
+    this.importPath = document.getElementById("import-path");
     this.bindDropzone();
+    this.importForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.importFromPath();
+    });
     document.getElementById("upload-abort").addEventListener("click", () => this.upload?.abort());
   }
 
@@ -126,6 +133,48 @@ export class DatasetsPanel {
     }
   }
 
+  /** The pixel size typed in, as a number; null when empty, NaN when not a positive number. */
+  chosenApix() {
+    const apix = this.apixInput.value.trim();
+    if (!apix) return null;
+    return Number(apix) > 0 ? Number(apix) : NaN;
+  }
+
+  /** Register a file that lies on the server (under its import roots) as a dataset: no upload. */
+  async importFromPath() {
+    const path = this.importPath.value.trim();
+    this.showError("");
+    if (!path) {
+      this.showError("Give the path of a .mrcs, .star or .cs file on the server.");
+      return;
+    }
+    const apix = this.chosenApix();
+    if (Number.isNaN(apix)) {
+      this.showError("The pixel size must be a positive number of Å, or left empty.");
+      return;
+    }
+    const body = { path };
+    const name = this.nameInput.value.trim();
+    if (name) body.name = name;
+    if (apix !== null) body.pixel_size = apix;
+    const button = document.getElementById("import-button");
+    button.disabled = true;
+    button.textContent = "Importing…";
+    try {
+      const dataset = await api("/api/datasets/import", { method: "POST", json: body });
+      this.importPath.value = "";
+      this.nameInput.value = "";
+      this.apixInput.value = "";
+      await this.refresh();
+      this.onUse?.(dataset, { scroll: false });
+    } catch (err) {
+      this.showError(err.message);
+    } finally {
+      button.disabled = false;
+      button.textContent = "Import";
+    }
+  }
+
   async refresh() {
     try {
       this.datasets = await api("/api/datasets");
@@ -204,9 +253,9 @@ export class DatasetsPanel {
   }
 }
 
-/** Where a derived dataset came from, in words; "" for an uploaded one. */
+/** Where a derived or imported dataset came from, in words; "" for an uploaded one. */
 export function datasetOrigin(d) {
-  if (!d.parent_id) return "";
+  if (!d.parent_id) return d.imported_from ? `imported from ${d.imported_from} (read in place)` : "";
   const classes = d.source_classes && d.source_classes.length ? `, classes ${d.source_classes.join(", ")}` : "";
   const job = d.source_job_id ? ` by job #${d.source_job_id} round ${d.source_round}${classes}` : "";
   return `subset of dataset ${d.parent_id}${job}`;

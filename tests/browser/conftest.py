@@ -26,6 +26,7 @@ class Server:
     token: str
     data_dir: Path
     log: Path
+    import_root: Path  # CRYOCLUST_IMPORT_ROOTS: files here may be imported by path
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
@@ -37,11 +38,15 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
     SQLite and on PostgreSQL (one server each; page tests that run no job ask for SQLite only)."""
     root = tmp_path_factory.mktemp(f"serve-{request.param}")
     with database_url(request.param) as url:
-        settings = make_settings(root / "data", API_TOKEN=secrets.token_urlsafe(16), DATABASE_URL=url)
+        import_root = root / "lab"
+        import_root.mkdir()
+        settings = make_settings(root / "data", API_TOKEN=secrets.token_urlsafe(16), DATABASE_URL=url,
+                                 IMPORT_ROOTS=[import_root])
         serve = ServeProcess(child_env(settings), root, "--host", "127.0.0.1", "--access-log")
         try:
             serve.start(lambda health: bool(health.get("workers")), timeout=SERVER_START_SECONDS)
-            yield Server(url=serve.url, token=settings.API_TOKEN, data_dir=settings.data_dir, log=serve.log)
+            yield Server(url=serve.url, token=settings.API_TOKEN, data_dir=settings.data_dir, log=serve.log,
+                         import_root=import_root)
         finally:
             serve.stop(15)
 

@@ -31,7 +31,8 @@ def route_of(method: str, path: str) -> tuple[str, str] | None:
 
 def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
     require_port(6379, "Redis")
-    settings = make_settings(tmp_path / "data", BROKER_URL=REDIS_URL, API_TOKEN="client-token")
+    settings = make_settings(tmp_path / "data", BROKER_URL=REDIS_URL, API_TOKEN="client-token",
+                             IMPORT_ROOTS=[tmp_path / "in"])
     stack = write_stack(tmp_path / "in" / "particles.mrcs", n=60, box=32, pixel_size=0.0)
     hit: set[tuple[str, str]] = set()
     with running_api(settings) as api:
@@ -52,6 +53,9 @@ def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
             assert (ds.n_particles, ds.box_size, ds.pixel_size_known) == (60, 32, False)
             assert seen and seen[-1] == (stack.stat().st_size, stack.stat().st_size)
             assert [d.id for d in cc.datasets()] == [ds.id] and cc.dataset(ds.id).name == "stack"
+            imported = cc.import_path(stack, name="in place", pixel_size=1.5)
+            assert (imported.n_particles, imported.pixel_size, imported.imported_from) == (60, 1.5, str(stack.resolve()))
+            cc.delete_dataset(imported.id)
 
             job = cc.start_job(ds.id, **TINY)
             assert job.status == "queued" and job.params["cluster_num"] == 3

@@ -118,6 +118,25 @@ def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vani
         assert star.is_file() and (root / "project" / "Extract" / "job003" / "a.mrcs").is_file()
 
 
+def test_cryoclust_import_registers_a_path_and_says_why_not(tmp_path, capsys):
+    from cryoclust.cli import main
+
+    root, outside = lab_storage(tmp_path)
+    settings = make_settings(tmp_path / "data", IMPORT_ROOTS=[root], API_TOKEN="lab-token")
+    with running_api(settings) as api:
+        star = root / "project" / "Select" / "job010" / "particles.star"
+        assert main(["import", str(star), "--server", api.url, "--token", "lab-token", "--name", "P12"]) == 0
+        out = capsys.readouterr()
+        dataset_id = out.out.strip()
+        assert "60 particles of 16 px, 2 Å/px, 3 file(s) read in place" in out.err
+        with api.client() as client:
+            assert client.get(f"/api/datasets/{dataset_id}").json()["name"] == "P12"
+        assert main(["import", str(outside / "secret.mrcs"), "--server", api.url, "--token", "lab-token"]) == 1
+        assert "refused (403)" in capsys.readouterr().err
+        assert main(["import", str(star), "--server", api.url, "--token", "wrong"]) == 1
+        assert "refused (401)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("spelling", ["colon-separated", "json-list"])
 def test_import_roots_come_from_the_environment(monkeypatch, tmp_path, spelling):
     from cryoclust.core.settings import Settings
