@@ -18,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from backend.auth import require_token
 from backend.dispatch import Dispatcher
 from backend.errors import validation_error
-from backend.routes import datasets, downloads, events, health, jobs, page, parameters, results, session
+from backend.resumable import UploadStore
+from backend.routes import datasets, downloads, events, health, jobs, page, parameters, results, session, uploads
 from backend.routes.page import NoCacheStaticFiles
 from backend.services import jobs as jobs_service
 from backend.services.errors import ServiceError
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = Storage(settings.data_dir)
     app.state.dispatcher = Dispatcher(settings)
     app.state.stacks = StackCache()
+    app.state.uploads = UploadStore(settings.data_dir, settings.MAX_UPLOAD_BYTES)
     app.add_exception_handler(UploadError, _error_answer)
     app.add_exception_handler(ServiceError, _error_answer)
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -81,11 +83,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            allow_methods=["GET", "POST", "DELETE", "HEAD", "PATCH"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Tus-Resumable", "Upload-Length",
+                           "Upload-Offset", "Upload-Metadata"],
+            expose_headers=["Location", "Tus-Resumable", "Upload-Offset", "Upload-Length"],
         )
     protected = [Depends(require_token)]
-    for module in (health, parameters, datasets, jobs, events, results, downloads):
+    for module in (health, parameters, datasets, uploads, jobs, events, results, downloads):
         app.include_router(module.router, prefix="/api", dependencies=protected)
     app.include_router(session.router, prefix="/api")  # signs in with the token in its body
     app.include_router(page.router)

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from backend.dispatch import Dispatcher
+from backend.resumable import UploadStore
 from backend.storage import StackCache, Storage
 from cryoclust.core.db import Database
 from cryoclust.core.settings import Settings
@@ -43,10 +44,15 @@ def get_stacks(request: Request) -> StackCache:
     return request.app.state.stacks
 
 
+def get_uploads(request: Request) -> UploadStore:
+    return request.app.state.uploads
+
+
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 StacksDep = Annotated[StackCache, Depends(get_stacks)]
+UploadsDep = Annotated[UploadStore, Depends(get_uploads)]
 

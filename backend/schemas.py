@@ -57,6 +57,16 @@ class DatasetImport(BaseModel):
     pixel_size: float | None = Field(None, gt=0, le=1000, description="Å per pixel, when the files do not say it")
 
 
+class DatasetFromUploads(BaseModel):
+    """Finished resumable uploads (POST /api/uploads, tus) that make one dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uploads: list[str] = Field(min_length=1, max_length=1000, description="the ids of the uploads (the end of their Location)")
+    name: str | None = Field(None, min_length=1, max_length=200)
+    pixel_size: float | None = Field(None, gt=0, le=1000, description="Å per pixel, when the files do not say it")
+
+
 class SubsetDatasetCreate(BaseModel):
     """Particles for a derived dataset: a job's classes (job_id, round, classes) or indices."""
 
