@@ -4,6 +4,7 @@
 
     with Client("http://gpu-box:8000", token="...") as cc:
         ds = cc.upload(["particles.star", "stack1.mrcs", "stack2.mrcs"], progress=print)
+        big = cc.upload_resumable("run7_particles.mrcs")    # in pieces: survives a dropped connection
         job = cc.start_job(ds.id, cluster_num=20, round_num=8)
         for event in cc.events(job.id):          # live: status, round_started, loss, ..., end
             if event.kind == "round":
@@ -21,6 +22,7 @@ HTTP only: it imports nothing of the server (checked by lint-imports).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tempfile
@@ -36,6 +38,10 @@ import numpy as np
 __all__ = ["ApiError", "ClassInfo", "Client", "Dataset", "Embedding", "Event", "Job"]
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+TUS = {"Tus-Resumable": "1.0.0"}
+# Worth another try of a resumable upload after a pause: the server holds another offset than
+# thought (409), another request still writes the upload (423), a proxy or the server is restarting.
+RETRY_STATUSES = (409, 423, 502, 503, 504)
 # The routes this client wraps: method name -> (HTTP method, path). tests/service checks that
 # each exists on the server and that the tests call every one.
 ROUTES: dict[str, tuple[str, str]] = {
@@ -43,6 +49,10 @@ ROUTES: dict[str, tuple[str, str]] = {
     "parameters": ("GET", "/api/parameters"),
     "upload": ("POST", "/api/datasets"),
     "import_path": ("POST", "/api/datasets/import"),
+    "upload_resumable": ("POST", "/api/uploads"),
+    "upload_resumable (offset)": ("HEAD", "/api/uploads/{upload_id}"),
+    "upload_resumable (bytes)": ("PATCH", "/api/uploads/{upload_id}"),
+    "upload_resumable (dataset)": ("POST", "/api/datasets/from-uploads"),
     "datasets": ("GET", "/api/datasets"),
     "dataset": ("GET", "/api/datasets/{dataset_id}"),
     "delete_dataset": ("DELETE", "/api/datasets/{dataset_id}"),
@@ -240,6 +250,64 @@ class Client:
         finally:
             for r in readers:
                 r.close()
+
+    def upload_resumable(self, paths: Sequence[str | os.PathLike] | str | os.PathLike, name: str | None = None,
+                         pixel_size: float | None = None, progress: Callable[[int, int], None] | None = None,
+                         chunk_size: int = 32 * 1024**2, retries: int = 20) -> Dataset:
+        """As `upload`, in pieces over the tus protocol: a dropped connection or a restarted server
+        costs a pause and at most one piece, not the whole transfer (up to `retries` times in a
+        row per file, waiting up to 30 s between tries)."""
+        paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+        sizes = [p.stat().st_size for p in paths]
+        total, before, ids = sum(sizes), 0, []
+        for path, size in zip(paths, sizes):
+            metadata = "filename " + base64.b64encode(path.name.encode()).decode()
+            created = self._request("POST", "/api/uploads", headers={**TUS, "Upload-Length": str(size),
+                                                                     "Upload-Metadata": metadata})
+            location = created.headers["location"]
+            ids.append(location.rstrip("/").rsplit("/", 1)[-1])
+
+            def report(done: int, start: int = before) -> None:
+                if progress is not None:
+                    progress(start + done, total)
+
+            self._send_pieces(path, size, location, chunk_size, retries, report)
+            before += size
+        body: dict = {"uploads": ids}
+        if name:
+            body["name"] = name
+        if pixel_size is not None:
+            body["pixel_size"] = pixel_size
+        return _build(Dataset, self._json("POST", "/api/datasets/from-uploads", json=body))
+
+    def _send_pieces(self, path: Path, size: int, location: str, chunk_size: int, retries: int,
+                     report: Callable[[int], object]) -> None:
+        """PATCH the file from where the server stands until it holds all of it."""
+        offset: int | None = None  # unknown: ask the server (at the start and after a failure)
+        failures = 0
+        with open(path, "rb") as handle:
+            while True:
+                try:
+                    if offset is None:
+                        offset = int(self._request("HEAD", location, headers=TUS).headers["upload-offset"])
+                        report(offset)
+                    if offset >= size:
+                        return
+                    handle.seek(offset)
+                    piece = handle.read(chunk_size)
+                    answer = self._request("PATCH", location, content=piece, headers={
+                        **TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
+                    offset = int(answer.headers["upload-offset"])
+                    report(offset)
+                    failures = 0
+                except (httpx.TransportError, ApiError) as exc:
+                    if isinstance(exc, ApiError) and exc.status not in RETRY_STATUSES:
+                        raise
+                    failures += 1
+                    if failures > retries:
+                        raise
+                    offset = None
+                    time.sleep(min(30.0, 0.5 * 2 ** (failures - 1)))
 
     def import_path(self, path: str | os.PathLike, name: str | None = None,
                     pixel_size: float | None = None) -> Dataset:

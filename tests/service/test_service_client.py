@@ -53,6 +53,12 @@ def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
             assert (ds.n_particles, ds.box_size, ds.pixel_size_known) == (60, 32, False)
             assert seen and seen[-1] == (stack.stat().st_size, stack.stat().st_size)
             assert [d.id for d in cc.datasets()] == [ds.id] and cc.dataset(ds.id).name == "stack"
+            pieces: list[tuple[int, int]] = []
+            resumable = cc.upload_resumable(stack, name="in pieces", chunk_size=50_000,
+                                            progress=lambda sent, total: pieces.append((sent, total)))
+            assert resumable.raw["sha256"] == ds.raw["sha256"] and resumable.n_particles == 60
+            assert len(pieces) > 3 and pieces[-1] == (stack.stat().st_size, stack.stat().st_size)
+            cc.delete_dataset(resumable.id)
             imported = cc.import_path(stack, name="in place", pixel_size=1.5)
             assert (imported.n_particles, imported.pixel_size, imported.imported_from) == (60, 1.5, str(stack.resolve()))
             cc.delete_dataset(imported.id)

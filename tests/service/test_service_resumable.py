@@ -142,3 +142,32 @@ def test_resumable_uploads_keep_the_token_and_the_size_limit(tmp_path):
         assert client.post("/api/uploads", headers={"Upload-Length": "10"}).status_code == 412
         assert patch(client, location, 0, b"", **{"Content-Type": "text/plain"}).status_code == 415
         assert client.head("/api/uploads/../../etc", headers=TUS).status_code == 404
+
+
+class DropsSomePatches(httpx.HTTPTransport):
+    """A real connection that fails every third PATCH before it is sent, as a flaky network does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patches = self.dropped = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH":
+            self.patches += 1
+            if self.patches % 3 == 2:
+                self.dropped += 1
+                raise httpx.WriteError("connection reset by peer", request=request)
+        return super().handle_request(request)
+
+
+def test_the_client_resumes_after_dropped_connections(tmp_path):
+    from cryoclust.client import Client
+
+    stack = write_stack(tmp_path / "in" / "flaky.mrcs", n=300, box=32)
+    with running_api(make_settings(tmp_path / "data")) as api:
+        transport = DropsSomePatches()
+        with Client(api.url, transport=transport) as cc:
+            dataset = cc.upload_resumable(stack, chunk_size=64_000)
+    assert transport.dropped >= 5
+    assert dataset.raw["sha256"] == hashlib.sha256(stack.read_bytes()).hexdigest()
+    assert dataset.n_particles == 300
