@@ -1,11 +1,14 @@
-// Datasets panel: drag-and-drop or pick files, upload with a progress bar, import a path that is
-// already on the server, list what is there.
+// Datasets panel: drag-and-drop or pick files, upload with a progress bar (large files in
+// resumable pieces), import a path that is already on the server, list what is there.
 
 import { api, uploadFiles, apiUrl } from "./api.js";
 import { fmtBytes, fmtInt, h, replace } from "./dom.js";
+import { uploadResumable } from "./resumable.js";
 
 const ACCEPTED = /\.(mrcs|mrc|star|cs)$/i;
 const THUMBNAILS = 10;
+// From this size on, files go in resumable pieces (tus), so a dropped connection costs a piece.
+const RESUMABLE_FROM_BYTES = 32 * 1024 * 1024;
 
 export class DatasetsPanel {
   /** onChange(datasets) runs after every refresh; onUse(dataset) when "New job" is pressed. */
@@ -116,8 +119,18 @@ export class DatasetsPanel {
           ? `${fmtBytes(sent)} sent; the server is checking the files…`
           : `${fmtBytes(loaded)} of ${fmtBytes(sent)} · ${fmtBytes(rate)}/s`;
     };
-    const url = apix ? `/api/datasets?pixel_size=${encodeURIComponent(Number(apix))}` : "/api/datasets";
-    this.upload = uploadFiles(url, files, { name: this.nameInput.value.trim() }, onProgress);
+    const notice = document.getElementById("upload-notice");
+    const onNotice = (message) => {
+      notice.textContent = message;
+      notice.hidden = !message;
+    };
+    if (total >= RESUMABLE_FROM_BYTES) {
+      const fields = { name: this.nameInput.value.trim(), pixelSize: apix ? Number(apix) : null };
+      this.upload = uploadResumable(files, fields, onProgress, onNotice);
+    } else {
+      const url = apix ? `/api/datasets?pixel_size=${encodeURIComponent(Number(apix))}` : "/api/datasets";
+      this.upload = uploadFiles(url, files, { name: this.nameInput.value.trim() }, onProgress);
+    }
     try {
       const dataset = await this.upload.promise;
       this.nameInput.value = "";
@@ -128,6 +141,7 @@ export class DatasetsPanel {
       this.showError(err.message);
     } finally {
       this.upload = null;
+      onNotice("");
       this.status.hidden = true;
       this.dropzone.classList.remove("busy");
     }

@@ -4,6 +4,7 @@ and is chosen in the job form."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
@@ -43,3 +44,41 @@ def test_import_from_server_path(page, server, console, tmp_path):
         assert client.get(f"/api/datasets/{dataset_id}").json()["imported_from"] == str(stack)
         assert client.delete(f"/api/datasets/{dataset_id}").status_code == 204
     assert stack.is_file(), "deleting an imported dataset leaves the lab's file alone"
+
+
+@on_sqlite
+def test_large_upload_goes_in_pieces_and_resumes_after_a_dropped_connection(page, server, console, tmp_path):
+    """A file over the resumable threshold (32 MiB) goes over tus in 16 MiB pieces; the second
+    piece's connection is reset; the page asks the server's offset and finishes the upload."""
+    console.allow(r"ERR_CONNECTION_RESET|status of 4\d\d")
+    stack = write_stack(tmp_path / "large.mrcs", n=9000, box=32)  # 36.9 MB: three pieces
+    data = stack.read_bytes()
+    seen: list[str] = []
+    patches = {"count": 0}
+
+    def drop_second_piece(route):
+        request = route.request
+        seen.append(request.method)
+        if request.method == "PATCH":
+            patches["count"] += 1
+            if patches["count"] == 2:
+                route.abort("connectionreset")
+                return
+        route.continue_()
+
+    page.route("**/api/uploads/*", drop_second_piece)
+    page.goto(server.url)
+    expect(page.locator("#jobs-list")).to_contain_text(re.compile("No jobs yet|Job"))
+    page.fill("#dataset-name", "large, resumed")
+    page.set_input_files("#file-input", str(stack))
+    expect(page.locator("#upload-notice")).to_contain_text("resuming", timeout=30_000)
+    card = page.locator(".dataset-card", has_text="large, resumed")
+    expect(card).to_contain_text("9,000 particles", timeout=120_000)
+    expect(page.locator("#upload-error")).to_be_hidden()
+    # After the reset: HEAD (where does the server stand?) and the rest, from there.
+    reset_at = [i for i, m in enumerate(seen) if m == "PATCH"][1]
+    assert "HEAD" in seen[reset_at + 1:] and seen.count("PATCH") == 4, seen
+    with server.client() as client:
+        dataset = client.get(f"/api/datasets/{card.get_attribute('data-id')}").json()
+    assert dataset["sha256"] == hashlib.sha256(data).hexdigest()
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('cryoclust.upload:')).length") == 0
