@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -29,6 +30,7 @@ from cryoclust.core.settings import Settings
 from worker.engine.version import __version__
 
 log = logging.getLogger("cryoclust.api")
+UPLOAD_SWEEP_SECONDS = 3600  # abandoned resumable uploads are looked for at start and hourly
 
 
 def reap_once(app: FastAPI) -> list[str]:
@@ -36,9 +38,20 @@ def reap_once(app: FastAPI) -> list[str]:
     return jobs_service.reap_stale(app.state.db, app.state.settings, app.state.dispatcher)
 
 
+def remove_abandoned_uploads(app: FastAPI) -> list[str]:
+    return app.state.uploads.remove_abandoned(app.state.settings.UPLOAD_KEEP_DAYS * 86400)
+
+
 async def _reaper(app: FastAPI) -> None:
     interval = max(0.5, min(30.0, app.state.settings.STALE_AFTER_SECONDS / 4))
+    last_sweep = -float("inf")
     while True:
+        if time.monotonic() - last_sweep > UPLOAD_SWEEP_SECONDS:
+            last_sweep = time.monotonic()
+            try:
+                await run_in_threadpool(remove_abandoned_uploads, app)
+            except Exception:
+                log.exception("removing abandoned uploads")
         await asyncio.sleep(interval)
         try:
             await run_in_threadpool(reap_once, app)

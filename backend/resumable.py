@@ -9,6 +9,7 @@ to send in one request that must survive a dropped connection.
 Each upload is a folder DATA_DIR/uploads/<id>/ with `info.json` (length, file name) and `data`.
 The offset is the size of `data`: the bytes that reached the disk are the truth, so an offset
 survives a dropped connection (whatever arrived before the drop is kept) and a server restart.
+An upload that receives nothing for CRYOCLUST_UPLOAD_KEEP_DAYS is deleted.
 A finished upload becomes (part of) a dataset through POST /api/datasets/from-uploads, with the
 same checks as a multipart upload.
 
@@ -28,6 +29,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +126,19 @@ class UploadStore:
 
     def remove(self, upload: PendingUpload) -> None:
         shutil.rmtree(upload.folder, ignore_errors=True)
+
+    def remove_abandoned(self, keep_seconds: float) -> list[str]:
+        """Delete the uploads that received no byte for `keep_seconds` (and half-made folders)."""
+        removed, cutoff = [], time.time() - keep_seconds
+        for folder in self.root.iterdir():
+            try:
+                last = max(p.stat().st_mtime for p in [folder, *folder.iterdir()])
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if last < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        return removed
 
     async def append(self, upload: PendingUpload, offset: int, declared: int | None,
                      body: AsyncIterator[bytes], write) -> int:

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     # Queue the API sends jobs to and the workers consume.
     QUEUE: str = "cryoclust"
     MAX_UPLOAD_BYTES: int = 50 * 1024**3
+    # A resumable upload that receives no byte for this long is deleted.
+    UPLOAD_KEEP_DAYS: float = 7.0
     # Empty: no token asked (the server then binds to loopback by default).
     API_TOKEN: str = ""
     # Device of a worker that no job asks otherwise; cuda falls back to cpu in the engine.

@@ -171,3 +171,23 @@ def test_the_client_resumes_after_dropped_connections(tmp_path):
     assert transport.dropped >= 5
     assert dataset.raw["sha256"] == hashlib.sha256(stack.read_bytes()).hexdigest()
     assert dataset.n_particles == 300
+
+
+def test_abandoned_uploads_are_deleted_when_the_server_starts(tmp_path):
+    import os
+
+    settings = make_settings(tmp_path / "data", UPLOAD_KEEP_DAYS=1.0)
+    with running_api(settings) as api, api.client() as client:
+        old = create(client, "old.mrcs", 1000).headers["location"]
+        fresh = create(client, "fresh.mrcs", 1000).headers["location"]
+        assert patch(client, old, 0, b"x" * 10).status_code == 204
+        folder = api.data_dir / "uploads" / old.rsplit("/", 1)[1]
+        two_days_ago = time.time() - 2 * 86400
+        for path in (folder, *folder.iterdir()):
+            os.utime(path, (two_days_ago, two_days_ago))
+    with running_api(settings) as api, api.client() as client:
+        deadline = time.monotonic() + 10
+        while client.head(old, headers=TUS).status_code != 404 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.head(old, headers=TUS).status_code == 404
+        assert offset_of(client, fresh) == 0
