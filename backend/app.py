@@ -20,7 +20,18 @@ from backend.auth import require_token
 from backend.dispatch import Dispatcher
 from backend.errors import validation_error
 from backend.resumable import UploadStore
-from backend.routes import datasets, downloads, events, health, jobs, page, parameters, results, session, uploads
+from backend.routes import (
+    datasets,
+    downloads,
+    events,
+    health,
+    jobs,
+    page,
+    parameters,
+    results,
+    session,
+    uploads,
+)
 from backend.routes.page import NoCacheStaticFiles
 from backend.services import jobs as jobs_service
 from backend.services.errors import ServiceError

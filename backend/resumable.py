@@ -145,7 +145,8 @@ class UploadStore:
         """Write the body at `offset` (which must be where the upload stands); returns the new
         offset. A dropped connection keeps what arrived. `write(function, *args)` runs a disk
         write off the event loop."""
-        with open(upload.data, "ab") as out:
+        out = await write(open, upload.data, "ab")
+        with out:
             try:
                 fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
