@@ -38,6 +38,7 @@ from backend.services.errors import ServiceError
 from backend.storage import StackCache, Storage, UploadError
 from cryoclust.core.db import Database
 from cryoclust.core.settings import Settings
+from worker.engine.errors import InputError
 from worker.engine.version import __version__
 
 log = logging.getLogger("cryoclust.api")
@@ -86,6 +87,12 @@ async def _error_answer(_request: Request, exc: UploadError | ServiceError) -> J
     return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
 
+async def _input_error(_request: Request, exc: InputError) -> JSONResponse:
+    # A dataset's files no longer read as they did (an imported file changed or vanished, a damaged
+    # upload): the request was fine, the files on the server are what conflicts.
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -102,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.uploads = UploadStore(settings.data_dir, settings.MAX_UPLOAD_BYTES)
     app.add_exception_handler(UploadError, _error_answer)
     app.add_exception_handler(ServiceError, _error_answer)
+    app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     if settings.cors_origins:
         app.add_middleware(

@@ -85,7 +85,7 @@ def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vani
         assert not (api.data_dir / "datasets" / dataset["id"]).exists(), "registered, not copied"
         assert client.get(f"/api/datasets/{dataset['id']}/particles/59.png").status_code == 200
 
-        job = client.post("/api/jobs", json={"dataset_id": dataset["id"], **TINY}).json()
+        first = job = client.post("/api/jobs", json={"dataset_id": dataset["id"], **TINY}).json()
         done = wait_for_job(client, job["id"], timeout=180)
         assert done["status"] == "succeeded", done
         labels = client.get(f"/api/jobs/{job['id']}/rounds/final/labels.csv").text.splitlines()
@@ -114,6 +114,8 @@ def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vani
         job = client.post("/api/jobs", json={"dataset_id": dataset["id"], **TINY}).json()
         failed = wait_for_job(client, job["id"], timeout=60)
         assert failed["status"] == "failed" and "job003/b.mrcs vanished after import" in failed["error"], failed
+        export = client.get(f"/api/jobs/{first['id']}/particles.cs")
+        assert export.status_code == 409 and "b.mrcs vanished after import" in export.json()["detail"]
         assert client.delete(f"/api/datasets/{dataset['id']}").status_code == 204
         assert star.is_file() and (root / "project" / "Extract" / "job003" / "a.mrcs").is_file()
 
