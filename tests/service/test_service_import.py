@@ -149,3 +149,17 @@ def test_import_roots_come_from_the_environment(monkeypatch, tmp_path, spelling)
     assert Settings().IMPORT_ROOTS == [first, second]
     monkeypatch.setenv("CRYOCLUST_IMPORT_ROOTS", "")
     assert Settings().IMPORT_ROOTS == []
+
+
+def test_imported_dataset_and_its_subsets_on_both_databases(tmp_path, db_url):
+    root, _ = lab_storage(tmp_path)
+    star = root / "project" / "Select" / "job010" / "particles.star"
+    with running_api(make_settings(tmp_path / "data", DATABASE_URL=db_url, IMPORT_ROOTS=[root])) as api, \
+            api.client() as client:
+        dataset = client.post("/api/datasets/import", json={"path": str(star), "pixel_size": 1.1}).json()
+        assert (dataset["pixel_size"], dataset["pixel_size_known"]) == (1.1, True)
+        subset = client.post(f"/api/datasets/{dataset['id']}/subsets", json={"indices": [0, 45]})
+        assert subset.status_code == 201, subset.text
+        assert subset.json()["imported_from"] == dataset["imported_from"] == str(star)
+        assert client.get(f"/api/datasets/{subset.json()['id']}/particles/1.png").status_code == 200
+        assert [d["id"] for d in client.get("/api/datasets").json()] == [subset.json()["id"], dataset["id"]]
