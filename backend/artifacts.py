@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +45,62 @@ def read_json(path: Path):
 
 
 def labels(folder: Path) -> np.ndarray:
-    """0-based class of every particle in this round."""
+    """0-based class of every particle in this round (read-only: it is shared by requests).
+
+    A round folder never changes once complete, so the parsed labels are kept for the next
+    request (a page of class members, the embedding, an export), keyed by the file's identity.
+    """
     path = folder / "labels.csv"
-    if not path.is_file():
-        raise HTTPException(404, "labels.csv is missing")
-    return read_labels_csv(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise HTTPException(404, "labels.csv is missing") from None
+    return _cached_labels(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)  # 8 rounds of 1M particles: 64 MB
+def _cached_labels(path: str, inode: int, size: int, mtime_ns: int) -> np.ndarray:
+    result = parse_class_column(Path(path).read_bytes())
+    if result is None:  # an unusual file (quoted newlines, ...): the csv module's reading
+        result = read_labels_csv(Path(path))
+    result.setflags(write=False)
+    return result
+
+
+def parse_class_column(data: bytes) -> np.ndarray | None:
+    """0-based labels from the bytes of a labels.csv whose last column is "class", parsed with
+    numpy (about 30 times faster than the csv module at 1M rows); None when the file is not
+    plain enough for that (then the caller reads it with the csv module)."""
+    header_end = data.find(b"\n")
+    if header_end < 0 or data[:header_end].rstrip(b"\r").rsplit(b",", 1)[-1] != b"class":
+        return None
+    body = np.frombuffer(data, dtype=np.uint8, offset=header_end + 1)
+    if body.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.flatnonzero(body == ord("\n"))
+    if ends.size == 0 or ends[-1] != body.size - 1:
+        ends = np.append(ends, body.size)
+    ends = ends - (body[np.minimum(ends, body.size) - 1] == ord("\r"))  # csv writes \r\n
+    quotes = np.flatnonzero(body == ord('"'))
+    if quotes.size and np.any(np.bincount(np.searchsorted(ends, quotes), minlength=ends.size) % 2):
+        return None  # a quoted name runs over a line break
+    commas = np.flatnonzero(body == ord(","))
+    last = np.searchsorted(commas, ends) - 1
+    if last.size and last[0] < 0:
+        return None
+    starts = commas[last] + 1
+    previous_ends = np.concatenate(([-1], ends[:-1]))
+    widths = ends - starts
+    if np.any(starts <= previous_ends) or np.any(widths < 1) or widths.max() > 9:
+        return None
+    value = np.zeros(ends.size, dtype=np.int64)
+    for place in range(int(widths.max())):
+        rows = widths > place
+        digit = body[starts[rows] + place].astype(np.int64) - ord("0")
+        if np.any((digit < 0) | (digit > 9)):
+            return None
+        value[rows] = value[rows] * 10 + digit
+    return value - 1
 
 
 def embedding_2d(folder: Path) -> np.ndarray:

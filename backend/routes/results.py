@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-from fastapi import APIRouter, Query, Response
+from typing import Literal
 
-from backend import artifacts
+import numpy as np
+from fastapi import APIRouter, Header, Query, Response
+
+from backend import artifacts, embedding_binary
 from backend.deps import SessionDep, StacksDep, StorageDep
 from backend.schemas import ClassOut, EmbeddingOut, LossOut, MembersOut
 from backend.services import events, jobs
@@ -36,13 +38,31 @@ def job_rounds(job_id: str, session: SessionDep, storage: StorageDep) -> list[in
     return artifacts.rounds(storage.job_dir(job.id))
 
 
-@router.get("/jobs/{job_id}/rounds/{round_ref}/embedding", response_model=EmbeddingOut)
-def round_embedding(job_id: str, round_ref: str, session: SessionDep, storage: StorageDep) -> dict:
+@router.get(
+    "/jobs/{job_id}/rounds/{round_ref}/embedding",
+    response_model=EmbeddingOut,
+    responses={200: {"content": {embedding_binary.MEDIA_TYPE: {}}}},
+)
+def round_embedding(
+    job_id: str,
+    round_ref: str,
+    session: SessionDep,
+    storage: StorageDep,
+    fmt: Literal["json", "binary"] | None = Query(
+        None, alias="format", description="binary: float32 x, y and uint16 classes (see the README); default JSON, "
+        "or binary when Accept asks for application/octet-stream"),
+    accept: str | None = Header(None),
+):
     """The 2-D projection of every particle's embedding, with its class (1-based)."""
     job = jobs.get(session, job_id)
     _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
-    points = np.round(np.asarray(artifacts.embedding_2d(folder), dtype=np.float64), 4)
-    return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "labels": (artifacts.labels(folder) + 1).tolist()}
+    xy = artifacts.embedding_2d(folder)
+    classes = artifacts.labels(folder) + 1
+    if embedding_binary.wants_binary(accept, fmt):
+        headers = {"X-Embedding-Count": str(classes.size), "X-Embedding-Classes": str(int(classes.max(initial=0)))}
+        return Response(embedding_binary.pack(xy, classes), media_type=embedding_binary.MEDIA_TYPE, headers=headers)
+    points = np.round(np.asarray(xy, dtype=np.float64), 4)
+    return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "labels": classes.tolist()}
 
 
 @router.get("/jobs/{job_id}/rounds/{round_ref}/classes", response_model=list[ClassOut])

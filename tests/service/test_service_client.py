@@ -76,6 +76,11 @@ def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
             labels = cc.labels(job.id)
             assert emb.xy.shape == (60, 2) and emb.xy.dtype == np.float32
             np.testing.assert_array_equal(emb.labels, labels)
+            # The binary form is the round's float32 file exactly; the JSON form rounds it.
+            final = max((settings.data_dir / "jobs" / job.id).glob("round_*"))
+            np.testing.assert_array_equal(emb.xy, np.load(final / "embedding_2d.npy"))
+            as_json = cc.http.get(f"/api/jobs/{job.id}/rounds/final/embedding").json()
+            np.testing.assert_allclose(emb.xy, np.column_stack([as_json["x"], as_json["y"]]), atol=1e-4)
             classes = cc.classes(job.id, round=2)
             assert [c.number for c in classes] == [1, 2, 3] and sum(c.count for c in classes) == 60
             # No pixel size in the stack: the FRC figure comes per Nyquist, never in Å.
