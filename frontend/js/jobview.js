@@ -4,10 +4,11 @@
 import { api, apiUrl } from "./api.js";
 import { fmtDuration, fmtInt, fmtTime, h, progressBar, replace, statusBadge } from "./dom.js";
 import { datasetOrigin } from "./datasets.js";
+import { fetchEmbedding } from "./embedding.js";
 import { ClassGallery } from "./gallery.js";
 import { ACTIVE } from "./jobs.js";
 import { LossPlot } from "./lossplot.js";
-import { EmbeddingScatter } from "./scatter.js";
+import { drawingFor, EmbeddingScatter, HOVER_SAMPLE } from "./scatter.js";
 
 const EVENT_TYPES = ["status", "round_started", "loss", "epoch", "round", "end"];
 
@@ -336,7 +337,7 @@ export class JobView {
     let classes;
     try {
       [embedding, classes] = await Promise.all([
-        api(`/api/jobs/${this.jobId}/rounds/${r}/embedding`),
+        fetchEmbedding(this.jobId, r),
         api(`/api/jobs/${this.jobId}/rounds/${r}/classes`),
       ]);
     } catch (err) {
@@ -344,7 +345,11 @@ export class JobView {
       return;
     }
     if (seq !== this.loadSeq || this.closed) return;
-    this.scatterNote.textContent = `${fmtInt(embedding.labels.length)} particles, ${classes.length} classes; hover a point to see the particle.`;
+    const n = embedding.labels.length;
+    const hover = drawingFor(n) === "density"
+      ? `drawn as a density; hover one of ${fmtInt(Math.min(n, HOVER_SAMPLE))} sampled points to see the particle`
+      : "hover a point to see the particle";
+    this.scatterNote.textContent = `${fmtInt(n)} particles, ${classes.length} classes; ${hover}.`;
     this.gallery.show(r, classes);
     await this.scatter.show(embedding, r);
   }
