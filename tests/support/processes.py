@@ -132,13 +132,16 @@ class ServeProcess:
 
 
 class RedisServer:
-    """A private redis-server on a free port with no persistence: free to kill and restart."""
+    """A private redis-server on a free port: with no persistence (free to kill and restart
+    empty), or with `persistent` an append-only file synced at every write, as a deployment
+    keeps its queue (a restart with `restart()` keeps every queued task)."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, persistent: bool = False) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.folder = folder
         self.port = port or free_port()
+        self.persistent = persistent
         self.process: Process | None = None
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -147,8 +150,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--dir", str(self.folder)]
+                   *persistence, "--dir", str(self.folder)]
         self.process = Process(command, self.folder / "redis.log")
         deadline = time.monotonic() + 10
         while not port_open(self.port):
@@ -161,6 +165,12 @@ class RedisServer:
         if self.process:
             self.process.kill()
             self.process.stop()
+
+    def restart(self) -> "RedisServer":
+        """Stop (SIGTERM: a persistent server writes its file out) and start on the same port."""
+        if self.process:
+            self.process.stop(20)
+        return self.start()
 
     def __enter__(self) -> "RedisServer":
         return self.start()
