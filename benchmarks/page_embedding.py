@@ -239,7 +239,7 @@ def main(args: argparse.Namespace) -> None:
     settings = make_settings(work / "data")
     serve = ServeProcess(child_env(settings), work, "--no-worker")
     serve.start()
-    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+    results = {"command": " ".join(["benchmarks/page_embedding.py", *sys.argv[1:]]), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                            "load_average_at_start": [round(v, 2) for v in os.getloadavg()]},
                "sizes": {}}
     try:

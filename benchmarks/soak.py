@@ -288,7 +288,7 @@ def main(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     with postgres_schema() as database_url:
         result = run(args, work, database_url)
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+    result = {"command": " ".join(["benchmarks/soak.py", *sys.argv[1:]]), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "load_average_at_end": [round(v, 2) for v in os.getloadavg()]}, **result}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
