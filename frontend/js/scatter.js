@@ -93,13 +93,15 @@ export class EmbeddingScatter {
       uirevision: `round-${round}`,
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "#fff",
-      images: density ? [this.densityLayer(this.box)] : [],
+      images: density ? [this.densityLayer(this.box, new Set())] : [],
     };
     if (density) {
       layout.xaxis.range = [this.box.x0, this.box.x1];
       layout.yaxis.range = [this.box.y0, this.box.y1];
     }
     await Plotly.react(this.el, traces, layout, CONFIG);
+    // Plotly keeps the classes hidden in the legend while the round stays the same (uirevision).
+    if (density && this.hiddenClasses().size) this.drawDensity();
     this.el.dataset.drawMs = String(Math.round(performance.now() - started)); // read by the benchmark
     this.el.dataset.round = String(round);
     if (!this.plotted) {
@@ -110,20 +112,25 @@ export class EmbeddingScatter {
   }
 
   /** The density image of the window `box` as a Plotly layout image under the points. */
-  densityLayer(box) {
+  densityLayer(box, hidden = this.hiddenClasses()) {
     const rect = this.el.getBoundingClientRect();
     const ratio = window.devicePixelRatio || 1;
     const width = Math.max(64, Math.min(MAX_IMAGE_PIXELS, Math.round((rect.width || 600) * ratio)));
     const height = Math.max(64, Math.min(MAX_IMAGE_PIXELS, Math.round((rect.height || 360) * ratio)));
-    const hidden = new Set();
-    for (const trace of this.el.data || []) {
-      if (trace.visible === "legendonly") hidden.add(Number(String(trace.name).replace("class ", "")));
-    }
     const source = densityImage(this.data, box, { width, height, hidden, colourOf: classColour });
     return {
       source, xref: "x", yref: "y", x: box.x0, y: box.y1, sizex: box.x1 - box.x0, sizey: box.y1 - box.y0,
       xanchor: "left", yanchor: "top", sizing: "stretch", layer: "below",
     };
+  }
+
+  /** Classes switched off in the legend. */
+  hiddenClasses() {
+    const hidden = new Set();
+    for (const trace of this.el.data || []) {
+      if (trace.visible === "legendonly") hidden.add(Number(String(trace.name).replace("class ", "")));
+    }
+    return hidden;
   }
 
   /** Redraw the density for the window now shown (after a zoom, a pan or a class toggled). */

@@ -14,7 +14,7 @@ from support.net import require_port
 from support.settings import make_settings
 from support.stacks import write_stack
 
-from cryoclust.client import ROUTES, ApiError, Client
+from cryoclust.client import ROUTES, ApiError, Client, decode_embedding
 
 TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 2, "batch_size": 16, "size": 16, "device": "cpu"}
 
@@ -81,6 +81,10 @@ def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
             np.testing.assert_array_equal(emb.xy, np.load(final / "embedding_2d.npy"))
             as_json = cc.http.get(f"/api/jobs/{job.id}/rounds/final/embedding").json()
             np.testing.assert_allclose(emb.xy, np.column_stack([as_json["x"], as_json["y"]]), atol=1e-4)
+            by_accept = cc.http.get(f"/api/jobs/{job.id}/rounds/final/embedding",
+                                    headers={"Accept": "application/octet-stream"})
+            assert by_accept.headers["content-type"] == "application/octet-stream"
+            np.testing.assert_array_equal(decode_embedding(by_accept.content).labels, labels)
             classes = cc.classes(job.id, round=2)
             assert [c.number for c in classes] == [1, 2, 3] and sum(c.count for c in classes) == 60
             # No pixel size in the stack: the FRC figure comes per Nyquist, never in Å.
