@@ -25,7 +25,7 @@ def aspire_python() -> Path:
     path = Path(os.environ.get("CRYOCLUST_ASPIRE_PYTHON", DEFAULT_PYTHON))
     if not path.exists():
         raise RuntimeError(f"{path} not found: install the anchors with `make bench-setup`")
-    return path.resolve()
+    return path.absolute()  # not resolve(): the venv's python is a link to the base one
 
 
 def aspire_version(python: Path) -> str:
@@ -48,6 +48,7 @@ def flipped_particles(sim) -> np.ndarray:
 def run_aspire(sim, k: int, folder: Path) -> tuple[dict, np.ndarray]:
     """Run the child in folder; return (record with labels, seconds, command, version), averages."""
     python = aspire_python()
+    folder = folder.absolute()  # the child runs inside folder
     folder.mkdir(parents=True, exist_ok=True)
     particles = folder / "particles.npy"
     np.save(particles, flipped_particles(sim))

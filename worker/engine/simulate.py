@@ -169,7 +169,7 @@ def simulate(
     junk_kinds[views < 0] = extra.integers(0, len(JUNK_KINDS), n_junk)
 
     clean_views = render(model, rotations, np.zeros(k), np.zeros((k, 2)), box)
-    scale = float(np.sqrt(clean_views.var(axis=(1, 2)).mean()))
+    peak = float(clean_views.max(axis=(1, 2)).mean())
 
     def draw(frames: np.ndarray, a: np.ndarray, s: np.ndarray) -> np.ndarray:
         return render(model, frames, a, s, box)
@@ -185,7 +185,7 @@ def simulate(
         rows = np.flatnonzero(views[part] < 0)
         if len(rows):
             images[start + rows] = junk_boxes(junk_kinds[start + rows], rotations, draw, box,
-                                              scale, extra)
+                                              peak, extra)
         if ctf_params is not None:
             chunk_ctf = ctf_params.subset(np.arange(part.start, part.stop))
             images[part] = apply_ctf(images[part], chunk_ctf, pixel_size)

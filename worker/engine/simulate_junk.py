@@ -8,7 +8,9 @@ Junk kinds (each drawn with equal probability):
 - "cut": one particle shifted 0.35 to 0.5 box off centre, so the box edge cuts it.
 
 Junk gets the same CTF and noise as the particles afterwards. Densities are scaled by the
-particles' own standard deviation (`scale`), so junk stands out as it does in real stacks.
+particles' mean peak density (`peak`): a carbon step of 0.3-0.6 peak over half the box, a
+contamination blob 1.5-3 times as dense as the particles' peak, so junk stands out as it does in
+real stacks.
 
 Pink noise has a 1/f power spectrum (amplitude 1/sqrt(f), f in cycles per pixel, floored at
 1/box), scaled so that its variance over the box equals that of the white noise it replaces.
@@ -32,22 +34,22 @@ def _pixel_grid(box: int) -> tuple[np.ndarray, np.ndarray]:
     return coords[None, :], coords[:, None]  # x (columns), y (rows)
 
 
-def carbon_edge(box: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+def carbon_edge(box: int, peak: float, rng: np.random.Generator) -> np.ndarray:
     x, y = _pixel_grid(box)
     phi = rng.uniform(0, 2 * np.pi)
     across = np.cos(phi) * x + np.sin(phi) * y - rng.uniform(-0.3, 0.3) * box
     width = rng.uniform(1.0, 3.0)
     step = 1.0 / (1.0 + np.exp(-across / width))
     gradient = 1.0 + rng.uniform(0.5, 1.5) * np.clip(across, 0, None) / box
-    return (rng.uniform(2.0, 4.0) * scale * step * gradient).astype(np.float32)
+    return (rng.uniform(0.3, 0.6) * peak * step * gradient).astype(np.float32)
 
 
-def contamination(box: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+def contamination(box: int, peak: float, rng: np.random.Generator) -> np.ndarray:
     x, y = _pixel_grid(box)
     cx, cy = rng.uniform(-0.25, 0.25, 2) * box
     sigma = rng.uniform(0.12, 0.2) * box
     blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2))
-    return (rng.uniform(4.0, 8.0) * scale * blob).astype(np.float32)
+    return (rng.uniform(1.5, 3.0) * peak * blob).astype(np.float32)
 
 
 def aggregate(frames: np.ndarray, draw: Draw, box: int, rng: np.random.Generator) -> np.ndarray:
@@ -67,15 +69,15 @@ def cut_particle(frames: np.ndarray, draw: Draw, box: int, rng: np.random.Genera
     return draw(frames[rng.integers(0, len(frames), 1)], rng.uniform(0, 360, 1), shift)[0]
 
 
-def junk_boxes(kinds: np.ndarray, frames: np.ndarray, draw: Draw, box: int, scale: float,
+def junk_boxes(kinds: np.ndarray, frames: np.ndarray, draw: Draw, box: int, peak: float,
                rng: np.random.Generator) -> np.ndarray:
     """Noise-free junk images (len(kinds), box, box) for kind indices into JUNK_KINDS."""
     out = np.zeros((len(kinds), box, box), dtype=np.float32)  # "ice" stays empty
     for i, kind in enumerate(JUNK_KINDS[int(j)] for j in kinds):
         if kind == "carbon":
-            out[i] = carbon_edge(box, scale, rng)
+            out[i] = carbon_edge(box, peak, rng)
         elif kind == "contamination":
-            out[i] = contamination(box, scale, rng)
+            out[i] = contamination(box, peak, rng)
         elif kind == "aggregate":
             out[i] = aggregate(frames, draw, box, rng)
         elif kind == "cut":
