@@ -96,14 +96,15 @@ def run_suite(
     run_missing_anchors: bool = True,
     method_overrides: dict | None = None,
     on_progress: Callable[[str], None] = print,
+    results: Path | None = None,
 ) -> dict:
     """Score every method, the baseline and the anchors on each family x seed (see docstring)."""
-    from worker.engine.bench_anchors import anchor_result
+    from worker.engine.bench_anchors import RESULTS, anchor_result
     from worker.engine.simulate import write_simulation
 
     family_names = family_names or list(families.FAMILIES)
     seeds = list(seeds or families.HELD_OUT_SEEDS)
-    methods = list(methods or registered_methods()) + [BASELINE]
+    methods = list(registered_methods()) + [BASELINE] if methods is None else list(methods)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="cryoclust-methods-") as tmp:
         for name in family_names:
@@ -125,7 +126,7 @@ def run_suite(
                     on_progress(_progress(rows[-1]))
                 for anchor in anchors:
                     try:
-                        found = anchor_result(anchor, name, seed, n, sim,
+                        found = anchor_result(anchor, name, seed, n, sim, results=results or RESULTS,
                                               run_missing=run_missing_anchors, log=on_progress)
                     except Exception as err:  # noqa: BLE001  an anchor failing is reported, not fatal
                         on_progress(f"{key} {anchor}: failed ({type(err).__name__}: {err})")

@@ -135,7 +135,7 @@ def methods_main(args: argparse.Namespace, device) -> int:
         names, seeds, n, run_missing = [families.QUICK_FAMILY], seeds[:1], 300, False
     for name in names:
         families.family_params(name)  # unknown names fail before anything runs
-    methods = args.methods_only
+    methods = args.methods_only  # None: every registered method and the baseline
     known = set(registered_methods()) | {BASELINE}
     if methods and not set(methods) <= known:
         raise SystemExit(f"unknown method(s) {sorted(set(methods) - known)}; choose from {sorted(known)}")
