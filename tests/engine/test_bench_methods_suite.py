@@ -14,12 +14,15 @@ import starfile
 from worker.engine import bench_families as families
 from worker.engine.bench_anchors import load_cached, save_cached
 from worker.engine.bench_metrics import junk_scores, score
-from worker.engine.bench_relion import normalise_background, relion_command, write_relion_inputs
+from worker.engine.bench_relion import (
+    normalise_background,
+    relion_command,
+    write_relion_inputs,
+)
 from worker.engine.errors import InputError
 from worker.engine.io.particles import ParticleStack
 from worker.engine.io.relion_run import read_class2d
 from worker.engine.simulate import simulate
-
 
 # ----------------------------------------------------------------------------- families
 

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 anchor_result(args.anchor, name, seed, args.n, sim,
                               log=lambda text: print(time.strftime("%H:%M:%S"), text, flush=True))
-            except Exception as err:  # one failed stack must not stop the others
+            except Exception as err:  # noqa: BLE001  one failed stack must not stop the others
                 print(f"{args.anchor}: {name} seed {seed} failed: {type(err).__name__}: {err}",
                       flush=True)
     return 0

@@ -79,7 +79,7 @@ def relion_command(k: int, diameter: float, ctf: bool, iterations: int = ITERATI
 def relion_version() -> str:
     if shutil.which(BINARY) is None:
         raise RuntimeError(f"{BINARY} not found: install the anchors with `make bench-setup`")
-    text = subprocess.run([BINARY, "--version"], capture_output=True, text=True).stdout
+    text = subprocess.run([BINARY, "--version"], capture_output=True, text=True, check=False).stdout
     for line in text.splitlines():
         if "version" in line.lower():
             return line.split(":", 1)[-1].strip()

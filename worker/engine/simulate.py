@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.engine.ctf import CtfParams, apply_ctf
-from worker.engine.molecules import (  # noqa: F401  (make_model, view_rotations: public names)
+from worker.engine.molecules import (  # make_model, render, view_rotations: public here too
     MOLECULES,
     BlobModel,
     make_model,
@@ -40,7 +40,13 @@ from worker.engine.molecules import (  # noqa: F401  (make_model, view_rotations
     view_rotations,
     views_with_close_pairs,
 )
-from worker.engine.simulate_junk import JUNK_KINDS, NOISES, colour, junk_boxes, pink_gain
+from worker.engine.simulate_junk import (
+    JUNK_KINDS,
+    NOISES,
+    colour,
+    junk_boxes,
+    pink_gain,
+)
 
 VOLTAGE = 300.0  # kV
 SPHERICAL_ABERRATION = 2.7  # mm

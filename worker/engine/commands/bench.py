@@ -126,7 +126,12 @@ def table(results: dict) -> str:
 
 def methods_main(args: argparse.Namespace, device) -> int:
     from worker.engine import bench_families as families
-    from worker.engine.bench_suite import BASELINE, markdown_table, registered_methods, run_suite
+    from worker.engine.bench_suite import (
+        BASELINE,
+        markdown_table,
+        registered_methods,
+        run_suite,
+    )
 
     names = args.families or list(families.FAMILIES)
     seeds = families.HELD_OUT_SEEDS if args.seeds == "held-out" else families.DEVELOPMENT_SEEDS
