@@ -252,3 +252,21 @@ def test_suite_scores_cached_anchors_on_the_family_stack(tmp_path):
     table = markdown_table(report)
     assert "| easy | relion | 1.000 |" in table and "No result yet: aspire" in table
     json.dumps(report)  # the results file is plain JSON
+
+
+def test_an_anchor_already_running_on_a_stack_is_not_started_twice(tmp_path):
+    import os
+
+    from worker.engine.bench_anchors import anchor_result
+
+    sim = families.simulate_family("easy", 1001, 40)
+    lock = tmp_path / "work" / "relion" / "easy-seed1001-n40.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(str(os.getpid()))  # this very process holds it
+    with pytest.raises(RuntimeError, match="already running"):
+        anchor_result("relion", "easy", 1001, 40, sim, work=tmp_path / "work",
+                      results=tmp_path / "results", log=lambda text: None)
+    assert lock.exists()
+    with pytest.raises(ValueError):
+        anchor_result("cryosparc", "easy", 1001, 40, sim, work=tmp_path / "work",
+                      results=tmp_path / "results")

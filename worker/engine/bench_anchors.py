@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,36 @@ def save_cached(anchor: str, record: dict, averages: np.ndarray, results: Path =
     return record_path
 
 
+@contextmanager
+def _running(lock: Path):
+    """One run per stack at a time: a bench run and a background run must not share a folder."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pid = lock.read_text().strip()
+        if pid.isdigit() and _alive(int(pid)):
+            raise RuntimeError(f"already running in process {pid} ({lock})") from None
+        lock.unlink(missing_ok=True)  # left by a run that died
+        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(handle, str(os.getpid()).encode())
+    os.close(handle)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def anchor_result(anchor: str, name: str, seed: int, n: int, sim, work: Path = WORK,
                   results: Path = RESULTS, run_missing: bool = True,
                   log=print) -> tuple[dict, np.ndarray] | None:
@@ -70,19 +102,20 @@ def anchor_result(anchor: str, name: str, seed: int, n: int, sim, work: Path = W
     cached = load_cached(anchor, name, seed, n, data_hash, results)
     if cached is not None or not run_missing:
         return cached
+    if anchor not in ANCHORS:
+        raise ValueError(f"unknown anchor {anchor!r}; choose one of {', '.join(ANCHORS)}")
     key = families.stack_key(name, seed, n)
     k = families.class_count(name)
     log(f"{anchor}: running on {key} (K={k}) ...")
-    if anchor == "relion":
-        from worker.engine.bench_relion import run_relion
+    with _running(work / anchor / f"{key}.lock"):
+        if anchor == "relion":
+            from worker.engine.bench_relion import run_relion
 
-        record, averages = run_relion(sim, k, work / "relion" / key)
-    elif anchor == "aspire":
-        from worker.engine.bench_aspire import run_aspire
+            record, averages = run_relion(sim, k, work / anchor / key)
+        else:
+            from worker.engine.bench_aspire import run_aspire
 
-        record, averages = run_aspire(sim, k, work / "aspire" / key)
-    else:
-        raise ValueError(f"unknown anchor {anchor!r}; choose one of {', '.join(ANCHORS)}")
+            record, averages = run_aspire(sim, k, work / anchor / key)
     record.update(family=name, seed=seed, n=n, k=k, pixel_size=sim.pixel_size,
                   params_hash=families.params_hash(name, seed, n), data_hash=data_hash,
                   date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

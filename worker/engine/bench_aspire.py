@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -68,6 +67,5 @@ def run_aspire(sim, k: int, folder: Path) -> tuple[dict, np.ndarray]:
                              f"{sim.pixel_size:g}", "result"]),
         "version": f"ASPIRE {aspire_version(python)} (RIRClass2D features + KMeans, "
                    "BFSRAverager2D averages)",
-        "python": sys.version.split()[0],
     }
     return record, averages
