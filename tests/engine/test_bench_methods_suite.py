@@ -270,3 +270,21 @@ def test_an_anchor_already_running_on_a_stack_is_not_started_twice(tmp_path):
     with pytest.raises(ValueError):
         anchor_result("cryosparc", "easy", 1001, 40, sim, work=tmp_path / "work",
                       results=tmp_path / "results")
+
+
+def test_bars_compare_the_default_with_relion_per_family():
+    from worker.engine.bench_suite import bars
+
+    summary = {
+        "blobs10": {
+            "mine": {"ari": 0.84, "view_correlation": 0.9, "seconds": 100.0},
+            "relion": {"ari": 0.85, "view_correlation": 0.85, "seconds": 1000.0},
+        },
+        "easy": {"mine": {"ari": 0.99, "view_correlation": 0.9, "seconds": 1.0},
+                 "pca-kmeans": {"ari": 0.9, "view_correlation": 0.9, "seconds": 1.0}},
+    }
+    rows = {row["family"]: row for row in bars(summary, "mine")}
+    # Within 0.02 of RELION, but RELION is >= 0.85 and this is not: the ARI bar fails.
+    assert rows["blobs10"]["ari"] is False
+    assert rows["blobs10"]["view_correlation"] is True and rows["blobs10"]["time"] is True
+    assert rows["easy"]["ari"] is None and rows["easy"]["easy_all_methods"] is False

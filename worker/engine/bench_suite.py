@@ -158,6 +158,8 @@ def run_suite(
                           for m in methods if m != BASELINE},
         "runs": rows,
         "summary": summarise(rows),
+        "default_method": default_method(),
+        "bars": bars(summarise(rows), default_method()),
     }
 
 
@@ -188,6 +190,33 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def default_method() -> str:
+    from worker.engine.config import ClassifyConfig
+
+    return ClassifyConfig().method
+
+
+def bars(summary: dict, method: str, anchor: str = "relion") -> list[dict]:
+    """The issue's bars for `method` against `anchor`, per family (None where a side is missing):
+    ARI >= anchor's - 0.02 (and >= 0.85 where the anchor's is >= 0.85), view correlation >=
+    the anchor's, seconds <= 1/5 of the anchor's; on "easy" every method has ARI >= 0.95."""
+    out = []
+    for family, methods in summary.items():
+        mine, theirs = methods.get(method), methods.get(anchor)
+        row: dict = {"family": family, "method": method, "anchor": anchor}
+        if mine and theirs:
+            ari_ok = mine["ari"] >= theirs["ari"] - 0.02 and (theirs["ari"] < 0.85 or mine["ari"] >= 0.85)
+            row.update(ari=ari_ok,
+                       view_correlation=mine["view_correlation"] >= theirs["view_correlation"],
+                       time=mine["seconds"] <= theirs["seconds"] / 5)
+        else:
+            row.update(ari=None, view_correlation=None, time=None)
+        if family == "easy":
+            row["easy_all_methods"] = all(m["ari"] >= 0.95 for m in methods.values())
+        out.append(row)
+    return out
+
+
 def markdown_table(report: dict) -> str:
     """family x method: ARI, NMI, view correlation, junk caught / particles kept, seconds."""
     lines = ["| family | method | ARI | NMI | averages vs views | junk caught | particles kept | seconds |",
@@ -205,4 +234,16 @@ def markdown_table(report: dict) -> str:
                       for r in report["runs"] if r.get("missing")})
     if missing:
         lines += ["", "No result yet: " + "; ".join(missing)]
+
+    def mark(value) -> str:
+        return "n/a" if value is None else ("pass" if value else "FAIL")
+
+    if report.get("bars"):
+        lines.append("")
+    for row in report.get("bars", []):
+        text = (f"Bars, {row['method']} vs {row['anchor']} on {row['family']}: ARI {mark(row['ari'])}, "
+                f"averages {mark(row['view_correlation'])}, time {mark(row['time'])}")
+        if "easy_all_methods" in row:
+            text += f"; every method ARI >= 0.95 {mark(row['easy_all_methods'])}"
+        lines.append(text)
     return "\n".join(lines)
