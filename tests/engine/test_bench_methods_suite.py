@@ -288,3 +288,18 @@ def test_bars_compare_the_default_with_relion_per_family():
     assert rows["blobs10"]["ari"] is False
     assert rows["blobs10"]["view_correlation"] is True and rows["blobs10"]["time"] is True
     assert rows["easy"]["ari"] is None and rows["easy"]["easy_all_methods"] is False
+
+
+def test_bench_methods_command_refuses_unknown_names_before_running(tmp_path):
+    from cryoclust.cli import parse_args
+    from worker.engine.commands import bench
+
+    args = parse_args(["bench", "--methods", "-g", "cpu", "--families", "no-such-family",
+                       "-o", str(tmp_path)])
+    with pytest.raises(ValueError, match="unknown family"):
+        bench.main(args)
+    args = parse_args(["bench", "--methods", "-g", "cpu", "--families", "easy",
+                       "--methods-only", "no-such-method", "-o", str(tmp_path)])
+    with pytest.raises(SystemExit, match="unknown method"):
+        bench.main(args)
+    assert not list(tmp_path.iterdir())  # nothing was written
