@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.engine.bench_relion import child_cpu_seconds
+
 CHILD = Path(__file__).with_name("aspire_child.py")
 DEFAULT_PYTHON = Path(".venv-aspire/bin/python")
 
@@ -53,16 +55,19 @@ def run_aspire(sim, k: int, folder: Path) -> tuple[dict, np.ndarray]:
     np.save(particles, flipped_particles(sim))
     command = [str(python), str(CHILD.resolve()), str(particles), str(k), f"{sim.pixel_size:g}",
                str(folder / "result")]
-    started = time.perf_counter()
+    started, cpu, load = time.perf_counter(), child_cpu_seconds(), os.getloadavg()[0]
     with open(folder / "aspire.log", "w") as log:  # ASPIRE writes its logs/ into the cwd
         subprocess.run(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, check=True)
     seconds = time.perf_counter() - started
+    cpu = child_cpu_seconds() - cpu
     labels = np.load(folder / "result" / "labels.npy")
     averages = np.load(folder / "result" / "averages.npy")
     record = {
         "anchor": "aspire",
         "labels": labels.astype(int).tolist(),
         "seconds": seconds,
+        "cpu_seconds": cpu,  # the machine may be shared: CPU time says what the run itself cost
+        "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],  # at start and end
         "command": " ".join([Path(python).name, "aspire_child.py", "particles.npy", str(k),
                              f"{sim.pixel_size:g}", "result"]),
         "version": f"ASPIRE {aspire_version(python)} (RIRClass2D features + KMeans, "

@@ -13,6 +13,8 @@ Class2D job:
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
 import subprocess
 import time
@@ -25,6 +27,11 @@ THREADS = 2
 DIAMETER_FRACTION = 0.85  # of the box: the molecules fit within 0.8 box, plus the shifts
 BINARY = "relion_refine"
 OUTPUT = "class2d"  # relion_refine wants --o inside an existing folder
+
+
+def child_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def particle_diameter(box: int, pixel_size: float) -> float:
@@ -97,15 +104,18 @@ def run_relion(sim, k: int, folder: Path, iterations: int = ITERATIONS,
     write_relion_inputs(sim, folder, diameter)
     command = relion_command(k, diameter, sim.ctf is not None, iterations, threads)
     (folder / OUTPUT).mkdir(exist_ok=True)
-    started = time.perf_counter()
+    started, cpu, load = time.perf_counter(), child_cpu_seconds(), os.getloadavg()[0]
     with open(folder / "relion.log", "w") as log:
         subprocess.run(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, check=True)
     seconds = time.perf_counter() - started
+    cpu = child_cpu_seconds() - cpu
     result = read_class2d(folder / OUTPUT / "run", iterations, sim.n)
     record = {
         "anchor": "relion",
         "labels": result.labels.tolist(),
         "seconds": seconds,
+        "cpu_seconds": cpu,  # the machine may be shared: CPU time says what the run itself cost
+        "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],  # at start and end
         "command": " ".join(command),
         "version": f"RELION {version}",
         "threads": threads,

@@ -15,6 +15,7 @@ Every result is scored by worker.engine.bench_metrics.score from its labels and 
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 import time
@@ -33,7 +34,8 @@ METHOD_PARAMS: dict[str, dict] = {
     "reference": {"epoch_num": 5, "round_num": 3},
 }
 BASELINE = "pca-kmeans"
-SUMMARY_KEYS = ("ari", "nmi", "view_correlation", "junk_caught", "particles_kept", "seconds")
+SUMMARY_KEYS = ("ari", "nmi", "view_correlation", "junk_caught", "particles_kept", "seconds",
+                "cpu_seconds")
 
 
 def registered_methods() -> tuple[str, ...]:
@@ -114,6 +116,7 @@ def run_suite(
                 sim = families.simulate_family(name, seed, n)
                 star = write_simulation(sim, Path(tmp) / key)["star"]
                 for method in methods:
+                    cpu = time.process_time()
                     if method == BASELINE:
                         labels, averages, seconds = run_pca_kmeans(star, k, device)
                         kind = "baseline"
@@ -122,7 +125,8 @@ def run_suite(
                             method, star, k, device, Path(tmp) / key / f"run-{method}",
                             method_overrides)
                         kind = "cryoclust"
-                    rows.append(_row(name, seed, method, kind, score(sim, labels, averages), seconds))
+                    rows.append(_row(name, seed, method, kind, score(sim, labels, averages), seconds,
+                                     cpu_seconds=time.process_time() - cpu))
                     on_progress(_progress(rows[-1]))
                 for anchor in anchors:
                     try:
@@ -139,8 +143,10 @@ def run_suite(
                     record, averages = found
                     metrics = score(sim, np.asarray(record["labels"]), averages)
                     rows.append(_row(name, seed, anchor, "anchor", metrics, record["seconds"],
-                                     cached=True, command=record.get("command"),
-                                     anchor_version=record.get("version")))
+                                     cpu_seconds=record.get("cpu_seconds"), cached=True,
+                                     command=record.get("command"),
+                                     anchor_version=record.get("version"),
+                                     load_average=record.get("load_average")))
                     on_progress(_progress(rows[-1]))
     return {
         "version": __version__,
@@ -156,6 +162,7 @@ def run_suite(
                      for name in family_names},
         "method_params": {m: {**METHOD_PARAMS.get(m, {}), **(method_overrides or {})}
                           for m in methods if m != BASELINE},
+        "load_average": list(os.getloadavg()),  # at the end: a busy machine slows everything
         "runs": rows,
         "summary": summarise(rows),
         "default_method": default_method(),
@@ -218,9 +225,10 @@ def bars(summary: dict, method: str, anchor: str = "relion") -> list[dict]:
 
 
 def markdown_table(report: dict) -> str:
-    """family x method: ARI, NMI, view correlation, junk caught / particles kept, seconds."""
-    lines = ["| family | method | ARI | NMI | averages vs views | junk caught | particles kept | seconds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    """family x method: ARI, NMI, view correlation, junk caught / particles kept, seconds (wall
+    and CPU: on a shared machine the wall time of a run depends on what else was running)."""
+    lines = ["| family | method | ARI | NMI | averages vs views | junk caught | particles kept | seconds | CPU seconds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def fmt(value, pattern="{:.3f}"):
         return "-" if value is None else pattern.format(value)
@@ -229,7 +237,8 @@ def markdown_table(report: dict) -> str:
         for method, m in methods.items():
             lines.append(f"| {family} | {method} | {fmt(m['ari'])} | {fmt(m['nmi'])} | "
                          f"{fmt(m['view_correlation'])} | {fmt(m['junk_caught'], '{:.2f}')} | "
-                         f"{fmt(m['particles_kept'], '{:.2f}')} | {fmt(m['seconds'], '{:,.0f}')} |")
+                         f"{fmt(m['particles_kept'], '{:.2f}')} | {fmt(m['seconds'], '{:,.0f}')} | "
+                         f"{fmt(m['cpu_seconds'], '{:,.0f}')} |")
     missing = sorted({f"{r['method']} ({r['family']}, seed {r['seed']})"
                       for r in report["runs"] if r.get("missing")})
     if missing:
