@@ -225,7 +225,7 @@ def test_pca_kmeans_baseline_reads_the_star_with_its_ctf(tmp_path):
     from worker.engine.bench_suite import run_pca_kmeans
     from worker.engine.simulate import write_simulation
 
-    sim = simulate(60, 2, 32, snr=2.0, ctf=True, seed=3)
+    sim = simulate(40, 2, 32, snr=2.0, ctf=True, seed=3)
     star = write_simulation(sim, tmp_path)["star"]
     labels, averages, seconds = run_pca_kmeans(star, 2, "cpu")
     assert score(sim, labels, averages)["ari"] > 0.9
