@@ -6,12 +6,14 @@ This file imports only numpy, scikit-learn and aspire (never torch or the engine
 ASPIRE wants its own numpy. IN.npy holds the phase-flipped, normalised particles (N, L, L).
 
 RIRClass2D (rotationally invariant bispectrum features after steerable PCA) gives each image
-its nearest neighbours, not a partition. To compare it with methods that return K classes,
-this runs RIRClass2D's own stages (FSPCA basis, bispectrum) and then KMeans(K) on the
-bispectrum features, the features its nearest-neighbour search uses. Each class average is
-ASPIRE's BFSRAverager2D (brute-force rotation and shift alignment) of the class's members
-against the member closest to the class centre, as ASPIRE aligns each neighbourhood to its
-centre image. Mirrors are not used: a mirrored projection is another view here.
+its 100 nearest neighbours, not a partition. To compare it with methods that return K classes,
+this runs RIRClass2D.classify and cuts its neighbour graph (an edge from each image to each of
+its neighbours, made symmetric) into K classes by spectral clustering. Neighbours found only
+as mirror images are left out: a mirrored projection is another view here. (KMeans on the
+bispectrum features instead scored about half the ARI on a development stack: 0.15 against
+0.32.) Each class average is ASPIRE's BFSRAverager2D (brute-force rotation and shift
+alignment) of up to 100 members against the member with the most neighbours inside the class,
+as ASPIRE aligns each neighbourhood to its centre image.
 Writes OUT_FOLDER/labels.npy (N,) and OUT_FOLDER/averages.npy (K, L, L).
 """
 
@@ -22,25 +24,30 @@ from pathlib import Path
 
 import numpy as np
 
+NEIGHBOURS = 100  # RIRClass2D's default n_nbor
 MAX_MEMBERS = 100  # per class average, as ASPIRE averages its 100 nearest neighbours
 
 
 def main(argv: list[str]) -> int:
-    from aspire.basis import Coef, FFBBasis2D
+    from aspire.basis import FFBBasis2D
     from aspire.classification import BFSRAverager2D, RIRClass2D
     from aspire.source import ArrayImageSource
-    from sklearn.cluster import KMeans
+    from scipy.sparse import csr_matrix
+    from sklearn.cluster import SpectralClustering
 
     images = np.load(argv[0]).astype(np.float64)
     k, pixel_size, out = int(argv[1]), float(argv[2]), Path(argv[3])
     src = ArrayImageSource(images, pixel_size=pixel_size)
-    rir = RIRClass2D(src, fspca_components=min(400, len(images) // 2),
-                     bispectrum_components=min(300, len(images) // 2), n_nbor=2, seed=0)
-    rir.classify()  # the full RIRClass2D pass: FSPCA basis, bispectrum, nearest neighbours
-    coef_b, _ = rir.bispectrum(Coef(rir.pca_basis, rir.pca_basis.spca_coef))
-    features = np.column_stack([coef_b.real, coef_b.imag])
-    kmeans = KMeans(n_clusters=k, n_init=10, random_state=0).fit(features)
-    labels = kmeans.labels_.astype(np.int64)
+    n = len(images)
+    rir = RIRClass2D(src, fspca_components=min(400, n // 2),
+                     bispectrum_components=min(300, n // 2), n_nbor=min(NEIGHBOURS, n), seed=0)
+    neighbours, mirrored, _ = rir.classify()
+    rows = np.repeat(np.arange(n), neighbours.shape[1])
+    keep = ~mirrored.ravel() & (neighbours.ravel() != rows)
+    graph = csr_matrix((np.ones(keep.sum()), (rows[keep], neighbours.ravel()[keep])), shape=(n, n))
+    graph = graph + graph.T
+    labels = SpectralClustering(k, affinity="precomputed", assign_labels="cluster_qr",
+                                random_state=0).fit_predict(graph).astype(np.int64)
 
     basis = FFBBasis2D(src.L, dtype=src.dtype)
     averager = BFSRAverager2D(basis, src)
@@ -49,8 +56,8 @@ def main(argv: list[str]) -> int:
         members = np.flatnonzero(labels == c)
         if len(members) == 0:
             continue
-        distance = np.linalg.norm(features[members] - kmeans.cluster_centers_[c], axis=1)
-        members = members[np.argsort(distance)][:MAX_MEMBERS]  # centre image first
+        inside = np.asarray(graph[members][:, members].sum(axis=1)).ravel()
+        members = members[np.argsort(-inside, kind="stable")][:MAX_MEMBERS]  # centre image first
         result = averager.average(members[None], np.zeros((1, len(members)), dtype=bool))
         averages[c] = np.asarray(result.asnumpy())[0]
     out.mkdir(parents=True, exist_ok=True)

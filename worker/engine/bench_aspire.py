@@ -70,7 +70,7 @@ def run_aspire(sim, k: int, folder: Path) -> tuple[dict, np.ndarray]:
         "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],  # at start and end
         "command": " ".join([Path(python).name, "aspire_child.py", "particles.npy", str(k),
                              f"{sim.pixel_size:g}", "result"]),
-        "version": f"ASPIRE {aspire_version(python)} (RIRClass2D features + KMeans, "
-                   "BFSRAverager2D averages)",
+        "version": f"ASPIRE {aspire_version(python)} (RIRClass2D neighbour graph cut by "
+                   "spectral clustering, BFSRAverager2D averages)",
     }
     return record, averages
