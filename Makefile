@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast bench browser services clean
+.PHONY: run test test-fast bench bench-setup bench-methods browser services clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,16 @@ test-fast: $(STAMP) services
 
 bench: $(STAMP)
 	$(VENV)/bin/cryoclust bench
+
+# Benchmark anchors, not part of `make test`: RELION 3.1 (Debian) and ASPIRE (own venv).
+bench-setup:
+	@command -v relion_refine >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq relion; }
+	test -x .venv-aspire/bin/python || $(PYTHON) -m venv .venv-aspire
+	.venv-aspire/bin/python -m pip install --quiet "aspire>=0.14"
+
+# Every method and both anchors on the held-out families (anchor results are cached).
+bench-methods: $(STAMP) bench-setup
+	nice -n 5 $(VENV)/bin/cryoclust bench --methods -g cpu
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

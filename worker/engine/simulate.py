@@ -1,19 +1,24 @@
 """Synthetic particle stacks with known classes, for tests, benchmarks and demos.
 
-A seeded 3-D model made of Gaussian blobs (placed at random, so it has no symmetry) is projected
-along k well separated directions: these are the k true classes ("views"). Each particle is one
-view, optionally rotated in-plane by a uniform random angle and shifted, optionally multiplied by
-a CTF with a random defocus, plus white Gaussian noise at a chosen SNR (signal variance over
-noise variance, both measured over the whole box).
+A seeded 3-D model (worker.engine.molecules: "blobs", a random cluster of Gaussian blobs, or
+"ring", a ring complex with an asymmetric arm) is projected along k directions: these are the k
+true classes ("views"). The views are far apart, except that `close_pairs` of them get a partner
+8-12 degrees away; `view_jitter` tilts each particle's direction by up to that many degrees.
+Each particle is one view, optionally rotated in-plane by a uniform random angle and shifted,
+optionally multiplied by a CTF with a random defocus, plus white or pink (1/f) Gaussian noise at a
+chosen SNR (signal variance over noise variance, both measured over the whole box, the signal
+over the particles only). A fraction `junk` of the boxes hold no proper particle (empty ice,
+carbon edge, contamination, aggregate, particle cut by the box edge; worker.engine.simulate_junk).
 
 A Gaussian blob stays a Gaussian under projection, rotation and shift, so every particle is drawn
 exactly (no interpolation): per particle the blob centres are moved, and the image is the sum of
-separable Gaussians, one batched matrix product for the whole stack. numpy only.
+separable Gaussians, one batched matrix product per chunk of the stack. numpy only.
 
-Conventions (what truth.csv records): `angle` is the in-plane rotation in degrees applied to the
-view, counter-clockwise in (x, y) with y the row index; `shift_x/shift_y` are the pixels the
-rotated view was moved by. So particle(p) = view(R(-angle) (p - shift)); the image centre is
-pixel (box//2, box//2).
+Conventions (what truth.csv records): `view` is 1-based, 0 for junk (in memory, `views` is
+0-based and -1 for junk); `angle` is the in-plane rotation in degrees applied to the view,
+counter-clockwise in (x, y) with y the row index; `shift_x/shift_y` are the pixels the rotated
+view was moved by. So particle(p) = view(R(-angle) (p - shift)); the image centre is pixel
+(box//2, box//2). With junk, a last column `junk` names the kind of each junk box.
 """
 
 from __future__ import annotations
@@ -25,28 +30,50 @@ from pathlib import Path
 import numpy as np
 
 from worker.engine.ctf import CtfParams, apply_ctf
+from worker.engine.molecules import (  # make_model, render, view_rotations: public here too
+    MOLECULES,
+    BlobModel,
+    make_model,
+    molecule_model,
+    render,
+    tilt_frames,
+    view_rotations,
+    views_with_close_pairs,
+)
+from worker.engine.simulate_junk import (
+    JUNK_KINDS,
+    NOISES,
+    colour,
+    junk_boxes,
+    pink_gain,
+)
 
 VOLTAGE = 300.0  # kV
 SPHERICAL_ABERRATION = 2.7  # mm
 AMPLITUDE_CONTRAST = 0.1
 MAX_ASTIGMATISM = 600.0  # Å between defocus U and V
-BLOB_COUNT = 14
-BLOB_SIGMA = (0.02, 0.045)  # blob widths as fractions of the box
 CHUNK = 2048  # particles drawn per batch
+MAX_VIEW_JITTER = 30.0  # degrees
+MAX_JUNK = 0.9  # fraction of boxes
 
 
 @dataclass(frozen=True)
 class Simulation:
-    """A simulated stack and its ground truth. `views` are 0-based class labels."""
+    """A simulated stack and its ground truth. `views` are 0-based class labels, -1 for junk."""
 
     images: np.ndarray  # float32 (N, box, box)
-    views: np.ndarray  # int64 (N,) 0-based
-    angles: np.ndarray  # float64 (N,) degrees
-    shifts: np.ndarray  # float64 (N, 2) pixels, (x, y)
+    views: np.ndarray  # int64 (N,) 0-based; -1 for a junk box
+    angles: np.ndarray  # float64 (N,) degrees (0 for junk)
+    shifts: np.ndarray  # float64 (N, 2) pixels, (x, y) (0 for junk)
     ctf: CtfParams | None
-    clean_views: np.ndarray  # float32 (k, box, box): no rotation, shift, CTF or noise
+    clean_views: np.ndarray  # float32 (k, box, box): no rotation, shift, jitter, CTF or noise
     pixel_size: float
     snr: float
+    molecule: str = "blobs"
+    noise: str = "white"
+    junk_kinds: np.ndarray | None = None  # int (N,): index into JUNK_KINDS, -1 for particles
+    view_pairs: tuple[tuple[int, int], ...] = ()  # (view, partner) pairs < 15 degrees apart
+    view_frames: np.ndarray | None = None  # (k, 2, 3): each view's image x and y axes in 3-D
 
     @property
     def n(self) -> int:
@@ -56,63 +83,37 @@ class Simulation:
     def k(self) -> int:
         return len(self.clean_views)
 
-
-@dataclass(frozen=True)
-class BlobModel:
-    """Gaussian blobs in 3-D, in pixels relative to the box centre."""
-
-    centres: np.ndarray  # (M, 3)
-    sigmas: np.ndarray  # (M,)
-    weights: np.ndarray  # (M,) projected mass of each blob
+    @property
+    def is_junk(self) -> np.ndarray:
+        return self.views < 0
 
 
-def make_model(box: int, rng: np.random.Generator) -> BlobModel:
-    """An asymmetric, elongated cluster of blobs that fits well inside the box."""
-    axes = np.array([0.17, 0.12, 0.08]) * box
-    centres = rng.normal(size=(BLOB_COUNT, 3)) * axes
-    # Keep every blob inside a sphere of radius 0.3 box so shifted particles stay in the box.
-    radius = np.linalg.norm(centres, axis=1, keepdims=True)
-    centres *= np.minimum(1.0, 0.3 * box / np.maximum(radius, 1e-9))
-    sigmas = rng.uniform(*BLOB_SIGMA, BLOB_COUNT) * box
-    weights = rng.uniform(0.4, 1.6, BLOB_COUNT)
-    return BlobModel(centres, sigmas, weights)
-
-
-def view_rotations(k: int, rng: np.random.Generator, candidates: int = 4000) -> np.ndarray:
-    """k rotations (k, 2, 3) whose projection directions are far apart (and far from each
-    other's opposite, which would give a mirror image). Rows: the image x and y axes in 3-D."""
-    directions = rng.normal(size=(candidates, 3))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    chosen = [0]
-    closeness = np.abs(directions @ directions[0])
-    for _ in range(1, k):
-        nxt = int(np.argmin(closeness))  # farthest point: smallest |cos| to every chosen axis
-        chosen.append(nxt)
-        closeness = np.maximum(closeness, np.abs(directions @ directions[nxt]))
-    rotations = np.empty((k, 2, 3))
-    for i, d in enumerate(directions[chosen]):
-        helper = rng.normal(size=3)
-        e1 = np.cross(d, helper)
-        e1 /= np.linalg.norm(e1)
-        rotations[i] = [e1, np.cross(d, e1)]
-    return rotations
-
-
-def render(
-    model: BlobModel, rotations: np.ndarray, angles: np.ndarray, shifts: np.ndarray, box: int
-) -> np.ndarray:
-    """Exact projections: rotations (N,2,3), in-plane angles (N,) degrees, shifts (N,2) px."""
-    xy = np.einsum("nij,mj->nmi", rotations, model.centres)  # (N, M, 2)
-    theta = np.deg2rad(angles)[:, None]
-    cos, sin = np.cos(theta), np.sin(theta)
-    x = cos * xy[..., 0] - sin * xy[..., 1] + shifts[:, None, 0]
-    y = sin * xy[..., 0] + cos * xy[..., 1] + shifts[:, None, 1]
-    grid = np.arange(box, dtype=np.float64) - box // 2
-    inv2s2 = (0.5 / model.sigmas**2)[None, :, None]
-    norm = model.weights / (2 * np.pi * model.sigmas**2)
-    gx = np.exp(-((grid[None, None, :] - x[..., None]) ** 2) * inv2s2)  # (N, M, box)
-    gy = np.exp(-((grid[None, None, :] - y[..., None]) ** 2) * inv2s2) * norm[None, :, None]
-    return np.matmul(gy.transpose(0, 2, 1), gx).astype(np.float32)  # (N, box_y, box_x)
+def _check(n, k, box, snr, shift, pixel_size, ctf, low, molecule, close_pairs, view_jitter,
+           junk, noise) -> None:
+    if n < 1 or k < 1 or k > n:
+        raise ValueError(f"need 1 <= k <= n, got n={n}, k={k}")
+    if box < 16 or box % 2:
+        raise ValueError(f"box must be even and at least 16, got {box}")
+    if not snr > 0:
+        raise ValueError(f"snr must be positive, got {snr}")
+    if shift < 0 or shift > box / 4:
+        raise ValueError(f"shift must be between 0 and box/4 = {box / 4}, got {shift}")
+    if pixel_size <= 0:
+        raise ValueError(f"pixel size must be positive, got {pixel_size}")
+    if ctf and low <= 0:
+        raise ValueError(f"defocus must be positive (underfocus, Å), got {low}")
+    if molecule not in MOLECULES:
+        raise ValueError(f"unknown molecule {molecule!r}; choose one of {', '.join(MOLECULES)}")
+    if not 0 <= close_pairs <= k // 2:
+        raise ValueError(f"close pairs must be between 0 and k/2 = {k // 2}, got {close_pairs}")
+    if not 0 <= view_jitter <= MAX_VIEW_JITTER:
+        raise ValueError(f"view jitter must be between 0 and {MAX_VIEW_JITTER} degrees, got {view_jitter}")
+    if not 0 <= junk <= MAX_JUNK:
+        raise ValueError(f"junk must be a fraction between 0 and {MAX_JUNK}, got {junk}")
+    if n - int(round(junk * n)) < k:
+        raise ValueError(f"{n} boxes with junk {junk} leave fewer particles than the {k} views")
+    if noise not in NOISES:
+        raise ValueError(f"unknown noise {noise!r}; choose one of {', '.join(NOISES)}")
 
 
 def simulate(
@@ -126,27 +127,33 @@ def simulate(
     defocus_range: tuple[float, float] = (10000.0, 25000.0),
     pixel_size: float = 2.0,
     seed: int = 0,
+    *,
+    molecule: str = "blobs",
+    close_pairs: int = 0,
+    view_jitter: float = 0.0,
+    junk: float = 0.0,
+    noise: str = "white",
 ) -> Simulation:
-    """Simulate n particles from k views (see the module docstring for the conventions)."""
-    if n < 1 or k < 1 or k > n:
-        raise ValueError(f"need 1 <= k <= n, got n={n}, k={k}")
-    if box < 16 or box % 2:
-        raise ValueError(f"box must be even and at least 16, got {box}")
-    if not snr > 0:
-        raise ValueError(f"snr must be positive, got {snr}")
-    if shift < 0 or shift > box / 4:
-        raise ValueError(f"shift must be between 0 and box/4 = {box / 4}, got {shift}")
-    if pixel_size <= 0:
-        raise ValueError(f"pixel size must be positive, got {pixel_size}")
+    """Simulate n boxes from k views (see the module docstring for the conventions).
+
+    close_pairs views get a partner view 8-12 degrees away (the partners count among the k);
+    view_jitter tilts each particle's projection direction by up to that many degrees; a
+    fraction `junk` of the boxes hold no proper particle (simulate_junk); noise is "white" or
+    "pink" (1/f power spectrum).
+    """
     low, high = sorted(float(d) for d in defocus_range)
-    if ctf and low <= 0:
-        raise ValueError(f"defocus must be positive (underfocus, Å), got {defocus_range}")
+    _check(n, k, box, snr, shift, pixel_size, ctf, low, molecule, close_pairs, view_jitter,
+           junk, noise)
 
     rng = np.random.default_rng(seed)
-    model = make_model(box, rng)
-    rotations = view_rotations(k, rng)
-    # Every view gets n/k particles (the remainder spread at random), in random order.
-    views = rng.permutation(np.concatenate([np.arange(n) % k]))
+    # Draws for the newer options come from a second stream, so that without them a seed
+    # gives exactly the stack it always gave.
+    extra = np.random.default_rng([seed, 1])
+    model = molecule_model(molecule, box, rng)
+    rotations, pairs = views_with_close_pairs(k, close_pairs, rng, extra)
+    # Every view gets (n - junk)/k particles (the remainder spread at random), in random order.
+    n_junk = int(round(junk * n))
+    views = rng.permutation(np.concatenate([np.arange(n - n_junk) % k, np.full(n_junk, -1)]))
     angles = rng.uniform(0.0, 360.0, n) if rotate else np.zeros(n)
     shifts = rng.uniform(-shift, shift, (n, 2)) if shift > 0 else np.zeros((n, 2))
     ctf_params = None
@@ -160,20 +167,48 @@ def simulate(
             spherical_aberration=SPHERICAL_ABERRATION,
             amplitude_contrast=AMPLITUDE_CONTRAST,
         )
+    tilts = azimuths = None
+    if view_jitter > 0:
+        tilts = extra.uniform(-view_jitter, view_jitter, n)
+        azimuths = extra.uniform(0.0, 2 * np.pi, n)
+    junk_kinds = np.full(n, -1, dtype=np.int64)
+    junk_kinds[views < 0] = extra.integers(0, len(JUNK_KINDS), n_junk)
 
     clean_views = render(model, rotations, np.zeros(k), np.zeros((k, 2)), box)
+    peak = float(clean_views.max(axis=(1, 2)).mean())
+
+    def draw(frames: np.ndarray, a: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return render(model, frames, a, s, box)
+
     images = np.empty((n, box, box), dtype=np.float32)
+    variances = np.empty(n, dtype=np.float32)
     for start in range(0, n, CHUNK):
         part = slice(start, min(n, start + CHUNK))
-        images[part] = render(model, rotations[views[part]], angles[part], shifts[part], box)
+        frames = rotations[np.maximum(views[part], 0)]
+        if tilts is not None:
+            frames = tilt_frames(frames, tilts[part], azimuths[part])
+        images[part] = draw(frames, angles[part], shifts[part])
+        rows = np.flatnonzero(views[part] < 0)
+        if len(rows):
+            images[start + rows] = junk_boxes(junk_kinds[start + rows], rotations, draw, box,
+                                              peak, extra)
         if ctf_params is not None:
             chunk_ctf = ctf_params.subset(np.arange(part.start, part.stop))
             images[part] = apply_ctf(images[part], chunk_ctf, pixel_size)
-    signal_variance = float(images.var(axis=(1, 2)).mean())
+        variances[part] = images[part].var(axis=(1, 2))
+    # SNR is measured on the particles: junk has no signal to speak of.
+    signal_variance = float(variances[views >= 0].mean() if n_junk else variances.mean())
     noise_sigma = np.float32(np.sqrt(signal_variance / snr))
+    gain = pink_gain(box) if noise == "pink" else None
     for start in range(0, n, CHUNK):
         part = images[start : start + CHUNK]
-        part += noise_sigma * rng.standard_normal(part.shape, dtype=np.float32)
+        draws = rng.standard_normal(part.shape, dtype=np.float32)
+        if gain is not None:
+            colour(draws, gain)
+        part += noise_sigma * draws
+    if n_junk:
+        angles[views < 0] = 0.0
+        shifts[views < 0] = 0.0
     return Simulation(
         images=images,
         views=views.astype(np.int64),
@@ -183,6 +218,11 @@ def simulate(
         clean_views=clean_views,
         pixel_size=float(pixel_size),
         snr=float(snr),
+        molecule=molecule,
+        noise=noise,
+        junk_kinds=junk_kinds,
+        view_pairs=tuple(pairs),
+        view_frames=rotations,
     )
 
 
@@ -205,22 +245,26 @@ def write_simulation(sim: Simulation, out_dir: str | Path) -> dict[str, Path]:
     box = sim.images.shape[-1]
     write_particles_star(paths["star"], names, None, sim.pixel_size, ctf=sim.ctf, image_size=box)
     ctf = sim.ctf
+    has_junk = bool(sim.is_junk.any())
     with open(paths["truth"], "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["index", "image_name", "view", "angle", "shift_x", "shift_y", "defocus_u", "defocus_v"]
+            + (["junk"] if has_junk else [])
         )
         for i in range(sim.n):
             du = f"{ctf.defocus_u[i]:.2f}" if ctf is not None else ""
             dv = f"{ctf.defocus_v[i]:.2f}" if ctf is not None else ""
-            writer.writerow(
-                [i, names[i], int(sim.views[i]) + 1, f"{sim.angles[i]:.4f}",
-                 f"{sim.shifts[i, 0]:.4f}", f"{sim.shifts[i, 1]:.4f}", du, dv]
-            )
+            row = [i, names[i], int(sim.views[i]) + 1, f"{sim.angles[i]:.4f}",
+                   f"{sim.shifts[i, 0]:.4f}", f"{sim.shifts[i, 1]:.4f}", du, dv]
+            if has_junk:
+                kind = int(sim.junk_kinds[i])
+                row.append(JUNK_KINDS[kind] if kind >= 0 else "")
+            writer.writerow(row)
     return paths
 
 
 def read_truth(path: str | Path) -> np.ndarray:
-    """The 0-based view of every particle from a truth.csv."""
+    """The 0-based view of every particle from a truth.csv (-1 for junk)."""
     with open(path, newline="") as handle:
         return np.array([int(row["view"]) - 1 for row in csv.DictReader(handle)], dtype=np.int64)

@@ -8,10 +8,22 @@ for the reference method and for PCA+KMeans on an easy simulated set. A round he
 --epochs epochs; a round at the default 20 epochs trains 20 times as many pairs.
 Results go to benchmarks/results/ as JSON; a Markdown table is printed.
 
+With --methods it runs the methods benchmark instead (worker.engine.bench_suite): on each
+simulated family (worker.engine.bench_families) and held-out seed, every registered method
+through the real pipeline, PCA+KMeans, and the anchors RELION 3.1 Class2D and ASPIRE
+RIRClass2D (installed by `make bench-setup`; their results are cached in
+benchmarks/results/relion and .../aspire and reused). It writes
+benchmarks/results/methods-<device>.json and prints family x method: ARI, NMI, class averages
+vs true views, junk caught, particles kept and seconds.
+
 Example:
     cryoclust bench                          # full run (about 20 minutes on 2 CPU cores)
     cryoclust bench --quick                  # a smoke run in about a minute
     cryoclust bench -g cuda:0 --sizes 2000 10000 50000 --naive-n 10000
+    cryoclust bench --methods -g cpu                       # every family, held-out seeds
+    cryoclust bench --methods --families blobs10 ring30-junk --methods-only invariant
+    cryoclust bench --methods --quick                      # easy family, 300 particles
+    cryoclust bench --methods --seeds development -n 1000 --no-anchors   # for tuning
 """
 
 from __future__ import annotations
@@ -35,7 +47,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-g", "--gpu", default="cuda:0", help="device (default cuda:0, falls back to cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32", "bf16"], help="precisions to measure")
     parser.add_argument("--accuracy-n", type=int, default=2000, help="particles in the accuracy sets (0 skips them)")
-    parser.add_argument("--methods", action="store_true", help="also compare the invariant method on rotated, CTF-affected data")
+    parser.add_argument("--methods", action="store_true", help="run the methods benchmark on the simulated families instead")
+    parser.add_argument("--families", nargs="+", metavar="NAME", help="--methods: families to run (default all)")
+    parser.add_argument("--seeds", choices=("held-out", "development"), default="held-out", help="--methods: seed set (default held-out; tune on development)")
+    parser.add_argument("-n", "--num", type=int, default=2000, help="--methods: particles per stack, up to 10000 (default 2000)")
+    parser.add_argument("--methods-only", nargs="+", metavar="NAME", help="--methods: run only these methods (registered names or pca-kmeans)")
+    parser.add_argument("--anchors", nargs="*", choices=("relion", "aspire"), default=["relion", "aspire"], help="--methods: anchors to include (default relion aspire; none for --anchors)")
+    parser.add_argument("--cached-anchors", action="store_true", help="--methods: use cached anchor results only, never start RELION or ASPIRE")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"), help="folder for the JSON results")
 
@@ -106,15 +124,49 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def methods_main(args: argparse.Namespace, device) -> int:
+    from worker.engine import bench_families as families
+    from worker.engine.bench_suite import (
+        BASELINE,
+        markdown_table,
+        registered_methods,
+        run_suite,
+    )
+
+    names = args.families or list(families.FAMILIES)
+    seeds = families.HELD_OUT_SEEDS if args.seeds == "held-out" else families.DEVELOPMENT_SEEDS
+    n, anchors, run_missing = args.num, tuple(args.anchors), not args.cached_anchors
+    if args.quick:  # a smoke run: one small family, one seed, cached anchors only
+        names, seeds, n, run_missing = [families.QUICK_FAMILY], seeds[:1], 300, False
+    for name in names:
+        families.family_params(name)  # unknown names fail before anything runs
+    methods = args.methods_only  # None: every registered method and the baseline
+    known = set(registered_methods()) | {BASELINE}
+    if methods and not set(methods) <= known:
+        raise SystemExit(f"unknown method(s) {sorted(set(methods) - known)}; choose from {sorted(known)}")
+    report = run_suite(names, list(seeds), n=n, device=str(device), methods=methods,
+                       anchors=anchors, run_missing_anchors=run_missing,
+                       on_progress=lambda text: print(text, flush=True))
+    report["command"] = " ".join(getattr(args, "argv", None) or ["cryoclust", "bench", "--methods"])
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / f"methods-{device.type}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(markdown_table(report))
+    print(f"results written to {path}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     from worker.engine.bench_speed import run_child
     from worker.engine.devices import resolve_device
 
-    if args.quick:
-        args.sizes, args.naive_n, args.accuracy_n = [500, 2000], 500, 600
     device, notice = resolve_device(args.gpu)
     if notice:
         print(f"note: {notice}")
+    if args.methods:
+        return methods_main(args, device)
+    if args.quick:
+        args.sizes, args.naive_n, args.accuracy_n = [500, 2000], 500, 600
     results: dict = {
         "version": __version__,
         "device": str(device),
@@ -152,11 +204,6 @@ def main(args: argparse.Namespace) -> int:
         if args.accuracy_n:
             print(f"accuracy: N={args.accuracy_n:,} ...", flush=True)
             results["accuracy"] = accuracy(args.accuracy_n, epochs=5, rounds=3, device=str(device), workdir=work)
-        if args.methods:
-            from worker.engine.bench_methods import compare_methods
-
-            print("methods: reference / invariant / PCA+KMeans ...", flush=True)
-            results["methods"] = compare_methods(n=args.accuracy_n or 2000, k=4, on_progress=print)
     args.output.mkdir(parents=True, exist_ok=True)
     name = f"bench-{device.type}{'-quick' if args.quick else ''}.json"
     (args.output / name).write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -1,17 +1,23 @@
 """Write a synthetic particle stack with known classes.
 
-A 3-D model of Gaussian blobs is projected along K well separated directions (the true classes);
-each particle is one of these views, optionally rotated in-plane at random, shifted, multiplied
-by a CTF and buried in noise at the chosen SNR (signal variance / noise variance).
+A 3-D model (--molecule blobs: a random cluster of Gaussian blobs; ring: a ring complex with an
+asymmetric arm) is projected along K directions (the true classes), far apart except for
+--close-pairs views that get a partner 8-12 degrees away. Each particle is one of these views,
+its direction optionally jittered (--view-jitter degrees), rotated in-plane at random, shifted,
+multiplied by a CTF and buried in white or pink (1/f) noise at the chosen SNR (signal variance /
+noise variance). --junk FRACTION of the boxes hold no proper particle: empty ice, carbon edges,
+contamination, aggregates, particles cut by the box edge.
 
 Writes into OUT: particles.mrcs (the stack), particles.star (RELION, with CTF columns when
---ctf is on), truth.csv (index,image_name,view,angle,shift_x,shift_y,defocus_u,defocus_v;
-view is 1-based) and views.mrcs (the K noise-free projections).
+--ctf is on), truth.csv (index,image_name,view,angle,shift_x,shift_y,defocus_u,defocus_v, and
+junk with --junk; view is 1-based, 0 for junk) and views.mrcs (the K noise-free projections).
 
 Example:
   cryoclust simulate -n 2000 -k 4 --snr 1 -o sim_easy
   cryoclust simulate -n 2000 -k 4 --box 64 --snr 0.1 --rotate --shift 3 --ctf \\
       --defocus 10000 25000 --seed 0 -o sim_hard
+  cryoclust simulate -n 5000 -k 10 --molecule ring --close-pairs 2 --view-jitter 5 \\
+      --snr 0.1 --rotate --shift 4 --ctf --junk 0.1 --noise pink --seed 1 -o sim_real
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import argparse
 import json
 import time
 
+from worker.engine.molecules import MOLECULES
 from worker.engine.simulate import simulate, write_simulation
+from worker.engine.simulate_junk import NOISES
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +48,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         metavar=("MIN", "MAX"),
         help="defocus range in Å with --ctf (default 10000 25000)",
     )
+    parser.add_argument("--molecule", choices=MOLECULES, default="blobs", help="3-D model (default blobs)")
+    parser.add_argument("--close-pairs", type=int, default=0, help="views that get a partner 8-12 degrees away (default 0)")
+    parser.add_argument("--view-jitter", type=float, default=0.0, help="tilt each particle's view by up to this many degrees")
+    parser.add_argument("--junk", type=float, default=0.0, metavar="FRACTION", help="fraction of boxes without a proper particle (class 0 in truth.csv)")
+    parser.add_argument("--noise", choices=NOISES, default="white", help="noise spectrum: white or pink (1/f) (default white)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("-o", "--out", required=True, help="output folder")
 
@@ -57,12 +70,18 @@ def main(args: argparse.Namespace) -> int:
         defocus_range=tuple(args.defocus),
         pixel_size=args.pixel_size,
         seed=args.seed,
+        molecule=args.molecule,
+        close_pairs=args.close_pairs,
+        view_jitter=args.view_jitter,
+        junk=args.junk,
+        noise=args.noise,
     )
     paths = write_simulation(sim, args.out)
     params = {k: v for k, v in vars(args).items() if k != "command"}
     with open(paths["particles"].parent / "simulation.json", "w") as handle:
         json.dump(params, handle, indent=2)
     seconds = time.perf_counter() - started
-    print(f"wrote {sim.n} particles ({sim.k} views, {args.box} px) to {paths['particles']} "
-          f"in {seconds:.1f} s")
+    junk = int(sim.is_junk.sum())
+    print(f"wrote {sim.n} particles ({sim.k} views, {args.box} px"
+          f"{f', {junk} junk boxes' if junk else ''}) to {paths['particles']} in {seconds:.1f} s")
     return 0
