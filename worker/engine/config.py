@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-METHODS = ("reference", "invariant")
+METHODS = ("reference", "invariant", "pose", "pose-em")
 PRECISIONS = ("fp32", "bf16")
 
 

@@ -20,6 +20,9 @@ import sys
 from pathlib import Path
 
 from cryoclust.cli import CommandError
+from worker.engine.config import METHODS, ClassifyConfig
+
+DEFAULT_METHOD = ClassifyConfig.method
 
 DEFAULTS = dict(cluster_num=4, gpu="cuda:0", learning_rate=5e-4, epoch_num=20, batch_size=128, round_num=5)
 
@@ -36,10 +39,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-r", "--round_num", type=int, default=DEFAULTS["round_num"], help="train/KMeans rounds (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; runs with the same seed repeat exactly on CPU (default 0)")
     parser.add_argument("--size", type=int, default=64, help="model input size S; larger boxes are Fourier-cropped (default 64)")
-    parser.add_argument("--method", choices=("reference", "invariant"), default="reference", help="reference: the original method; invariant: rotation/shift-invariant (default reference)")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=f"reference: the original method; invariant: rotation/shift-invariant profiles; pose: likelihood search over class, angle and shift with the CTF, and the network on aligned particles; pose-em: pose without the network (default {DEFAULT_METHOD})")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="network arithmetic (default fp32)")
-    parser.add_argument("--phase-flip", action=argparse.BooleanOptionalAction, default=None, help="CTF phase-flip when the .star has defocus (default: on for invariant)")
-    parser.add_argument("--align", dest="align_averages", action=argparse.BooleanOptionalAction, default=None, help="align members before averaging (default: on for invariant)")
+    parser.add_argument("--phase-flip", action=argparse.BooleanOptionalAction, default=None, help="CTF phase-flip when the .star has defocus (default: on except for reference)")
+    parser.add_argument("--align", dest="align_averages", action=argparse.BooleanOptionalAction, default=None, help="align members before averaging (default: on except for reference)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
