@@ -262,7 +262,8 @@ class AlignedAverager:
     """Class averages after reference-free in-plane alignment of each class's members.
 
     After `average`, `params` holds every particle's alignment and `half_averages` the
-    (k, 2, S, S) averages of the even and odd members (for the FRC quality figure).
+    (k, 2, S, S) averages of the even and odd members, each half aligned on its own (a
+    gold-standard FRC: halves aligned to one reference share its noise and agree too well).
     """
 
     name = "aligned"
@@ -290,11 +291,11 @@ class AlignedAverager:
             index = torch.as_tensor(members, device=images.device)
             subset = images[index]
             average, params = align_class(subset, self.iterations, self.max_shift, self.angle_step)
-            aligned = apply_alignment(subset, params)
             averages[c] = average.cpu().numpy()
-            halves[c, 0] = aligned[0::2].mean(0).cpu().numpy()
-            if len(members) > 1:
-                halves[c, 1] = aligned[1::2].mean(0).cpu().numpy()
+            # Gold standard: each half aligned against its own reference, never the shared one.
+            for h in range(min(2, len(members))):
+                half, _ = align_class(subset[h::2], self.iterations, self.max_shift, self.angle_step)
+                halves[c, h] = half.cpu().numpy()
             angles[members], shifts[members], scores[members] = params.angles, params.shifts, params.scores
         self.params = AlignParams(angles, shifts, scores)
         self.half_averages = halves

@@ -32,6 +32,7 @@ import torch
 
 from worker.engine.align import soft_mask, transform
 from worker.engine.ctf import CtfParams, ctf_values
+from worker.engine.preprocess import fourier_crop
 from worker.engine.quality import ring_index
 
 BATCH = 512  # particles scored at a time: scores are BATCH x K x angles x shifts floats
@@ -132,6 +133,31 @@ def rolled_bank(rotated: torch.Tensor, radius: int) -> torch.Tensor:
     return rotated.reshape(len(rotated), -1)[:, source.reshape(-1)].reshape(len(rotated), -1, size * size)
 
 
+def rotate_sharp(images: torch.Tensor, angles: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """Rotate (M, S, S) images (see transform_sharp)."""
+    return transform_sharp(images, angles, torch.zeros(len(images), 2, device=images.device), factor)
+
+
+def transform_sharp(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """align.transform on a grid `factor` times finer (Fourier padded), cropped back: bilinear
+    interpolation then barely attenuates the frequencies of the original grid."""
+    size = images.shape[-1]
+    fine = pad_spectrum(images, factor * size)
+    return fourier_crop(transform(fine, angles, shifts * factor), size)
+
+
+def pad_spectrum(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Fourier upsampling of (..., S, S) images to (..., size, size), values kept (the inverse
+    of preprocess.fourier_crop)."""
+    box = images.shape[-1]
+    spectrum = torch.fft.rfft2(images)
+    half = box // 2
+    out = torch.zeros((*images.shape[:-2], size, size // 2 + 1), dtype=spectrum.dtype, device=images.device)
+    out[..., :half, : half + 1] = spectrum[..., :half, :]
+    out[..., size - half :, : half + 1] = spectrum[..., half:, :]
+    return torch.fft.irfft2(out, s=(size, size)) * (size * size) / (box * box)
+
+
 def search_mask(size: int, radius: int, device=None) -> torch.Tensor:
     return soft_mask(size, MASK_FRACTION * size - radius, device)
 
@@ -156,12 +182,13 @@ def expectation(
     device = images.device
     k, a, w2 = len(references), len(angles), (2 * radius + 1) ** 2
     masked = references * search_mask(size, radius, device)
-    rotated = transform(masked.repeat_interleave(a, 0), -angles.repeat(k), torch.zeros(k * a, 2, device=device))
+    rotated = rotate_sharp(masked.repeat_interleave(a, 0), -angles.repeat(k))
     bank = rolled_bank(rotated, radius).reshape(k * a * w2, size * size)
     inverse = 1.0 / on_grid(sigma2, size)  # (S, S//2+1)
     inverse[0, 0] = 0.0  # the mean: normalised particles carry none, and a mask moves it
-    weights = fourier_weights(size, device)
-    power = torch.fft.rfft2(masked).abs() ** 2 * weights  # (K, S, F)
+    # The norm term of each rotated template itself: interpolation changes its power a little,
+    # and a norm taken from the unrotated reference would favour the exact 90 degree turns.
+    power = torch.fft.rfft2(rotated).abs() ** 2 * fourier_weights(size, device)  # (K*A, S, F)
     top = min(top, k * a * w2)
     out = {key: [] for key in ("classes", "angles", "shifts", "weights", "class_probs", "ll")}
     for start in range(0, n, BATCH):
@@ -169,8 +196,9 @@ def expectation(
         c = ctfs[start : start + BATCH]
         filtered = torch.fft.irfft2(torch.fft.rfft2(x) * c * inverse, s=(size, size))
         cross = filtered.reshape(len(x), -1) @ bank.T  # (B, K*A*W2)
-        norm = (c**2 * inverse).reshape(len(x), -1) @ power.reshape(k, -1).T / size**2  # (B, K)
-        scores = cross.reshape(len(x), k, a * w2) - 0.5 * norm[:, :, None] + log_prior[None, :, None]
+        norm = (c**2 * inverse).reshape(len(x), -1) @ power.reshape(k * a, -1).T / size**2  # (B, K*A)
+        scores = cross.reshape(len(x), k, a, w2) - 0.5 * norm.reshape(len(x), k, a, 1)
+        scores = scores.reshape(len(x), k, a * w2) + log_prior[None, :, None]
         if allowed is not None:
             scores = scores.masked_fill(~allowed[start : start + BATCH, :, None], float("-inf"))
         scores = scores.double()
@@ -200,13 +228,16 @@ def maximisation(
     sigma2: torch.Tensor,
     scale: float = 1.0,
     members: torch.Tensor | None = None,
+    sharp: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CTF-weighted class averages over the kept poses: (K, S, S) references and the (K, S//2+1)
     signal power tau2 each was regularised with.
 
     `scale` converts the posterior's shifts to these images' pixels (search at 32 px, averages
     at 64 px: scale 2). `members` (N,) bool limits the average to some particles (half sets).
+    `sharp` moves the particles by transform_sharp (final averages: no interpolation blur).
     """
+    move = transform_sharp if sharp else transform
     n, size = images.shape[0], images.shape[-1]
     device = images.device
     numerator = torch.zeros((k, size, size // 2 + 1), dtype=torch.complex64, device=device)
@@ -220,7 +251,7 @@ def maximisation(
             keep = w > 1e-4
             if not bool(keep.any()):
                 continue
-            aligned = transform(x[keep], posterior.angles[start:stop, p][keep],
+            aligned = move(x[keep], posterior.angles[start:stop, p][keep],
                                 posterior.shifts[start:stop, p][keep] * scale)
             cls = posterior.classes[start:stop, p][keep]
             wc = w[keep][:, None, None] * c[keep]

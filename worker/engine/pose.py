@@ -155,7 +155,8 @@ class PoseMethod:
         state = EmState(self.state.references, self.state.sigma2, self.state.log_prior, self.state.posterior)
         references = references_from_labels(small, ctfs, labels, k, state)
         sigma2_full = resample(state.sigma2, size) * (size / small.shape[-1]) ** 2  # per-pixel units
-        averages, _ = maximisation(full, full_ctfs, state.posterior, k, sigma2_full, scale)
+        best = _best_only(state.posterior)  # the neighbours' share of the weight would blur
+        averages, _ = maximisation(full, full_ctfs, best, k, sigma2_full, scale, sharp=True)
         labels_t = torch.as_tensor(labels, device=full.device)
         parity = torch.zeros(len(labels), dtype=torch.bool, device=full.device)
         for c in range(k):
@@ -170,9 +171,16 @@ class PoseMethod:
                 posterior = expectation(small, ctfs, reference, state.sigma2, torch.zeros(k, device=full.device),
                                         angle_grid(FINE_STEP, full.device), SHIFT_RADIUS, allowed=allowed)
                 reference, _ = maximisation(small, ctfs, posterior, k, state.sigma2, members=members.float())
-            halves[:, h], _ = maximisation(full, full_ctfs, posterior, k, sigma2_full, scale, members=members.float())
+            halves[:, h], _ = maximisation(full, full_ctfs, _best_only(posterior), k, sigma2_full, scale,
+                                           members=members.float(), sharp=True)
         self.half_averages = halves.cpu().numpy()
         return averages.cpu().numpy().astype(np.float32)
+
+
+def _best_only(posterior: Posterior) -> Posterior:
+    p = posterior
+    return Posterior(p.classes[:, :1], p.angles[:, :1], p.shifts[:, :1], torch.ones_like(p.weights[:, :1]),
+                     p.class_probs, p.log_likelihood)
 
 
 def _low_passed(images: torch.Tensor, fraction: float) -> torch.Tensor:
