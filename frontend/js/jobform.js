@@ -10,9 +10,11 @@ export const PARAMETERS = [
     name: "method", label: "Method", kind: "select", value: "reference",
     options: [
       ["reference", "reference (the original Siamese network + KMeans)"],
-      ["invariant", "invariant (rotation/shift-invariant, for real particles)"],
+      ["invariant", "invariant (rotation/shift-invariant profiles, no network)"],
+      ["pose", "pose (likelihood search over class, angle and shift with the CTF; network on aligned particles)"],
+      ["pose-em", "pose-em (the pose search alone, without the network)"],
     ],
-    help: "reference reproduces the original algorithm; invariant groups views whatever their in-plane angle and shift.",
+    help: "reference reproduces the original algorithm; invariant groups views whatever their in-plane angle and shift; pose finds each particle's class, angle and shift by likelihood, as RELION does, then trains the network on the aligned particles.",
   },
   {
     name: "cluster_num", label: "Classes", kind: "int", value: 4, min: 2, max: 1000,

@@ -120,3 +120,22 @@ def test_on_unrotated_data_aligned_averages_match_the_views_as_well_as_plain_mea
         with_alignment = view_match(aligned[c], sim.clean_views[c])["correlation"]
         without = view_match(plain[c], sim.clean_views[c])["correlation"]
         assert with_alignment >= without - 0.005, (c, with_alignment, without)
+
+
+def test_a_resumed_pose_run_matches_an_unbroken_one(tmp_path):
+    import shutil
+
+    from worker.engine.config import ClassifyConfig
+    from worker.engine.io.particles import ParticleStack
+    from worker.engine.pipeline import classify
+    from worker.engine.simulate import write_simulation
+
+    paths = write_simulation(simulate(n=240, k=3, box=48, snr=0.5, rotate=True, ctf=True, seed=4), tmp_path / "data")
+    config = ClassifyConfig(cluster_num=3, epoch_num=1, round_num=2, size=32, seed=2, device="cpu", method="pose")
+    with ParticleStack.open(paths["star"]) as stack:
+        first = classify(stack, config, tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("round_02"))
+    with ParticleStack.open(paths["star"]) as stack:
+        resumed = classify(stack, config, tmp_path / "b")
+    assert np.array_equal(resumed.labels, first.labels)
+    assert np.array_equal(np.load(tmp_path / "b/round_02/embedding.npy"), np.load(tmp_path / "a/round_02/embedding.npy"))

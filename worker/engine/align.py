@@ -52,10 +52,18 @@ def transform(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor) 
     d = (size - 1) / 2 - size // 2
     offset = shifts.to(device=images.device, dtype=torch.float32) + d * (rotation.sum(-1) - 1)
     matrix = torch.cat([rotation, (2.0 / size) * offset[..., None]], -1)  # (B, 2, 3)
-    grid = F.affine_grid(matrix, [b, 1, size, size], align_corners=False)
+    # affine_grid's own arithmetic as one batched product (its CPU kernel is several times slower)
+    grid = (_base_grid(size, images.device) @ matrix.transpose(1, 2)).reshape(b, size, size, 2)
     out = F.grid_sample(images.reshape(b, 1, size, size).float(), grid, mode=INTERPOLATION,
                         padding_mode="zeros", align_corners=False)
     return out[:, 0]
+
+
+def _base_grid(size: int, device) -> torch.Tensor:
+    """(S*S, 3) rows (u, v, 1): pixel centres in grid_sample's coordinates (align_corners=False)."""
+    u = (2 * torch.arange(size, dtype=torch.float32, device=device) + 1) / size - 1
+    v, x = torch.meshgrid(u, u, indexing="ij")
+    return torch.stack([x.reshape(-1), v.reshape(-1), torch.ones(size * size, device=device)], -1)
 
 
 def soft_mask(size: int, radius: float, device=None) -> torch.Tensor:

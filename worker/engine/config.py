@@ -20,7 +20,7 @@ class ClassifyConfig:
     size: int = 64
     seed: int = 0
     device: str = "cuda:0"
-    method: str = "reference"
+    method: str = "pose"
     precision: str = "fp32"  # "bf16" autocasts the network for speed
     # Options beyond the reference method. None means: on for the invariant method, off for
     # the reference method, so `method="reference"` alone reproduces the original exactly.

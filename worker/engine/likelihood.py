@@ -195,17 +195,24 @@ def expectation(
         x = images[start : start + BATCH]
         c = ctfs[start : start + BATCH]
         filtered = torch.fft.irfft2(torch.fft.rfft2(x) * c * inverse, s=(size, size))
-        cross = filtered.reshape(len(x), -1) @ bank.T  # (B, K*A*W2)
+        flat = filtered.reshape(len(x), -1)
+        if allowed is None:
+            cross = (flat @ bank.T).reshape(len(x), k, a, w2)
+        else:  # score each particle against its allowed classes only
+            rows_allowed = allowed[start : start + BATCH]
+            cross = torch.full((len(x), k, a, w2), float("-inf"), device=device)
+            banks = bank.reshape(k, a * w2, -1)
+            for cls in torch.nonzero(rows_allowed.any(0)).flatten().tolist():
+                rows = torch.nonzero(rows_allowed[:, cls]).flatten()
+                cross[rows, cls] = (flat[rows] @ banks[cls].T).reshape(len(rows), a, w2)
         norm = (c**2 * inverse).reshape(len(x), -1) @ power.reshape(k * a, -1).T / size**2  # (B, K*A)
-        scores = cross.reshape(len(x), k, a, w2) - 0.5 * norm.reshape(len(x), k, a, 1)
+        scores = cross - 0.5 * norm.reshape(len(x), k, a, 1)
         scores = scores.reshape(len(x), k, a * w2) + log_prior[None, :, None]
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed[start : start + BATCH, :, None], float("-inf"))
-        scores = scores.double()
+        # float32 is enough: logsumexp and softmax subtract the maximum first
         per_class = torch.logsumexp(scores, -1)  # (B, K)
         total = torch.logsumexp(per_class, -1)  # (B,)
         values, flat = scores.reshape(len(x), -1).topk(top, dim=1)
-        kept = torch.softmax(values, dim=1)
+        kept = torch.softmax(values.double(), dim=1)
         cls, rest = flat // (a * w2), flat % (a * w2)
         ia, shift = rest // w2, rest % w2
         ty, tx = shift // (2 * radius + 1) - radius, shift % (2 * radius + 1) - radius
@@ -240,8 +247,9 @@ def maximisation(
     move = transform_sharp if sharp else transform
     n, size = images.shape[0], images.shape[-1]
     device = images.device
-    numerator = torch.zeros((k, size, size // 2 + 1), dtype=torch.complex64, device=device)
-    denominator = torch.zeros((k, size, size // 2 + 1), device=device)
+    grid = (size, size // 2 + 1)
+    numerator = torch.zeros((k, 2 * grid[0] * grid[1]), device=device)  # real and imaginary parts
+    denominator = torch.zeros((k, grid[0] * grid[1]), device=device)
     weights = posterior.weights if members is None else posterior.weights * members[:, None]
     for start in range(0, n, BATCH):
         stop = min(n, start + BATCH)
@@ -253,10 +261,14 @@ def maximisation(
                 continue
             aligned = move(x[keep], posterior.angles[start:stop, p][keep],
                                 posterior.shifts[start:stop, p][keep] * scale)
-            cls = posterior.classes[start:stop, p][keep]
-            wc = w[keep][:, None, None] * c[keep]
-            numerator.index_add_(0, cls, torch.fft.rfft2(aligned) * wc)
-            denominator.index_add_(0, cls, wc * c[keep])
+            # (K x B) one-hot weights times the spectra: a matrix product, not a scatter
+            assign = torch.nn.functional.one_hot(posterior.classes[start:stop, p][keep], k).T * w[keep]
+            ck = c[keep]
+            spectra = torch.view_as_real(torch.fft.rfft2(aligned) * ck).reshape(len(ck), -1)
+            numerator += assign @ spectra
+            denominator += assign @ (ck * ck).reshape(len(ck), -1)
+    numerator = torch.view_as_complex(numerator.reshape(k, *grid, 2).contiguous())
+    denominator = denominator.reshape(k, *grid)
     safe = denominator.clamp(min=1e-6)
     # The class's signal power: the plain average's power less its noise (sigma2 / sum w c^2).
     sig2 = on_grid(sigma2, size)

@@ -43,12 +43,13 @@ from worker.engine.poses import (
 )
 from worker.engine.preprocess import fourier_crop, normalise
 
-FIRST_ITERATIONS = 12  # EM iterations in round 1 (from random subsets)
-LATER_ITERATIONS = 3  # EM iterations in later rounds (from the previous labels)
-MAX_EPOCHS = 4  # the network's epochs per round (fewer when epoch_num is smaller)
+FIRST_ITERATIONS = 10  # EM iterations in round 1 (from random subsets)
+LATER_ITERATIONS = 2  # EM iterations in later rounds (from the previous labels)
+MAX_EPOCHS = 3  # the network's epochs per round (fewer when epoch_num is smaller)
 REPOSE_ANGLE = 8.0  # degrees: the re-posed copy's largest extra rotation
-REPOSE_SHIFT = 1.0  # px at the search size
-HALF_ITERATIONS = 2  # independent refinement rounds of each half set
+REPOSE_SHIFT = 1.0  # px at the network size
+NETWORK_SIZE = 24  # px: the aligned particles the network learns from (Fourier-cropped)
+HALF_ITERATIONS = 1  # independent refinement rounds of each half set
 HALF_START_RING = 0.25  # the half sets start from their reference low-passed to this fraction of Nyquist
 
 
@@ -124,11 +125,11 @@ class PoseMethod:
         return self._network_round(config, round_index, generator, on_event)
 
     def aligned_particles(self) -> torch.Tensor:
-        """Every particle at its most probable pose, masked and normalised: (N, 1, s, s)."""
+        """Every particle at its most probable pose, masked, at the network's size: (N, 1, s, s)."""
         _, angle, shift = self.state.posterior.best()
         small = self._small
         aligned = transform(small, angle, shift) * search_mask(small.shape[-1], SHIFT_RADIUS, small.device)
-        return normalise(aligned)[:, None]
+        return normalise(fourier_crop(aligned, min(NETWORK_SIZE, small.shape[-1])))[:, None]
 
     def _network_round(self, config, round_index, generator, on_event) -> tuple[np.ndarray, dict]:
         from dataclasses import replace

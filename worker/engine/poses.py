@@ -31,6 +31,7 @@ SHIFT_RADIUS = 3  # px at the search size (+-6 px at 64 px)
 COARSE_STEP = 15.0  # degrees, first iterations
 FINE_STEP = 7.5  # degrees, later iterations
 COARSE_ITERATIONS = 4
+PRUNE_CLASSES = 3  # classes scored per particle after the coarse iterations
 MIN_FRACTION = 0.15  # a class below this share of N/K is re-seeded
 
 
@@ -96,8 +97,8 @@ def _split(images: torch.Tensor, posterior: Posterior, largest: int) -> tuple[to
     return aligned[side].mean(0).reshape(size, size), aligned[~side].mean(0).reshape(size, size)
 
 
-def _reseed(images: torch.Tensor, state: EmState, k: int) -> None:
-    """Replace near-empty classes by splitting the most populated one in two."""
+def _reseed(images: torch.Tensor, state: EmState, k: int) -> bool:
+    """Replace near-empty classes by splitting the most populated one in two; True if any."""
     counts = state.posterior.class_probs.sum(0).clone()
     small = torch.nonzero(counts < MIN_FRACTION * len(images) / k).flatten()
     references, log_prior = state.references.clone(), state.log_prior.clone()
@@ -110,6 +111,7 @@ def _reseed(images: torch.Tensor, state: EmState, k: int) -> None:
         counts[index] = counts[largest]
         log_prior[largest] = log_prior[index] = log_prior[largest] - float(np.log(2))
     state.references, state.log_prior = references, log_prior
+    return len(small) > 0
 
 
 def run_em(
@@ -128,17 +130,24 @@ def run_em(
         sigma2 = noise_spectrum(images)
         state = EmState(random_references(images, k, seed), sigma2, torch.full((k,), -float(np.log(k)), device=device))
     floor = 0.2 * state.sigma2
+    reseeded = False
     for iteration in range(1, iterations + 1):
         step = COARSE_STEP if iteration <= coarse_iterations else FINE_STEP
+        allowed = None
+        if iteration > coarse_iterations and state.posterior is not None and k > PRUNE_CLASSES and not reseeded:
+            # Once the classes have formed, a particle's likely classes change little: score
+            # only its PRUNE_CLASSES most probable ones (K / PRUNE_CLASSES times less work).
+            top = state.posterior.class_probs.topk(PRUNE_CLASSES, dim=1).indices
+            allowed = torch.zeros((len(images), k), dtype=torch.bool, device=device)
+            allowed.scatter_(1, top, True)
         posterior = expectation(images, ctfs, state.references, state.sigma2, state.log_prior,
-                                angle_grid(step, device), SHIFT_RADIUS)
+                                angle_grid(step, device), SHIFT_RADIUS, allowed=allowed)
         references, _ = maximisation(images, ctfs, posterior, k, state.sigma2)
         state.sigma2 = update_noise(images, ctfs, references, posterior, floor)
         counts = posterior.class_probs.sum(0)
         state.log_prior = torch.log((counts / counts.sum()).clamp(min=1e-3))
         state.references, state.posterior = _centred(references), posterior
-        if iteration < iterations:
-            _reseed(images, state, k)
+        reseeded = iteration < iterations and _reseed(images, state, k)
         if on_iteration is not None:
             on_iteration(iteration, state)
     return state
