@@ -39,7 +39,7 @@ class JobParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["reference", "invariant", "pose", "pose-em"] = "reference"
+    method: Literal["reference", "invariant", "pose", "pose-em"] = "pose"
     cluster_num: int = Field(4, ge=2, le=1000)
     learning_rate: float = Field(5e-4, gt=0, le=1)
     epoch_num: int = Field(20, ge=1, le=1000)

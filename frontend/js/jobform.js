@@ -7,7 +7,7 @@ import { fmtInt, h, replace } from "./dom.js";
 /** The parameters, in form order. check(value, dataset) returns an error message or "". */
 export const PARAMETERS = [
   {
-    name: "method", label: "Method", kind: "select", value: "reference",
+    name: "method", label: "Method", kind: "select", value: "pose",
     options: [
       ["reference", "reference (the original Siamese network + KMeans)"],
       ["invariant", "invariant (rotation/shift-invariant profiles, no network)"],

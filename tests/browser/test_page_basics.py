@@ -57,7 +57,9 @@ def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
     defaults = {"cluster_num": "4", "learning_rate": "0.0005", "epoch_num": "20", "batch_size": "128", "round_num": "5", "size": "64", "seed": "0"}
     for field, value in defaults.items():
         expect(page.locator(f"#job-{field}")).to_have_value(value)
-    expect(page.locator("#job-method")).to_have_value("reference")
+    expect(page.locator("#job-method")).to_have_value("pose")
+    offered = page.locator("#job-method option").evaluate_all("options => options.map(o => o.value)")
+    assert offered == ["reference", "invariant", "pose", "pose-em"]
     expect(page.locator("#job-phase_flip")).to_be_checked()
     expect(page.locator("#job-align_averages")).not_to_be_checked()
     assert page.locator("#job-form .help").count() >= 12  # a line of help for every field

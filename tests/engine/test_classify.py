@@ -131,7 +131,7 @@ def test_more_classes_than_particles_is_refused(easy_set, tmp_path, capsys):
 def test_defaults_are_the_original_programs():
     args = parse_args(["classify", "x.mrcs", "-o", "out"])
     assert (args.cluster_num, args.gpu, args.learning_rate, args.epoch_num, args.batch_size, args.round_num) == (4, "cuda:0", 5e-4, 20, 128, 5)
-    assert (args.seed, args.size, args.method) == (0, 64, "reference")
+    assert (args.seed, args.size, args.method) == (0, 64, "pose")  # the best measured method
 
 
 def test_a_callback_can_cancel_between_batches_leaving_complete_rounds_only(easy_set, tmp_path):

@@ -45,9 +45,10 @@ from worker.engine.preprocess import fourier_crop, normalise
 
 FIRST_ITERATIONS = 10  # EM iterations in round 1 (from random subsets)
 LATER_ITERATIONS = 2  # EM iterations in later rounds (from the previous labels)
-MAX_EPOCHS = 3  # the network's epochs per round (fewer when epoch_num is smaller)
+MAX_EPOCHS = 5  # the network's epochs per round (fewer when epoch_num is smaller)
 REPOSE_ANGLE = 8.0  # degrees: the re-posed copy's largest extra rotation
 REPOSE_SHIFT = 1.0  # px at the network size
+NETWORK_BATCH = 32  # pairs per step: a few epochs of small batches give the network enough steps
 NETWORK_SIZE = 24  # px: the aligned particles the network learns from (Fourier-cropped)
 HALF_ITERATIONS = 1  # independent refinement rounds of each half set
 HALF_START_RING = 0.25  # the half sets start from their reference low-passed to this fraction of Nyquist
@@ -139,7 +140,7 @@ class PoseMethod:
         aligned = self.aligned_particles()
         network = fresh_network(aligned.shape[-1], aligned.device, config.seed + round_index)
         sampler = PairSampler.from_labels(self.state.posterior.classes[:, 0].contiguous())
-        short = replace(config, epoch_num=self.epochs(config))
+        short = replace(config, epoch_num=self.epochs(config), batch_size=min(config.batch_size, NETWORK_BATCH))
         loss = train_network(network, aligned, sampler, short, round_index, generator, on_event, augment=_repose)
         embedding = embed(network, aligned, config.precision, on_event, round_index)
         return embedding, {"network": network, "loss": loss}
