@@ -20,10 +20,11 @@ class ClassifyConfig:
     size: int = 64
     seed: int = 0
     device: str = "cuda:0"
-    method: str = "pose"
+    method: str = "pose"  # the best measured (README "Methods"); "reference" is the original
     precision: str = "fp32"  # "bf16" autocasts the network for speed
-    # Options beyond the reference method. None means: on for the invariant method, off for
-    # the reference method, so `method="reference"` alone reproduces the original exactly.
+    # Options beyond the reference method. None means: on for every method except the
+    # reference method, so `method="reference"` alone reproduces the original exactly. The pose
+    # methods always give their own CTF-weighted aligned averages (align_averages is not used).
     phase_flip: bool | None = None
     align_averages: bool | None = None
 
