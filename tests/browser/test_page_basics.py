@@ -63,7 +63,9 @@ def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
     defaults = {name: str(default(name)) for name in ("cluster_num", "learning_rate", "epoch_num", "batch_size", "round_num", "size", "seed")}
     for field, value in defaults.items():
         expect(page.locator(f"#job-{field}")).to_have_value(value)
-    expect(page.locator("#job-method")).to_have_value(default("method"))
+    expect(page.locator("#job-method")).to_have_value("pose")  # the best measured method
+    offered = page.locator("#job-method option").evaluate_all("options => options.map(o => o.value)")
+    assert offered == ["reference", "invariant", "pose", "pose-em"]
     # The "auto" options are shown as auto, with the rule that decides them.
     for field in ("phase_flip", "align_averages"):
         expect(page.locator(f"#job-{field}")).to_have_value("auto")

@@ -7,7 +7,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from worker.engine.config import ClassifyConfig
+from worker.engine.config import METHODS, ClassifyConfig
 from worker.engine.events import Callback
 
 
@@ -36,4 +36,12 @@ def get_method(name: str) -> Method:
         from worker.engine.invariant import InvariantMethod
 
         return InvariantMethod()
-    raise ValueError(f"unknown method {name!r}; choose reference or invariant")
+    if name == "pose":
+        from worker.engine.pose import PoseMethod
+
+        return PoseMethod()
+    if name == "pose-em":
+        from worker.engine.pose import PoseMethod
+
+        return PoseMethod(network=False)
+    raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.engine.gallery import gallery_png
+from worker.engine.io.atomic import temporary_sibling
 from worker.engine.io.mrc import write_stack
 from worker.engine.io.star import write_particles_star
 
@@ -28,15 +29,13 @@ def round_dir(out_dir: Path, round_index: int) -> Path:
 
 def write_json(path: Path, data) -> None:
     """Write JSON through a temporary file so readers never see half a document."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    with temporary_sibling(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with temporary_sibling(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def completed_rounds(out_dir: Path) -> list[int]:
@@ -73,12 +72,10 @@ def captions(classes: list[dict]) -> list[str]:
 
 
 def write_labels_csv(path: Path, labels: np.ndarray, image_names: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with temporary_sibling(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["index", "image_name", "class"])
         writer.writerows(zip(range(len(labels)), image_names, (labels + 1).tolist()))
-    os.replace(tmp, path)
 
 
 def read_labels_csv(path: Path) -> np.ndarray:
@@ -100,6 +97,7 @@ def write_round(
     classes: list[dict],
     loss: list[dict],
     info: dict,
+    extra: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Path:
     """Write every file of a round into a temporary folder, then rename it into place."""
     final = round_dir(out_dir, round_index)
@@ -114,6 +112,8 @@ def write_round(
     write_json(tmp / "classes.json", classes)
     write_json(tmp / "loss.json", loss)
     write_json(tmp / "round.json", info)
+    for name, arrays in (extra or {}).items():  # a method's state, e.g. method_state.npz
+        np.savez(tmp / name, **arrays)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -136,7 +136,6 @@ def write_final(out_dir: Path, last_round: int, stack, summary: dict) -> None:
         image_size=stack.box,
     )
     for name in ("class_averages.mrcs", "class_averages.png", "classes.json"):
-        tmp = out_dir / f".{name}.tmp"
-        shutil.copyfile(last / name, tmp)
-        os.replace(tmp, out_dir / name)
+        with temporary_sibling(out_dir / name) as tmp:
+            shutil.copyfile(last / name, tmp)
     write_json(out_dir / "summary.json", summary)

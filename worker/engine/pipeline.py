@@ -26,6 +26,7 @@ from worker.engine.config import ClassifyConfig
 from worker.engine.devices import resolve_device
 from worker.engine.errors import InputError
 from worker.engine.events import Callback, Event, LossPoint, RoundDone, RoundStarted, ignore
+from worker.engine.io.atomic import temporary_sibling
 from worker.engine.io.particles import ParticleStack
 from worker.engine.methods import get_method
 from worker.engine.preprocess import model_size, preprocess
@@ -40,7 +41,12 @@ class ClassifyResult:
     device: str = "cpu"
 
 
-def _averager(config: ClassifyConfig):
+STATE_FILE = "method_state.npz"  # a method's between-round state, for exact resuming
+
+
+def _averager(config: ClassifyConfig, method):
+    if hasattr(method, "average"):
+        return method  # a method with its own (CTF-weighted, aligned) averages
     if config.aligns_averages:
         from worker.engine.align import AlignedAverager
 
@@ -57,9 +63,24 @@ def _phase_flipper(stack: ParticleStack, config: ClassifyConfig):
 
 
 def _class_quality(images: torch.Tensor, labels: np.ndarray, k: int, pixel_size: float, averager) -> list:
-    """FRC-0.5 resolution per class, from the averager's aligned half sets when it has them."""
+    """FRC-0.5 resolution per class, from the averager's independent half sets when it has them."""
     halves = getattr(averager, "half_averages", None)
     return class_resolutions(images, labels, k, pixel_size, halves=halves)
+
+
+@dataclass
+class _Run:
+    """What every round of one run shares."""
+
+    stack: ParticleStack
+    config: ClassifyConfig
+    out_dir: Path
+    images: torch.Tensor
+    pixel_size: float
+    method: object
+    averager: object
+    generator: torch.Generator
+    on_event: Callback
 
 
 def classify(
@@ -100,86 +121,105 @@ def classify(
     preprocess_seconds = time.perf_counter() - started
     size = model_size(stack.box, config.size)
     pixel_size = stack.pixel_size * stack.box / size
-
-    done = outputs.completed_rounds(out_dir)
-    rounds = [_read_json(outputs.round_dir(out_dir, r) / "round.json") for r in done]
-    if done:
-        labels = outputs.read_labels_csv(outputs.round_dir(out_dir, done[-1]) / "labels.csv")
-    else:
-        labels = initial_labels(images[:, 0].cpu().numpy(), k, config.seed)
-
     method = get_method(config.method)
-    averager = _averager(config)
-    generator = torch.Generator(device=device)
+    if hasattr(method, "set_optics"):
+        method.set_optics(stack.ctf, pixel_size, config.flips_phase and stack.ctf is not None)
+    run = _Run(stack, config, out_dir, images, pixel_size, method, _averager(config, method),
+               torch.Generator(device=device), on_event)
+
+    done, rounds, labels = _resume(run)
     for r in range(len(done) + 1, config.round_num + 1):
-        round_started = time.perf_counter()
-        # Seeds per round, so a resumed run repeats exactly what an unbroken one would do.
-        generator.manual_seed(config.seed * 100_003 + r)
-        losses: list[dict] = []
-
-        def record(event: Event) -> None:
-            if isinstance(event, LossPoint):
-                losses.append({"epoch": event.epoch, "step": event.step, "pairs_done": event.pairs_done, "loss": event.loss})
-            on_event(event)
-
-        on_event(RoundStarted(r, config.round_num, config.epoch_num * n))
-        embedding, state = method.train_round(images, labels, config, r, generator, record)
-        trained = time.perf_counter()
-        labels = kmeans_labels(embedding, k, config.seed + r)
-        clustered = time.perf_counter()
-        averages = averager.average(images, labels, k)
-        classes = outputs.class_table(labels, k, _class_quality(images, labels, k, pixel_size, averager))
-        averaged = time.perf_counter()
-        timings = {
-            "train_embed": trained - round_started,
-            "kmeans": clustered - trained,
-            "averages": averaged - clustered,
-        }
-        info = {
-            "round": r,
-            "counts": [row["count"] for row in classes],
-            "loss": state["loss"],
-            "seconds": averaged - round_started,
-            "timings": timings,
-        }
-        outputs.write_round(
-            out_dir,
-            r,
-            labels=labels,
-            image_names=stack.image_names,
-            embedding=embedding,
-            embedding_2d=project_2d(embedding, config.seed),
-            averages=averages,
-            pixel_size=pixel_size,
-            classes=classes,
-            loss=losses,
-            info=info,
-        )
-        if "network" in state:
-            _save_weights(out_dir / "model.pt", state["network"], r)
+        labels, info = _one_round(run, r, labels)
         rounds.append(info)
-        on_event(RoundDone(r, config.round_num, info["counts"], info["seconds"], state["loss"], timings))
 
-    summary = {
-        "parameters": config.to_dict(),
-        "device": str(device),
-        "particles": n,
-        "box": stack.box,
-        "model_size": size,
-        "pixel_size": stack.pixel_size,
-        "preprocess_seconds": preprocess_seconds,
-        "rounds": rounds,
-        "total_seconds": time.perf_counter() - started,
-        "version": __version__,
-    }
+    summary = _summary(run, device, size, preprocess_seconds, rounds, time.perf_counter() - started)
     outputs.write_final(out_dir, config.round_num, stack, summary)
     return ClassifyResult(out_dir, labels, rounds, str(device))
 
 
+def _resume(run: _Run) -> tuple[list[int], list[dict], np.ndarray]:
+    """Rounds already complete, their round.json, and the labels (and method state) to go on from."""
+    done = outputs.completed_rounds(run.out_dir)
+    rounds = [_read_json(outputs.round_dir(run.out_dir, r) / "round.json") for r in done]
+    if not done:
+        return done, rounds, initial_labels(run.images[:, 0].cpu().numpy(), run.config.cluster_num, run.config.seed)
+    last = outputs.round_dir(run.out_dir, done[-1])
+    state = last / STATE_FILE
+    if hasattr(run.method, "load_state") and state.is_file():
+        with np.load(state) as arrays:
+            run.method.load_state(dict(arrays), run.images.device)
+    return done, rounds, outputs.read_labels_csv(last / "labels.csv")
+
+
+def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Train/embed, KMeans, averages; write round r into its folder. Returns (labels, round.json)."""
+    config, n, k = run.config, len(run.stack), run.config.cluster_num
+    round_started = time.perf_counter()
+    # Seeds per round, so a resumed run repeats exactly what an unbroken one would do.
+    run.generator.manual_seed(config.seed * 100_003 + r)
+    losses: list[dict] = []
+
+    def record(event: Event) -> None:
+        if isinstance(event, LossPoint):
+            losses.append({"epoch": event.epoch, "step": event.step, "pairs_done": event.pairs_done, "loss": event.loss})
+        run.on_event(event)
+
+    epochs = run.method.epochs(config) if hasattr(run.method, "epochs") else config.epoch_num
+    run.on_event(RoundStarted(r, config.round_num, epochs * n))
+    embedding, state = run.method.train_round(run.images, labels, config, r, run.generator, record)
+    trained = time.perf_counter()
+    labels = kmeans_labels(embedding, k, config.seed + r)
+    clustered = time.perf_counter()
+    averages = run.averager.average(run.images, labels, k)
+    classes = outputs.class_table(labels, k, _class_quality(run.images, labels, k, run.pixel_size, run.averager))
+    averaged = time.perf_counter()
+    timings = {"train_embed": trained - round_started, "kmeans": clustered - trained, "averages": averaged - clustered}
+    info = {
+        "round": r,
+        "counts": [row["count"] for row in classes],
+        "loss": state["loss"],
+        "seconds": averaged - round_started,
+        "timings": timings,
+    }
+    extra = {STATE_FILE: run.method.state_arrays()} if hasattr(run.method, "state_arrays") else None
+    outputs.write_round(
+        run.out_dir,
+        r,
+        labels=labels,
+        image_names=run.stack.image_names,
+        embedding=embedding,
+        embedding_2d=project_2d(embedding, config.seed),
+        averages=averages,
+        pixel_size=run.pixel_size,
+        classes=classes,
+        loss=losses,
+        info=info,
+        extra=extra,
+    )
+    if "network" in state:
+        _save_weights(run.out_dir / "model.pt", state["network"], r)
+    run.on_event(RoundDone(r, config.round_num, info["counts"], info["seconds"], state["loss"], timings))
+    return labels, info
+
+
+def _summary(run: _Run, device, size: int, preprocess_seconds: float, rounds: list[dict], total: float) -> dict:
+    return {
+        "parameters": run.config.to_dict(),
+        "device": str(device),
+        "particles": len(run.stack),
+        "box": run.stack.box,
+        "model_size": size,
+        "pixel_size": run.stack.pixel_size,
+        "preprocess_seconds": preprocess_seconds,
+        "rounds": rounds,
+        "total_seconds": total,
+        "version": __version__,
+    }
+
+
 def _save_weights(path: Path, network: torch.nn.Module, round_index: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"round": round_index, "state_dict": network.state_dict()}, tmp)
-    tmp.replace(path)
+    with temporary_sibling(path) as tmp:
+        torch.save({"round": round_index, "state_dict": network.state_dict()}, tmp)
 
 
 def _read_json(path: Path) -> dict:

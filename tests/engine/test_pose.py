@@ -1,0 +1,141 @@
+"""The pose method's parts: the likelihood search finds known poses, the M-step rebuilds the
+views, half sets are gold-standard, and alignment never makes an average worse."""
+
+import numpy as np
+import pytest
+import torch
+
+from worker.engine.ctf import phase_flip
+from worker.engine.likelihood import Posterior, expectation, maximisation, noise_spectrum, particle_ctfs
+from worker.engine.pose import PoseMethod
+from worker.engine.poses import SEARCH_SIZE, angle_grid
+from worker.engine.preprocess import fourier_crop, normalise
+from worker.engine.quality import _correlation, class_resolutions
+from worker.engine.simulate import simulate
+
+
+def _prepared(sim):
+    """Phase-flipped, normalised particles, their search-size copies and |CTF|s."""
+    raw = sim.images if sim.ctf is None else phase_flip(sim.images, sim.ctf, sim.pixel_size)
+    images = normalise(torch.from_numpy(raw))
+    small = fourier_crop(images, SEARCH_SIZE)
+    scale = images.shape[-1] / SEARCH_SIZE
+    ctfs = particle_ctfs(sim.ctf, sim.n, SEARCH_SIZE, sim.pixel_size * scale, True)
+    return images, small, ctfs, scale
+
+
+def _angle_error(found, truth):
+    return np.abs((np.asarray(found) - truth + 180.0) % 360.0 - 180.0)
+
+
+def _true_posterior(sim, scale):
+    n, k = sim.n, sim.k
+    return Posterior(
+        classes=torch.as_tensor(sim.views)[:, None],
+        angles=torch.as_tensor(sim.angles, dtype=torch.float32)[:, None],
+        shifts=torch.as_tensor(sim.shifts, dtype=torch.float32)[:, None] / scale,
+        weights=torch.ones(n, 1),
+        class_probs=torch.nn.functional.one_hot(torch.as_tensor(sim.views), k).float(),
+        log_likelihood=torch.zeros(n),
+    )
+
+
+def test_the_search_recovers_known_rotations_and_shifts():
+    sim = simulate(n=240, k=3, snr=0.5, rotate=True, shift=4.0, ctf=True, seed=11)
+    images, small, ctfs, scale = _prepared(sim)
+    # The true references, at the particles' own scale: the CTF-weighted average at the true poses.
+    references, _ = maximisation(small, ctfs, _true_posterior(sim, scale), 3, noise_spectrum(small))
+    posterior = expectation(small, ctfs, references, noise_spectrum(small), torch.zeros(3),
+                            angle_grid(5.0), radius=3)
+    classes, angles, shifts = (t.numpy() for t in posterior.best())
+    assert (classes == sim.views).mean() >= 0.98
+    angle_error = _angle_error(angles, sim.angles)
+    shift_error = np.linalg.norm(shifts * scale - sim.shifts, axis=1)
+    # 5 degree grid, 2 px shift grid at 64 px: a shift rounded by 1 px turns the best angle too
+    assert np.median(angle_error) < 4.0 and np.quantile(angle_error, 0.95) < 12.0, angle_error
+    assert np.median(shift_error) < 1.2 and np.quantile(shift_error, 0.95) < 2.0, shift_error
+
+
+def test_the_m_step_with_true_classes_and_poses_rebuilds_the_views():
+    sim = simulate(n=600, k=2, snr=0.1, rotate=True, shift=3.0, ctf=True, seed=12)
+    images, small, ctfs, scale = _prepared(sim)
+    posterior = _true_posterior(sim, scale)
+    full_ctfs = particle_ctfs(sim.ctf, sim.n, 64, sim.pixel_size, True)
+    sigma2 = noise_spectrum(images)
+    averages, _ = maximisation(images, full_ctfs, posterior, 2, sigma2, scale)
+    for c in range(2):
+        assert _correlation(averages[c].numpy(), sim.clean_views[c]) > 0.9
+
+
+def _pose_round(images, k, seed=0, ctf=None, pixel_size=2.0):
+    from worker.engine.config import ClassifyConfig
+
+    method = PoseMethod(network=False)
+    method.set_optics(ctf, pixel_size, ctf is not None)
+    config = ClassifyConfig(cluster_num=k, round_num=1, epoch_num=1, size=64, seed=seed, device="cpu")
+    embedding, _ = method.train_round(images[:, None], np.zeros(len(images), dtype=int), config, 1,
+                                      torch.Generator().manual_seed(seed), lambda event: None)
+    return method, embedding[:, :k].argmax(1)
+
+
+def test_pure_noise_half_sets_do_not_report_a_resolution():
+    rng = np.random.default_rng(5)
+    noise = normalise(torch.from_numpy(rng.standard_normal((300, 64, 64)).astype(np.float32)))
+    method, labels = _pose_round(noise, 2)
+    method.average(noise[:, None], labels, 2)
+    pixel_size = 2.0
+    for quality in class_resolutions(noise[:, None], labels, 2, pixel_size, halves=method.half_averages):
+        # Nyquist is 4 Å; aligned noise may agree only at the lowest frequencies
+        assert quality is None or quality > 8 * pixel_size, quality
+
+
+def test_aligned_averager_half_sets_are_independent_on_pure_noise():
+    from worker.engine.align import AlignedAverager
+
+    rng = np.random.default_rng(6)
+    noise = normalise(torch.from_numpy(rng.standard_normal((200, 48, 48)).astype(np.float32)))
+    labels = np.arange(200) % 2
+    averager = AlignedAverager(iterations=2)
+    averager.average(noise[:, None], labels, 2)
+    for quality in class_resolutions(noise[:, None], labels, 2, 2.0, halves=averager.half_averages):
+        assert quality is None or quality > 16.0, quality
+
+
+@pytest.mark.parametrize("averager_name", ["pose", "aligned"])
+def test_on_unrotated_data_aligned_averages_match_the_views_as_well_as_plain_means(averager_name):
+    from worker.engine.align import AlignedAverager
+    from worker.engine.averages import class_means
+    from worker.engine.quality import view_match
+
+    sim = simulate(n=400, k=4, snr=1.0, seed=13)
+    images = normalise(torch.from_numpy(sim.images))
+    labels = sim.views
+    if averager_name == "pose":
+        method, _ = _pose_round(images, 4)
+        aligned = method.average(images[:, None], labels, 4)
+    else:
+        aligned = AlignedAverager().average(images[:, None], labels, 4)
+    plain = class_means(images[:, None], labels, 4)
+    for c in range(4):
+        with_alignment = view_match(aligned[c], sim.clean_views[c])["correlation"]
+        without = view_match(plain[c], sim.clean_views[c])["correlation"]
+        assert with_alignment >= without - 0.005, (c, with_alignment, without)
+
+
+def test_a_resumed_pose_run_matches_an_unbroken_one(tmp_path):
+    import shutil
+
+    from worker.engine.config import ClassifyConfig
+    from worker.engine.io.particles import ParticleStack
+    from worker.engine.pipeline import classify
+    from worker.engine.simulate import write_simulation
+
+    paths = write_simulation(simulate(n=240, k=3, box=48, snr=0.5, rotate=True, ctf=True, seed=4), tmp_path / "data")
+    config = ClassifyConfig(cluster_num=3, epoch_num=1, round_num=2, size=32, seed=2, device="cpu", method="pose")
+    with ParticleStack.open(paths["star"]) as stack:
+        first = classify(stack, config, tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("round_02"))
+    with ParticleStack.open(paths["star"]) as stack:
+        resumed = classify(stack, config, tmp_path / "b")
+    assert np.array_equal(resumed.labels, first.labels)
+    assert np.array_equal(np.load(tmp_path / "b/round_02/embedding.npy"), np.load(tmp_path / "a/round_02/embedding.npy"))

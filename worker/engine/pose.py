@@ -1,0 +1,201 @@
+"""The "pose" method: likelihood classification over class, in-plane angle and shift with the
+CTF in the model (worker.engine.poses), and the Siamese network trained on the aligned particles.
+
+One round:
+1. EM at the search size (32 px): round 1 starts from random subsets; later rounds start from
+   the previous round's labels (each label class aligned to the reference most of it came from).
+2. Every particle is brought to its most probable pose, masked, and the Siamese network (at the
+   search size) learns contrastive pairs on these aligned, phase-flipped particles: partners
+   from the same EM class, and each second image re-posed by a small random rotation and shift,
+   so a particle and its re-posed copy count as the same. Its loss is the page's live curve.
+3. Every aligned particle is embedded; the pipeline's KMeans on the embedding gives the labels.
+
+`network=False` is the ablation: the embedding is then the one-hot of the EM class posterior,
+so KMeans returns the EM labels themselves.
+
+Class averages (`average`): each label class is aligned to its reference at the search size,
+and averaged at full size with the CTFs (Wiener-like). The two half sets (even and odd members)
+are refined independently from the same low-passed start, for a gold-standard FRC.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from worker.engine.align import transform
+from worker.engine.config import ClassifyConfig
+from worker.engine.ctf import CtfParams
+from worker.engine.events import Callback, EpochDone, LossPoint
+from worker.engine.likelihood import Posterior, expectation, maximisation, particle_ctfs, resample, search_mask
+from worker.engine.model import EMBEDDING_DIM
+from worker.engine.pairs import PairSampler
+from worker.engine.poses import (
+    FINE_STEP,
+    SEARCH_SIZE,
+    SHIFT_RADIUS,
+    EmState,
+    angle_grid,
+    references_from_labels,
+    run_em,
+)
+from worker.engine.preprocess import fourier_crop, normalise
+
+FIRST_ITERATIONS = 10  # EM iterations in round 1 (from random subsets)
+LATER_ITERATIONS = 2  # EM iterations in later rounds (from the previous labels)
+MAX_EPOCHS = 5  # the network's epochs per round (fewer when epoch_num is smaller)
+REPOSE_ANGLE = 8.0  # degrees: the re-posed copy's largest extra rotation
+REPOSE_SHIFT = 1.0  # px at the network size
+NETWORK_BATCH = 32  # pairs per step: a few epochs of small batches give the network enough steps
+NETWORK_SIZE = 24  # px: the aligned particles the network learns from (Fourier-cropped)
+HALF_ITERATIONS = 1  # independent refinement rounds of each half set
+HALF_START_RING = 0.25  # the half sets start from their reference low-passed to this fraction of Nyquist
+
+
+class PoseMethod:
+    """Likelihood pose search + Siamese network on aligned particles (see module doc)."""
+
+    name = "pose"
+
+    def __init__(self, network: bool = True) -> None:
+        self.network = network
+        self.ctf: CtfParams | None = None
+        self.pixel_size = 1.0
+        self.flipped = False
+        self.state: EmState | None = None
+        self._small: torch.Tensor | None = None
+        self._ctfs: torch.Tensor | None = None
+
+    # -- the pipeline's hooks ---------------------------------------------------------------
+    def set_optics(self, ctf: CtfParams | None, pixel_size: float, flipped: bool) -> None:
+        """The particles' CTFs, the pixel size at the model size, and whether they were flipped."""
+        self.ctf, self.pixel_size, self.flipped = ctf, pixel_size, flipped
+
+    def epochs(self, config: ClassifyConfig) -> int:
+        return min(config.epoch_num, MAX_EPOCHS)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything the next round needs beyond the labels (saved for resuming)."""
+        s, p = self.state, self.state.posterior
+        tensors = {"references": s.references, "sigma2": s.sigma2, "log_prior": s.log_prior,
+                   "classes": p.classes, "angles": p.angles, "shifts": p.shifts, "weights": p.weights,
+                   "class_probs": p.class_probs, "log_likelihood": p.log_likelihood}
+        return {key: value.cpu().numpy() for key, value in tensors.items()}
+
+    def load_state(self, arrays: dict[str, np.ndarray], device) -> None:
+        t = {key: torch.as_tensor(value, device=device) for key, value in arrays.items()}
+        posterior = Posterior(t["classes"], t["angles"], t["shifts"], t["weights"], t["class_probs"], t["log_likelihood"])
+        self.state = EmState(t["references"], t["sigma2"], t["log_prior"], posterior)
+
+    # -- one round --------------------------------------------------------------------------
+    def _prepare(self, images: torch.Tensor) -> None:
+        if self._small is None or len(self._small) != len(images):
+            size = images.shape[-1]
+            search = min(SEARCH_SIZE, size)
+            self._small = fourier_crop(images.reshape(-1, size, size).float(), search)
+            self._ctfs = particle_ctfs(self.ctf, len(images), search, self.pixel_size * size / search,
+                                       self.flipped, images.device)
+
+    def train_round(
+        self,
+        images: torch.Tensor,
+        labels: np.ndarray,
+        config: ClassifyConfig,
+        round_index: int,
+        generator: torch.Generator,
+        on_event: Callback,
+    ) -> tuple[np.ndarray, dict]:
+        self._prepare(images)
+        small, ctfs, k = self._small, self._ctfs, config.cluster_num
+        seed = config.seed * 1000 + round_index
+        if self.state is None:
+            self.state = run_em(small, ctfs, k, FIRST_ITERATIONS, seed)
+        else:
+            self.state.references = references_from_labels(small, ctfs, labels, k, self.state)
+            self.state = run_em(small, ctfs, k, LATER_ITERATIONS, seed, state=self.state, coarse_iterations=0)
+        posterior = self.state.posterior
+        if not self.network:
+            embedding = np.zeros((len(images), EMBEDDING_DIM), dtype=np.float32)
+            embedding[:, : min(k, EMBEDDING_DIM)] = posterior.class_probs[:, :EMBEDDING_DIM].cpu().numpy()
+            loss = float(-posterior.log_likelihood.mean())
+            on_event(LossPoint(round_index, 1, 1, len(images), loss))
+            on_event(EpochDone(round_index, 1, loss, 0.0))
+            return embedding, {"loss": loss}
+        return self._network_round(config, round_index, generator, on_event)
+
+    def aligned_particles(self) -> torch.Tensor:
+        """Every particle at its most probable pose, masked, at the network's size: (N, 1, s, s)."""
+        _, angle, shift = self.state.posterior.best()
+        small = self._small
+        aligned = transform(small, angle, shift) * search_mask(small.shape[-1], SHIFT_RADIUS, small.device)
+        return normalise(fourier_crop(aligned, min(NETWORK_SIZE, small.shape[-1])))[:, None]
+
+    def _network_round(self, config, round_index, generator, on_event) -> tuple[np.ndarray, dict]:
+        from dataclasses import replace
+
+        from worker.engine.train import embed, fresh_network, train_network
+
+        aligned = self.aligned_particles()
+        network = fresh_network(aligned.shape[-1], aligned.device, config.seed + round_index)
+        sampler = PairSampler.from_labels(self.state.posterior.classes[:, 0].contiguous())
+        short = replace(config, epoch_num=self.epochs(config), batch_size=min(config.batch_size, NETWORK_BATCH))
+        loss = train_network(network, aligned, sampler, short, round_index, generator, on_event, augment=_repose)
+        embedding = embed(network, aligned, config.precision, on_event, round_index)
+        return embedding, {"network": network, "loss": loss}
+
+    # -- averages ---------------------------------------------------------------------------
+    def average(self, images: torch.Tensor, labels: np.ndarray, k: int) -> np.ndarray:
+        """CTF-weighted aligned averages at full size; half sets refined independently."""
+        self._prepare(images)
+        size = images.shape[-1]
+        full = images.reshape(-1, size, size).float()
+        full_ctfs = particle_ctfs(self.ctf, len(full), size, self.pixel_size, self.flipped, full.device)
+        small, ctfs = self._small, self._ctfs
+        scale = size / small.shape[-1]
+        state = EmState(self.state.references, self.state.sigma2, self.state.log_prior, self.state.posterior)
+        references = references_from_labels(small, ctfs, labels, k, state)
+        sigma2_full = resample(state.sigma2, size) * (size / small.shape[-1]) ** 2  # per-pixel units
+        best = _best_only(state.posterior)  # the neighbours' share of the weight would blur
+        averages, _ = maximisation(full, full_ctfs, best, k, sigma2_full, scale, sharp=True)
+        labels_t = torch.as_tensor(labels, device=full.device)
+        parity = torch.zeros(len(labels), dtype=torch.bool, device=full.device)
+        for c in range(k):
+            members = torch.nonzero(labels_t == c).flatten()
+            parity[members[1::2]] = True
+        halves = torch.zeros((k, 2, size, size), device=full.device)
+        start = _low_passed(references, HALF_START_RING)
+        allowed = torch.nn.functional.one_hot(labels_t, k).bool()  # the other half gets no weight
+        for h, members in enumerate((~parity, parity)):
+            reference = start
+            for _ in range(HALF_ITERATIONS):
+                posterior = expectation(small, ctfs, reference, state.sigma2, torch.zeros(k, device=full.device),
+                                        angle_grid(FINE_STEP, full.device), SHIFT_RADIUS, allowed=allowed)
+                reference, _ = maximisation(small, ctfs, posterior, k, state.sigma2, members=members.float())
+            halves[:, h], _ = maximisation(full, full_ctfs, _best_only(posterior), k, sigma2_full, scale,
+                                           members=members.float(), sharp=True)
+        self.half_averages = halves.cpu().numpy()
+        return averages.cpu().numpy().astype(np.float32)
+
+
+def _best_only(posterior: Posterior) -> Posterior:
+    p = posterior
+    return Posterior(p.classes[:, :1], p.angles[:, :1], p.shifts[:, :1], torch.ones_like(p.weights[:, :1]),
+                     p.class_probs, p.log_likelihood)
+
+
+def _low_passed(images: torch.Tensor, fraction: float) -> torch.Tensor:
+    size = images.shape[-1]
+    fy = torch.fft.fftfreq(size, device=images.device)[:, None]
+    fx = torch.fft.rfftfreq(size, device=images.device)[None, :]
+    keep = (torch.sqrt(fx**2 + fy**2) <= 0.5 * fraction).float()
+    return torch.fft.irfft2(torch.fft.rfft2(images) * keep, s=(size, size))
+
+
+def _repose(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A small random rotation and shift of each (B, 1, s, s) image: the same particle re-posed."""
+    b, device = len(images), images.device
+    angles = (torch.rand(b, generator=generator, device=device) * 2 - 1) * REPOSE_ANGLE
+    shifts = (torch.rand((b, 2), generator=generator, device=device) * 2 - 1) * REPOSE_SHIFT
+    return transform(images[:, 0], angles, shifts)[:, None]

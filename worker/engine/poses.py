@@ -1,0 +1,153 @@
+"""Expectation-maximisation over classes and poses (worker.engine.likelihood), with its schedule.
+
+    state = run_em(small, ctfs, k=10, iterations=12, seed=0)
+    state.posterior.labels, state.references
+
+Starts from K random subsets of the particles, each particle turned by a random angle (RELION's
+way: the references differ only by noise at first, and the EM breaks the symmetry), then
+alternates E- and M-steps. The angular step is coarse in the first iterations and finer later;
+classes that empty out are re-seeded by splitting the largest one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from worker.engine.align import centre, transform
+from worker.engine.likelihood import (
+    Posterior,
+    expectation,
+    maximisation,
+    noise_spectrum,
+    update_noise,
+)
+
+SEARCH_SIZE = 32  # px: the E-step runs on particles Fourier-cropped to this size
+SHIFT_RADIUS = 3  # px at the search size (+-6 px at 64 px)
+COARSE_STEP = 15.0  # degrees, first iterations
+FINE_STEP = 7.5  # degrees, later iterations
+COARSE_ITERATIONS = 4
+PRUNE_CLASSES = 3  # classes scored per particle after the coarse iterations
+MIN_FRACTION = 0.15  # a class below this share of N/K is re-seeded
+
+
+@dataclass
+class EmState:
+    references: torch.Tensor  # (K, S, S) at the search size
+    sigma2: torch.Tensor  # (S//2+1,)
+    log_prior: torch.Tensor  # (K,)
+    posterior: Posterior | None = None
+
+
+def angle_grid(step: float, device=None) -> torch.Tensor:
+    return torch.arange(0.0, 360.0, step, device=device)
+
+
+def random_references(images: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """Means of k random subsets, each particle turned by a random angle."""
+    rng = np.random.default_rng(seed)
+    n = len(images)
+    groups = torch.as_tensor(rng.permutation(n) % k, device=images.device)
+    angles = torch.as_tensor(rng.uniform(0, 360, n), dtype=torch.float32, device=images.device)
+    turned = transform(images, angles, torch.zeros(n, 2, device=images.device))
+    sums = torch.zeros((k, *images.shape[-2:]), device=images.device).index_add_(0, groups, turned)
+    return sums / torch.bincount(groups, minlength=k)[:, None, None].clamp(min=1)
+
+
+def references_from_labels(images: torch.Tensor, ctfs: torch.Tensor, labels: np.ndarray, k: int,
+                           state: EmState, angle_step: float = FINE_STEP) -> torch.Tensor:
+    """References for new labels: each label class's particles aligned to the existing reference
+    that most of them were assigned to, then averaged with their CTFs."""
+    labels_t = torch.as_tensor(labels, device=images.device)
+    old = state.posterior.classes[:, 0]
+    target = torch.zeros(k, dtype=torch.long, device=images.device)
+    for c in range(k):
+        members = old[labels_t == c]
+        if len(members):
+            target[c] = torch.bincount(members, minlength=len(state.references)).argmax()
+    # One E-step where particle i may only take the reference of its label's majority class.
+    allowed = torch.zeros((len(images), k), dtype=torch.bool, device=images.device)
+    allowed[torch.arange(len(images)), labels_t] = True
+    posterior = expectation(images, ctfs, state.references[target], state.sigma2,
+                            torch.zeros(k, device=images.device), angle_grid(angle_step, images.device),
+                            SHIFT_RADIUS, allowed=allowed)
+    references, _ = maximisation(images, ctfs, posterior, k, state.sigma2)
+    state.posterior = posterior
+    return references
+
+
+def _centred(references: torch.Tensor) -> torch.Tensor:
+    return torch.stack([centre(r, SHIFT_RADIUS) for r in references])
+
+
+def _split(images: torch.Tensor, posterior: Posterior, largest: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two seeds from one class: its members at their best poses, split by the sign of their
+    first principal component (the direction along which the class is least uniform)."""
+    cls, angle, shift = posterior.best()
+    members = torch.nonzero(cls == largest).flatten()
+    aligned = transform(images[members], angle[members], shift[members]).reshape(len(members), -1)
+    centred = aligned - aligned.mean(0)
+    _, _, v = torch.pca_lowrank(centred, q=1, center=False, niter=4)
+    side = (centred @ v[:, 0]) > 0
+    size = images.shape[-1]
+    return aligned[side].mean(0).reshape(size, size), aligned[~side].mean(0).reshape(size, size)
+
+
+def _reseed(images: torch.Tensor, state: EmState, k: int) -> bool:
+    """Replace near-empty classes by splitting the most populated one in two; True if any."""
+    counts = state.posterior.class_probs.sum(0).clone()
+    small = torch.nonzero(counts < MIN_FRACTION * len(images) / k).flatten()
+    references, log_prior = state.references.clone(), state.log_prior.clone()
+    for index in small.tolist():
+        largest = int(torch.argmax(counts))
+        if int((state.posterior.classes[:, 0] == largest).sum()) < 4:
+            break
+        references[largest], references[index] = _split(images, state.posterior, largest)
+        counts[largest] /= 2
+        counts[index] = counts[largest]
+        log_prior[largest] = log_prior[index] = log_prior[largest] - float(np.log(2))
+    state.references, state.log_prior = references, log_prior
+    return len(small) > 0
+
+
+def run_em(
+    images: torch.Tensor,
+    ctfs: torch.Tensor,
+    k: int,
+    iterations: int,
+    seed: int,
+    state: EmState | None = None,
+    on_iteration: Callable[[int, EmState], None] | None = None,
+    coarse_iterations: int = COARSE_ITERATIONS,
+) -> EmState:
+    """EM from random subsets (or from `state`) at the search size; returns the final state."""
+    device = images.device
+    if state is None:
+        sigma2 = noise_spectrum(images)
+        state = EmState(random_references(images, k, seed), sigma2, torch.full((k,), -float(np.log(k)), device=device))
+    floor = 0.2 * state.sigma2
+    reseeded = False
+    for iteration in range(1, iterations + 1):
+        step = COARSE_STEP if iteration <= coarse_iterations else FINE_STEP
+        allowed = None
+        if iteration > coarse_iterations and state.posterior is not None and k > PRUNE_CLASSES and not reseeded:
+            # Once the classes have formed, a particle's likely classes change little: score
+            # only its PRUNE_CLASSES most probable ones (K / PRUNE_CLASSES times less work).
+            top = state.posterior.class_probs.topk(PRUNE_CLASSES, dim=1).indices
+            allowed = torch.zeros((len(images), k), dtype=torch.bool, device=device)
+            allowed.scatter_(1, top, True)
+        posterior = expectation(images, ctfs, state.references, state.sigma2, state.log_prior,
+                                angle_grid(step, device), SHIFT_RADIUS, allowed=allowed)
+        references, _ = maximisation(images, ctfs, posterior, k, state.sigma2)
+        state.sigma2 = update_noise(images, ctfs, references, posterior, floor)
+        counts = posterior.class_probs.sum(0)
+        state.log_prior = torch.log((counts / counts.sum()).clamp(min=1e-3))
+        state.references, state.posterior = _centred(references), posterior
+        reseeded = iteration < iterations and _reseed(images, state, k)
+        if on_iteration is not None:
+            on_iteration(iteration, state)
+    return state
