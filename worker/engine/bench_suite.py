@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoclust import __version__
+from worker.engine.version import __version__
 from worker.engine import bench_families as families
 from worker.engine.bench_metrics import score
 
