@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from worker.engine.errors import CommandError
 from worker.engine.version import __version__
 
 
@@ -50,6 +51,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", action="store_true", help="run the methods benchmark on the simulated families instead")
     parser.add_argument("--families", nargs="+", metavar="NAME", help="--methods: families to run (default all)")
     parser.add_argument("--seeds", choices=("held-out", "development"), default="held-out", help="--methods: seed set (default held-out; tune on development)")
+    parser.add_argument("--seed-count", type=int, metavar="N", help="--methods: only the first N seeds of the set (default all)")
     parser.add_argument("-n", "--num", type=int, default=2000, help="--methods: particles per stack, up to 10000 (default 2000)")
     parser.add_argument("--methods-only", nargs="+", metavar="NAME", help="--methods: run only these methods (registered names or pca-kmeans)")
     parser.add_argument("--anchors", nargs="*", choices=("relion", "aspire"), default=["relion", "aspire"], help="--methods: anchors to include (default relion aspire; none for --anchors)")
@@ -135,6 +137,10 @@ def methods_main(args: argparse.Namespace, device) -> int:
 
     names = args.families or list(families.FAMILIES)
     seeds = families.HELD_OUT_SEEDS if args.seeds == "held-out" else families.DEVELOPMENT_SEEDS
+    if args.seed_count is not None:
+        if args.seed_count < 1:
+            raise CommandError(f"--seed-count must be at least 1, got {args.seed_count}")
+        seeds = seeds[: args.seed_count]
     n, anchors, run_missing = args.num, tuple(args.anchors), not args.cached_anchors
     if args.quick:  # a smoke run: one small family, one seed, cached anchors only
         names, seeds, n, run_missing = [families.QUICK_FAMILY], seeds[:1], 300, False
