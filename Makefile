@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast bench bench-setup bench-methods browser services clean
+.PHONY: run test test-fast lint bench bench-setup bench-methods browser services clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,11 +25,17 @@ services:
 run: $(STAMP)
 	$(VENV)/bin/cryoclust serve --demo
 
-test: $(STAMP) browser services
+# Format, lint and the import-layer contracts (config in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint browser services
 	$(PY) -m pytest
 
 # Engine and API only: no Chromium, no root (Redis and PostgreSQL are still used).
-test-fast: $(STAMP) services
+test-fast: lint services
 	$(PY) -m pytest tests/engine tests/service
 
 bench: $(STAMP)

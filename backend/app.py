@@ -1,6 +1,6 @@
 """The FastAPI application: REST API under /api, the page at / and /static, Plotly.js at /vendor.
 
-    uvicorn --factory backend.app:create_app
+uvicorn --factory backend.app:create_app
 """
 
 from __future__ import annotations
@@ -116,8 +116,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE", "HEAD", "PATCH"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Tus-Resumable", "Upload-Length",
-                           "Upload-Offset", "Upload-Metadata"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Last-Event-ID",
+                "Tus-Resumable",
+                "Upload-Length",
+                "Upload-Offset",
+                "Upload-Metadata",
+            ],
             expose_headers=["Location", "Tus-Resumable", "Upload-Offset", "Upload-Length"],
         )
     protected = [Depends(require_token)]

@@ -55,4 +55,3 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 StacksDep = Annotated[StackCache, Depends(get_stacks)]
 UploadsDep = Annotated[UploadStore, Depends(get_uploads)]
-

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
-from cryoclust.core.settings import Settings
 from cryoclust.core.celery_app import TASK_CLASSIFY, ensure_broker_dirs, make_celery
+from cryoclust.core.settings import Settings
 
 
 class Dispatcher:

@@ -37,7 +37,9 @@ def pack(xy: np.ndarray, labels_1based: np.ndarray) -> bytes:
     header = np.array([n, k, 0], dtype="<u4").tobytes()
     columns = np.asarray(xy, dtype="<f4").T  # x then y, each contiguous after tobytes
     padding = b"\0\0" if n % 2 else b""
-    return b"".join((MAGIC, header, columns.tobytes(order="C"), labels_1based.astype("<u2").tobytes(), padding))
+    return b"".join(
+        (MAGIC, header, columns.tobytes(order="C"), labels_1based.astype("<u2").tobytes(), padding)
+    )
 
 
 def wants_binary(accept: str | None, fmt: str | None) -> bool:

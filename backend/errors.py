@@ -25,8 +25,11 @@ def _safe_input(value: object) -> object:
 
 
 def _safe_error(error: dict) -> dict:
-    safe = {"type": error.get("type"), "loc": [p if isinstance(p, (int, str)) else str(p) for p in error.get("loc", ())],
-            "msg": str(error.get("msg", ""))}
+    safe = {
+        "type": error.get("type"),
+        "loc": [p if isinstance(p, (int, str)) else str(p) for p in error.get("loc", ())],
+        "msg": str(error.get("msg", "")),
+    }
     if "input" in error:
         safe["input"] = _safe_input(error["input"])
     return safe

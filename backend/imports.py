@@ -52,8 +52,10 @@ def resolve(raw: str, configured: list[Path]) -> tuple[Path, Path]:
     written or as resolved, and must still lie under a root once its links are resolved.
     """
     if not configured:
-        raise Forbidden("import by path is off on this server: set CRYOCLUST_IMPORT_ROOTS to the folders "
-                        "it may read (or upload the files)")
+        raise Forbidden(
+            "import by path is off on this server: set CRYOCLUST_IMPORT_ROOTS to the folders "
+            "it may read (or upload the files)"
+        )
     written = [Path(os.path.abspath(r.expanduser())) for r in configured]
     resolved_roots = [r.resolve() for r in written]
     text = raw.strip()
@@ -63,7 +65,9 @@ def resolve(raw: str, configured: list[Path]) -> tuple[Path, Path]:
     if ".." in path.parts:
         raise Forbidden(f"{text}: '..' is not allowed in an import path; give the path without it")
     if not path.is_absolute():
-        raise Invalid(f"{text}: give an absolute path, under one of the import roots ({_roots_text(written)})")
+        raise Invalid(
+            f"{text}: give an absolute path, under one of the import roots ({_roots_text(written)})"
+        )
     path = Path(os.path.normpath(path))
     if not any(path.is_relative_to(r) for r in written + resolved_roots):
         raise Forbidden(f"{text} is outside the import roots ({_roots_text(written)})")

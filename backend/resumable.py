@@ -74,7 +74,9 @@ def parse_metadata(header: str | None) -> dict[str, str]:
         try:
             value = base64.b64decode(parts[1], validate=True).decode("utf-8") if len(parts) == 2 else ""
         except (binascii.Error, UnicodeDecodeError):
-            raise UploadError(400, f"Upload-Metadata: the value of {parts[0]!r} is not base64 of UTF-8 text") from None
+            raise UploadError(
+                400, f"Upload-Metadata: the value of {parts[0]!r} is not base64 of UTF-8 text"
+            ) from None
         found[parts[0]] = value
     return found
 
@@ -140,8 +142,9 @@ class UploadStore:
                 removed.append(folder.name)
         return removed
 
-    async def append(self, upload: PendingUpload, offset: int, declared: int | None,
-                     body: AsyncIterator[bytes], write) -> int:
+    async def append(
+        self, upload: PendingUpload, offset: int, declared: int | None, body: AsyncIterator[bytes], write
+    ) -> int:
         """Write the body at `offset` (which must be where the upload stands); returns the new
         offset. A dropped connection keeps what arrived. `write(function, *args)` runs a disk
         write off the event loop."""
@@ -151,15 +154,22 @@ class UploadStore:
                 fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    raise UploadError(423, "another request is writing this upload; ask its offset again shortly") from None
+                    raise UploadError(
+                        423, "another request is writing this upload; ask its offset again shortly"
+                    ) from None
                 raise
             current = out.seek(0, os.SEEK_END)
             if offset != current:
-                raise UploadError(409, f"Upload-Offset {offset:,} is not where the upload stands ({current:,}); "
-                                       "ask its offset with HEAD")
+                raise UploadError(
+                    409,
+                    f"Upload-Offset {offset:,} is not where the upload stands ({current:,}); "
+                    "ask its offset with HEAD",
+                )
             if declared is not None and offset + declared > upload.length:
-                raise UploadError(400, f"{offset:,} + {declared:,} bytes is more than the upload's length "
-                                       f"({upload.length:,})")
+                raise UploadError(
+                    400,
+                    f"{offset:,} + {declared:,} bytes is more than the upload's length ({upload.length:,})",
+                )
             try:
                 async for chunk in body:
                     if current + len(chunk) > upload.length:

@@ -35,14 +35,18 @@ class DatasetOut(BaseModel):
     created_at: datetime
     has_ctf: bool
     pixel_size_known: bool = Field(
-        True, description="false when neither the files nor the upload said it: pixel_size is then a 1.0 stand-in")
+        True,
+        description="false when neither the files nor the upload said it: pixel_size is then a 1.0 stand-in",
+    )
     parent_id: str | None = Field(None, description="the dataset this one was derived from")
     source_job_id: str | None = Field(None, description="the job whose classes chose the particles")
     source_round: int | None = None
     source_classes: list[int] | None = None
     imported_from: str | None = Field(
-        None, description="an imported dataset's main file on the server (read in place, never copied); "
-                          "`files` are then relative to its import root")
+        None,
+        description="an imported dataset's main file on the server (read in place, never copied); "
+        "`files` are then relative to its import root",
+    )
 
 
 class DatasetImport(BaseModel):
@@ -50,11 +54,16 @@ class DatasetImport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1, max_length=4096,
-                      description="absolute path of a .mrcs/.mrc, or of a .star or cryoSPARC .cs whose stacks "
-                                  "lie under the same import root")
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="absolute path of a .mrcs/.mrc, or of a .star or cryoSPARC .cs whose stacks "
+        "lie under the same import root",
+    )
     name: str | None = Field(None, min_length=1, max_length=200)
-    pixel_size: float | None = Field(None, gt=0, le=1000, description="Å per pixel, when the files do not say it")
+    pixel_size: float | None = Field(
+        None, gt=0, le=1000, description="Å per pixel, when the files do not say it"
+    )
 
 
 class DatasetFromUploads(BaseModel):
@@ -62,9 +71,13 @@ class DatasetFromUploads(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    uploads: list[str] = Field(min_length=1, max_length=1000, description="the ids of the uploads (the end of their Location)")
+    uploads: list[str] = Field(
+        min_length=1, max_length=1000, description="the ids of the uploads (the end of their Location)"
+    )
     name: str | None = Field(None, min_length=1, max_length=200)
-    pixel_size: float | None = Field(None, gt=0, le=1000, description="Å per pixel, when the files do not say it")
+    pixel_size: float | None = Field(
+        None, gt=0, le=1000, description="Å per pixel, when the files do not say it"
+    )
 
 
 class SubsetDatasetCreate(BaseModel):
@@ -92,11 +105,22 @@ def _job_field(p: Param) -> tuple[Any, Any]:
     annotation: Any = Literal[p.choices] if p.choices else p.kind
     if p.default is AUTO:
         annotation = annotation | None
-    constraints = {"ge": p.minimum, "le": p.maximum, "gt": p.above, "multiple_of": p.multiple_of, "pattern": p.pattern}
+    constraints = {
+        "ge": p.minimum,
+        "le": p.maximum,
+        "gt": p.above,
+        "multiple_of": p.multiple_of,
+        "pattern": p.pattern,
+    }
     description = p.describe() + (" Send null for auto." if p.default is AUTO else "")
     extra = {"x-auto": p.auto} if p.auto else None
-    field = Field(p.default, title=p.label, description=description, json_schema_extra=extra,
-                  **{k: v for k, v in constraints.items() if v is not None})
+    field = Field(
+        p.default,
+        title=p.label,
+        description=description,
+        json_schema_extra=extra,
+        **{k: v for k, v in constraints.items() if v is not None},
+    )
     return annotation, field
 
 
@@ -183,9 +207,13 @@ class ClassOut(BaseModel):
     class_: int = Field(alias="class")
     count: int
     fraction: float
-    quality: float | None = Field(None, description="FRC 0.5 resolution in Å; null when the pixel size is unknown")
+    quality: float | None = Field(
+        None, description="FRC 0.5 resolution in Å; null when the pixel size is unknown"
+    )
     quality_nyquist: float | None = Field(
-        None, description="the same FRC figure as a fraction of Nyquist (1: up to Nyquist), known pixel size or not")
+        None,
+        description="the same FRC figure as a fraction of Nyquist (1: up to Nyquist), known pixel size or not",
+    )
     pixel_size_known: bool = True
 
 

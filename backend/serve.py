@@ -49,9 +49,26 @@ def make_demo(app) -> str | None:
     try:
         # A separate process: the simulator's imports stay out of the server.
         subprocess.run(
-            [sys.executable, "-m", "cryoclust", "simulate", "-n", "2000", "-k", "4", "--box", "64",
-             "--snr", "1", "--seed", "0", "-o", str(work / "sim")],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "cryoclust",
+                "simulate",
+                "-n",
+                "2000",
+                "-k",
+                "4",
+                "--box",
+                "64",
+                "--snr",
+                "1",
+                "--seed",
+                "0",
+                "-o",
+                str(work / "sim"),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         upload = storage.new_tmp_dir("upload-")
         target = upload / "demo_particles.mrcs"
@@ -83,8 +100,11 @@ def start_worker(settings, device: str | None) -> subprocess.Popen:
     if device:
         env["CRYOCLUST_DEVICE"] = device
     # Its own session: Ctrl-C reaches only the server, which then stops the worker in order.
-    return subprocess.Popen([sys.executable, "-m", "cryoclust", "worker", "--loglevel", "warning", "--quiet"],
-                            env=env, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cryoclust", "worker", "--loglevel", "warning", "--quiet"],
+        env=env,
+        start_new_session=True,
+    )
 
 
 def stop_worker(process: subprocess.Popen) -> None:
@@ -140,11 +160,17 @@ def main(args: argparse.Namespace) -> int:
         if dataset_id:
             print(f"cryoclust: added the demo dataset {dataset_id}", flush=True)
     if host in LOOPBACK:
-        print(f"cryoclust: listening on {host} only (this machine); use --host 0.0.0.0 to open it "
-              "to the network, with CRYOCLUST_API_TOKEN set", flush=True)
+        print(
+            f"cryoclust: listening on {host} only (this machine); use --host 0.0.0.0 to open it "
+            "to the network, with CRYOCLUST_API_TOKEN set",
+            flush=True,
+        )
     elif not settings.API_TOKEN:
-        print(f"cryoclust: WARNING: listening on {host} with no CRYOCLUST_API_TOKEN: anyone who "
-              "reaches this port can upload data and run jobs", flush=True)
+        print(
+            f"cryoclust: WARNING: listening on {host} with no CRYOCLUST_API_TOKEN: anyone who "
+            "reaches this port can upload data and run jobs",
+            flush=True,
+        )
     worker = None if args.no_worker else start_worker(settings, args.device)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"cryoclust: data in {settings.data_dir}; open http://{shown}:{port}/", flush=True)

@@ -137,7 +137,9 @@ def inspect_stack(main: Path, folder: Path, uploaded: list[str]) -> StackInfo:
             for path in stack.files:
                 resolved = Path(path).resolve()
                 if resolved.parent != folder.resolve():
-                    raise InputError(f"{main.name}: refers to {path.name}, which is not among the uploaded files")
+                    raise InputError(
+                        f"{main.name}: refers to {path.name}, which is not among the uploaded files"
+                    )
                 used.append(resolved.name)
             unused = sorted(set(uploaded) - set(used) - {main.name})
             if unused:

@@ -39,14 +39,19 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the tests' support package st
 
 from support.processes import Process, RedisServer, ServeProcess, wait_for_health, worker_command  # noqa: E402
 from support.settings import child_env, make_settings  # noqa: E402
+
 from worker.engine.io.mrc import write_stack  # noqa: E402
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of listing traffic (default 60)")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of listing traffic (default 60)"
+    )
     parser.add_argument("--streams", type=int, default=50, help="event-stream followers (default 50)")
     parser.add_argument("--uploads", type=int, default=5, help="concurrent uploads (default 5)")
-    parser.add_argument("--upload-mb", type=int, nargs="+", default=[200, 20], help="upload sizes, one run each")
+    parser.add_argument(
+        "--upload-mb", type=int, nargs="+", default=[200, 20], help="upload sizes, one run each"
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="listing requests per second (default 50)")
     parser.add_argument("--work-dir", help="where DATA_DIR and the stacks go (default: a temporary folder)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "load.json"))
@@ -77,10 +82,19 @@ class Stats:
     def summary(self) -> dict:
         kinds = {}
         for kind, values in sorted(self.latency.items()):
-            kinds[kind] = {"count": len(values), "p50_ms": round(1000 * percentile(values, 50), 1),
-                           "p99_ms": round(1000 * percentile(values, 99), 1), "max_ms": round(1000 * max(values), 1)}
-        return {"latency": kinds, "errors": dict(self.errors), "errors_total": sum(self.errors.values()),
-                "error_samples": self.error_samples, "counters": dict(self.counters)}
+            kinds[kind] = {
+                "count": len(values),
+                "p50_ms": round(1000 * percentile(values, 50), 1),
+                "p99_ms": round(1000 * percentile(values, 99), 1),
+                "max_ms": round(1000 * max(values), 1),
+            }
+        return {
+            "latency": kinds,
+            "errors": dict(self.errors),
+            "errors_total": sum(self.errors.values()),
+            "error_samples": self.error_samples,
+            "counters": dict(self.counters),
+        }
 
 
 class RssSampler(threading.Thread):
@@ -127,13 +141,20 @@ class Service:
     def start(self) -> None:
         self.redis = RedisServer(self.work / "redis").start()
         # The service's own heartbeat timings, not the tests' fast ones.
-        settings = make_settings(self.work / "data", BROKER_URL=self.redis.url, QUEUE=f"load-{uuid.uuid4().hex[:8]}",
-                                 HEARTBEAT_SECONDS=10.0, STALE_AFTER_SECONDS=120.0)
+        settings = make_settings(
+            self.work / "data",
+            BROKER_URL=self.redis.url,
+            QUEUE=f"load-{uuid.uuid4().hex[:8]}",
+            HEARTBEAT_SECONDS=10.0,
+            STALE_AFTER_SECONDS=120.0,
+        )
         env = child_env(settings)
         self.serve = ServeProcess(env, self.work, "--no-worker")
         self.serve.start(lambda health: health["status"] == "ok")
-        self.workers = [Process(worker_command(f"load{i}", "warning"), self.work / f"worker{i}.log", env)
-                        for i in range(2)]
+        self.workers = [
+            Process(worker_command(f"load{i}", "warning"), self.work / f"worker{i}.log", env)
+            for i in range(2)
+        ]
         wait_for_health(self.url, self.api, lambda health: len(health["workers"]) == 2)
 
     def stop(self) -> None:
@@ -168,8 +189,12 @@ async def follow(client: httpx.AsyncClient, job_id: str, stats: Stats, until: fl
         headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
         started = time.monotonic()
         try:
-            async with client.stream("GET", f"/api/jobs/{job_id}/events", headers=headers,
-                                     timeout=httpx.Timeout(30, read=until - time.monotonic() + 30)) as response:
+            async with client.stream(
+                "GET",
+                f"/api/jobs/{job_id}/events",
+                headers=headers,
+                timeout=httpx.Timeout(30, read=until - time.monotonic() + 30),
+            ) as response:
                 if response.status_code != 200:
                     stats.error("sse_connect", f"HTTP {response.status_code}")
                     await asyncio.sleep(1)
@@ -199,8 +224,12 @@ async def upload(client: httpx.AsyncClient, path: Path, index: int, stats: Stats
     started = time.monotonic()
     try:
         with open(path, "rb") as handle:
-            response = await client.post("/api/datasets", files=[("files", (f"upload{index}.mrcs", handle))],
-                                         data={"name": f"load upload {index}"}, timeout=600)
+            response = await client.post(
+                "/api/datasets",
+                files=[("files", (f"upload{index}.mrcs", handle))],
+                data={"name": f"load upload {index}"},
+                timeout=600,
+            )
     except httpx.HTTPError as exc:
         stats.error("upload", f"{type(exc).__name__}: {exc}")
         return None
@@ -244,9 +273,19 @@ async def scenario(service: Service, args, stack: Path, job_stack: Path, stats: 
         dataset_id = response.json()["id"]
         jobs = []
         for seed in range(2):
-            response = await client.post("/api/jobs", json={
-                "dataset_id": dataset_id, "cluster_num": 3, "size": 32, "epoch_num": 50, "round_num": 50,
-                "batch_size": 64, "seed": seed, "device": "cpu"})
+            response = await client.post(
+                "/api/jobs",
+                json={
+                    "dataset_id": dataset_id,
+                    "cluster_num": 3,
+                    "size": 32,
+                    "epoch_num": 50,
+                    "round_num": 50,
+                    "batch_size": 64,
+                    "seed": seed,
+                    "device": "cpu",
+                },
+            )
             response.raise_for_status()
             jobs.append(response.json()["id"])
         deadline = time.monotonic() + 60
@@ -259,7 +298,9 @@ async def scenario(service: Service, args, stack: Path, job_stack: Path, stats: 
             await asyncio.sleep(0.3)
 
         until = time.monotonic() + args.duration
-        followers = [asyncio.create_task(follow(client, jobs[i % 2], stats, until)) for i in range(args.streams)]
+        followers = [
+            asyncio.create_task(follow(client, jobs[i % 2], stats, until)) for i in range(args.streams)
+        ]
         uploads = [asyncio.create_task(upload(client, stack, i, stats)) for i in range(args.uploads)]
         await listings(client, args.rate, args.duration, stats)
         uploaded = await asyncio.gather(*uploads)
@@ -286,7 +327,11 @@ def run_once(args, work: Path, megabytes: int) -> dict:
         sampler = RssSampler(service.api.pid)
         sampler.start()
         time.sleep(1.0)
-        baseline = int(np.median(sampler.samples)) if sampler.samples else psutil.Process(service.api.pid).memory_info().rss
+        baseline = (
+            int(np.median(sampler.samples))
+            if sampler.samples
+            else psutil.Process(service.api.pid).memory_info().rss
+        )
         started = time.monotonic()
         extra = asyncio.run(scenario(service, args, stack, job_stack, stats))
         elapsed = time.monotonic() - started
@@ -315,23 +360,47 @@ def main(args: argparse.Namespace) -> int:
     runs = []
     try:
         for megabytes in args.upload_mb:
-            print(f"load: {args.streams} streams, {args.uploads} x {megabytes} MB uploads, "
-                  f"{args.rate:g} req/s for {args.duration:g} s ...", flush=True)
+            print(
+                f"load: {args.streams} streams, {args.uploads} x {megabytes} MB uploads, "
+                f"{args.rate:g} req/s for {args.duration:g} s ...",
+                flush=True,
+            )
             run = run_once(args, work, megabytes)
             runs.append(run)
-            print(json.dumps({k: run[k] for k in ("upload_mb", "api_rss_baseline_mb", "api_rss_peak_mb",
-                                                  "errors_total", "latency")}, indent=1), flush=True)
+            print(
+                json.dumps(
+                    {
+                        k: run[k]
+                        for k in (
+                            "upload_mb",
+                            "api_rss_baseline_mb",
+                            "api_rss_peak_mb",
+                            "errors_total",
+                            "latency",
+                        )
+                    },
+                    indent=1,
+                ),
+                flush=True,
+            )
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "load_average_at_end": [round(x, 1) for x in os.getloadavg()]},
-        "settings": {"duration_s": args.duration, "streams": args.streams, "uploads": args.uploads,
-                     "rate_per_s": args.rate},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+        },
+        "settings": {
+            "duration_s": args.duration,
+            "streams": args.streams,
+            "uploads": args.uploads,
+            "rate_per_s": args.rate,
+        },
         "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -341,6 +410,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_args(parser)
     sys.exit(main(parser.parse_args()))

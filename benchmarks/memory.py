@@ -52,9 +52,13 @@ print(json.dumps({"shape": list(out.shape), "seconds": seconds, "vm_hwm_mb": hwm
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, nargs="+", default=[3000, 6000, 12000, 24000], help="particle counts")
+    parser.add_argument(
+        "--n", type=int, nargs="+", default=[3000, 6000, 12000, 24000], help="particle counts"
+    )
     parser.add_argument("--box", type=int, default=256)
-    parser.add_argument("--chunk-mb", type=float, nargs="*", default=[256], help="extra chunk sizes for the largest N")
+    parser.add_argument(
+        "--chunk-mb", type=float, nargs="*", default=[256], help="extra chunk sizes for the largest N"
+    )
     parser.add_argument("--work-dir", help="where the stack is written (default: a temporary folder)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "memory.json"))
 
@@ -80,8 +84,14 @@ def rss_anon_kb(pid: int) -> int:
 
 def measure(path: Path, n: int, box: int, chunk_mb: float) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(n), str(chunk_mb)], env=env,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), str(n), str(chunk_mb)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     assert child.stdout.readline().strip() == "READY"
     baseline = rss_anon_kb(child.pid)
     child.stdin.write("go\n")
@@ -117,7 +127,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         started = time.perf_counter()
         write_big_stack(path, max(args.n), args.box)
-        print(f"memory: wrote {path.stat().st_size / 2**30:.2f} GB in {time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"memory: wrote {path.stat().st_size / 2**30:.2f} GB in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
         runs = [(n, 0.0) for n in sorted(args.n)] + [(max(args.n), c) for c in args.chunk_mb]
         for n, chunk in runs:
             row = measure(path, n, args.box, chunk)
@@ -125,9 +138,13 @@ def main(args: argparse.Namespace) -> int:
             print(json.dumps(row), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True) if not args.work_dir else path.unlink(missing_ok=True)
-    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "box": args.box, "model_size": 64, "runs": rows}
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "box": args.box,
+        "model_size": 64,
+        "runs": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"memory: results in {args.out}")
@@ -135,6 +152,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_args(parser)
     sys.exit(main(parser.parse_args()))

@@ -116,7 +116,9 @@ POINT_AT = """
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[300_000, 1_000_000])
     parser.add_argument("--drawings", nargs="+", default=["points", "density"], choices=["points", "density"])
-    parser.add_argument("--repeats", type=int, default=3, help="page loads per size and drawing (the median is kept)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="page loads per size and drawing (the median is kept)"
+    )
     parser.add_argument("--screenshots", help="save a picture of each plot in this folder")
     parser.add_argument("--work-dir", help="where DATA_DIR goes (default: a temporary folder)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "page-embedding.json"))
@@ -128,14 +130,21 @@ def synthetic_round(out_dir: Path, n: int, seed: int = 0) -> np.ndarray:
     centres = rng.uniform(-6, 6, size=(CLASSES, 2))
     weights = rng.dirichlet(np.full(CLASSES, 2.0))
     labels = rng.choice(CLASSES, size=n, p=weights)
-    xy = (centres[labels] + rng.normal(scale=rng.uniform(0.3, 1.2, CLASSES)[labels, None], size=(n, 2))).astype(np.float32)
+    xy = (
+        centres[labels] + rng.normal(scale=rng.uniform(0.3, 1.2, CLASSES)[labels, None], size=(n, 2))
+    ).astype(np.float32)
     folder = out_dir / "round_01"
     folder.mkdir(parents=True)
     np.save(folder / "embedding_2d.npy", xy)
     write_labels_csv(folder / "labels.csv", labels, [f"{i + 1:07d}@particles.mrcs" for i in range(n)])
     counts = np.bincount(labels, minlength=CLASSES)
-    write_json(folder / "classes.json", [{"class": c + 1, "count": int(counts[c]), "fraction": float(counts[c] / n),
-                                          "quality": 8.0} for c in range(CLASSES)])
+    write_json(
+        folder / "classes.json",
+        [
+            {"class": c + 1, "count": int(counts[c]), "fraction": float(counts[c] / n), "quality": 8.0}
+            for c in range(CLASSES)
+        ],
+    )
     write_stack(folder / "class_averages.mrcs", rng.normal(size=(CLASSES, 32, 32)).astype(np.float32), 2.0)
     write_json(folder / "loss.json", [])
     write_json(folder / "round.json", {"round": 1, "counts": counts.tolist()})
@@ -144,14 +153,21 @@ def synthetic_round(out_dir: Path, n: int, seed: int = 0) -> np.ndarray:
 
 def add_finished_job(client: httpx.Client, database_url: str, data_dir: Path, dataset_id: str, n: int) -> str:
     """A job row marked succeeded with a synthetic round of n particles (no worker runs it)."""
-    response = client.post("/api/jobs", json={"dataset_id": dataset_id, "cluster_num": 2, "round_num": 1, "device": "cpu"})
+    response = client.post(
+        "/api/jobs", json={"dataset_id": dataset_id, "cluster_num": 2, "round_num": 1, "device": "cpu"}
+    )
     response.raise_for_status()
     job_id = response.json()["id"]
     synthetic_round(data_dir / "jobs" / job_id, n)
     engine = sa.create_engine(database_url)
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE jobs SET status='succeeded', round=1, rounds_done=1, round_num=1, progress=1.0 "
-                             "WHERE id=:id"), {"id": job_id})
+        conn.execute(
+            sa.text(
+                "UPDATE jobs SET status='succeeded', round=1, rounds_done=1, round_num=1, progress=1.0 "
+                "WHERE id=:id"
+            ),
+            {"id": job_id},
+        )
     engine.dispose()
     return job_id
 
@@ -177,8 +193,12 @@ def http_figures(client: httpx.Client, job_id: str, folder: Path) -> dict:
     return {
         "embedding_json": {"bytes": len(as_json.content), "ms": round(ms_json)},
         "embedding_binary": {"bytes": len(as_binary.content), "ms": round(ms_binary)},
-        "members_page": {"class_size": first.json()["total"], "first_page_ms": round(ms_cold),
-                         "later_pages_ms": round(ms_warm, 1), "labels_csv_with_csv_module_ms": round(ms_csv)},
+        "members_page": {
+            "class_size": first.json()["total"],
+            "first_page_ms": round(ms_cold),
+            "later_pages_ms": round(ms_warm, 1),
+            "labels_csv_with_csv_module_ms": round(ms_csv),
+        },
     }
 
 
@@ -194,18 +214,24 @@ def measure_page(browser, url: str, job_id: str, drawing: str, screenshot: Path 
     tasks = drawn.pop("long_tasks")
     arrived = drawn["fetch"]["end_ms"] if drawn["fetch"] else 0
     drawing_tasks = [t["duration"] for t in tasks if t["start"] + t["duration"] > arrived]
-    result = {**drawn, "first_draw_ms": round(drawn["first_draw_ms"]),
-              "data_to_draw_ms": round(drawn["first_draw_ms"] - arrived), "long_tasks": len(tasks),
-              "long_tasks_total_ms": round(sum(t["duration"] for t in tasks)),
-              "longest_task_ms": round(max((t["duration"] for t in tasks), default=0)),
-              "long_tasks_after_data_ms": round(sum(drawing_tasks)),
-              "longest_task_after_data_ms": round(max(drawing_tasks, default=0))}
+    result = {
+        **drawn,
+        "first_draw_ms": round(drawn["first_draw_ms"]),
+        "data_to_draw_ms": round(drawn["first_draw_ms"] - arrived),
+        "long_tasks": len(tasks),
+        "long_tasks_total_ms": round(sum(t["duration"] for t in tasks)),
+        "longest_task_ms": round(max((t["duration"] for t in tasks), default=0)),
+        "long_tasks_after_data_ms": round(sum(drawing_tasks)),
+        "longest_task_after_data_ms": round(max(drawing_tasks, default=0)),
+    }
     if screenshot:
         page.locator(".scatter-wrap").screenshot(path=str(screenshot))
     hovers = []
     caption = page.locator(".hover-preview .preview-caption")
     for attempt in range(6):
-        trace = attempt % len(page.evaluate("document.getElementById('scatter-plot').data.map((t) => t.x.length)"))
+        trace = attempt % len(
+            page.evaluate("document.getElementById('scatter-plot').data.map((t) => t.x.length)")
+        )
         point = page.evaluate(POINT_AT, [trace, 0])
         page.mouse.move(5, 5)
         page.wait_for_timeout(150)
@@ -239,21 +265,35 @@ def main(args: argparse.Namespace) -> None:
     settings = make_settings(work / "data")
     serve = ServeProcess(child_env(settings), work, "--no-worker")
     serve.start()
-    results = {"command": " ".join(["benchmarks/page_embedding.py", *sys.argv[1:]]), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                           "load_average_at_start": [round(v, 2) for v in os.getloadavg()]},
-               "sizes": {}}
+    results = {
+        "command": " ".join(["benchmarks/page_embedding.py", *sys.argv[1:]]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        },
+        "sizes": {},
+    }
     try:
         with httpx.Client(base_url=serve.url, timeout=300) as client, sync_playwright() as p:
             stack = write_test_stack(work / "particles.mrcs", n=60, box=32)
-            dataset = client.post("/api/datasets", files=[("files", (stack.name, stack.read_bytes()))]).json()["id"]
+            dataset = client.post(
+                "/api/datasets", files=[("files", (stack.name, stack.read_bytes()))]
+            ).json()["id"]
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for n in args.sizes:
                 job_id = add_finished_job(client, settings.database_url, settings.data_dir, dataset, n)
-                entry = {"http": http_figures(client, job_id, settings.data_dir / "jobs" / job_id / "round_01")}
+                entry = {
+                    "http": http_figures(client, job_id, settings.data_dir / "jobs" / job_id / "round_01")
+                }
                 for drawing in args.drawings:
-                    picture = Path(args.screenshots) / f"embedding-{n}-{drawing}.png" if args.screenshots else None
-                    runs = [measure_page(browser, serve.url, job_id, drawing, picture if i == 0 else None)
-                            for i in range(args.repeats)]
+                    picture = (
+                        Path(args.screenshots) / f"embedding-{n}-{drawing}.png" if args.screenshots else None
+                    )
+                    runs = [
+                        measure_page(browser, serve.url, job_id, drawing, picture if i == 0 else None)
+                        for i in range(args.repeats)
+                    ]
                     entry[drawing] = median_run(runs)
                     print(f"N={n:>9,} {drawing:8s} {json.dumps(entry[drawing])}", flush=True)
                 print(f"N={n:>9,} http     {json.dumps(entry['http'])}", flush=True)
@@ -268,6 +308,8 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_args(parser)
     main(parser.parse_args())

@@ -45,10 +45,12 @@ def main(argv: list[str]) -> None:
             view = sim.clean_views[np.bincount(members).argmax()]
             matches.append(view_match(averages[c], view)["anisotropic"])
     classes = json.loads(open(folder + "/out/classes.json").read())
-    print(f"{method} n={n} k={k} snr={snr} seed={seed}: "
-          f"ARI {adjusted_rand_score(sim.views, labels):.3f} NMI {normalized_mutual_info_score(sim.views, labels):.3f} "
-          f"view {np.mean(matches):.3f} {seconds:.0f}s per-round {[round(r['seconds']) for r in result.rounds]} "
-          f"FRC {[c['quality'] for c in classes]}")
+    print(
+        f"{method} n={n} k={k} snr={snr} seed={seed}: "
+        f"ARI {adjusted_rand_score(sim.views, labels):.3f} NMI {normalized_mutual_info_score(sim.views, labels):.3f} "
+        f"view {np.mean(matches):.3f} {seconds:.0f}s per-round {[round(r['seconds']) for r in result.rounds]} "
+        f"FRC {[c['quality'] for c in classes]}"
+    )
 
 
 if __name__ == "__main__":

@@ -60,11 +60,21 @@ REQUIRED_ROUND_FILES = {"labels.csv", "embedding_2d.npy", "classes.json", "class
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=200, help="jobs to run (default 200)")
     parser.add_argument("--workers", type=int, default=3, help="worker processes (default 3)")
-    parser.add_argument("--kill-every", type=float, default=15.0, help="mean seconds between SIGKILLs (default 15)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the kills, the rounds per job and the jobs' seeds")
-    parser.add_argument("--timeout", type=float, default=7200.0, help="give up after this many seconds (default 7200)")
-    parser.add_argument("--work-dir", help="DATA_DIR, logs and Redis's file go here (default: a temporary folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (it is kept anyway when a check fails)")
+    parser.add_argument(
+        "--kill-every", type=float, default=15.0, help="mean seconds between SIGKILLs (default 15)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the kills, the rounds per job and the jobs' seeds"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=7200.0, help="give up after this many seconds (default 7200)"
+    )
+    parser.add_argument(
+        "--work-dir", help="DATA_DIR, logs and Redis's file go here (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work folder (it is kept anyway when a check fails)"
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "soak.json"))
 
 
@@ -97,11 +107,21 @@ class WorkerPool:
 
 
 def job_params(rng: random.Random, index: int) -> dict:
-    return {"method": "reference", "cluster_num": 3, "epoch_num": 1, "round_num": rng.choice([1, 2]),
-            "batch_size": 16, "size": 16, "device": "cpu", "seed": index}
+    return {
+        "method": "reference",
+        "cluster_num": 3,
+        "epoch_num": 1,
+        "round_num": rng.choice([1, 2]),
+        "batch_size": 16,
+        "size": 16,
+        "device": "cpu",
+        "seed": index,
+    }
 
 
-def queue_jobs(client: httpx.Client, dataset_id: str, rng: random.Random, first: int, count: int) -> list[str]:
+def queue_jobs(
+    client: httpx.Client, dataset_id: str, rng: random.Random, first: int, count: int
+) -> list[str]:
     ids = []
     for index in range(first, first + count):
         response = client.post("/api/jobs", json={"dataset_id": dataset_id, **job_params(rng, index)})
@@ -114,7 +134,9 @@ def check_events(database_url: str, job_ids: list[str]) -> list[str]:
     """Each job has exactly one `succeeded` status event and one `end` event."""
     engine = sa.create_engine(database_url)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT job_id, kind, data FROM job_events WHERE kind IN ('status', 'end')")).all()
+        rows = conn.execute(
+            sa.text("SELECT job_id, kind, data FROM job_events WHERE kind IN ('status', 'end')")
+        ).all()
     engine.dispose()
     succeeded = dict.fromkeys(job_ids, 0)
     ends = dict.fromkeys(job_ids, 0)
@@ -158,8 +180,11 @@ def check_rounds(client: httpx.Client, data_dir: Path, job: dict) -> list[str]:
 def stray_files(data_dir: Path, job_ids: list[str]) -> list[str]:
     """Hidden or .tmp files and folders (temporary rounds, half-written files), files left in
     tmp/, and job folders of no job."""
-    stray = [str(p.relative_to(data_dir)) for p in data_dir.rglob("*")
-             if p.name.startswith(".") or p.name.endswith(".tmp")]
+    stray = [
+        str(p.relative_to(data_dir))
+        for p in data_dir.rglob("*")
+        if p.name.startswith(".") or p.name.endswith(".tmp")
+    ]
     tmp = data_dir / "tmp"
     if tmp.is_dir():
         stray += [str(p.relative_to(data_dir)) for p in tmp.iterdir()]
@@ -171,8 +196,13 @@ def stray_files(data_dir: Path, job_ids: list[str]) -> list[str]:
 def run(args: argparse.Namespace, work: Path, database_url: str) -> dict:
     rng = random.Random(args.seed)
     redis = RedisServer(work / "redis", persistent=True).start()
-    settings = make_settings(work / "data", BROKER_URL=redis.url, DATABASE_URL=database_url,
-                             HEARTBEAT_SECONDS=1.0, STALE_AFTER_SECONDS=8.0)
+    settings = make_settings(
+        work / "data",
+        BROKER_URL=redis.url,
+        DATABASE_URL=database_url,
+        HEARTBEAT_SECONDS=1.0,
+        STALE_AFTER_SECONDS=8.0,
+    )
     serve = ServeProcess(child_env(settings), work, "--no-worker")
     pool = None
     log: list[str] = []
@@ -221,8 +251,11 @@ def run(args: argparse.Namespace, work: Path, database_url: str) -> dict:
             if now >= next_kill and pool.live:
                 next_kill = now + rng.expovariate(1 / args.kill_every)
                 name = rng.choice(sorted(pool.live))
-                running = [j for j in jobs.values() if j["status"] == "running"
-                           and (j["worker"] or "").split("@")[0] == name]
+                running = [
+                    j
+                    for j in jobs.values()
+                    if j["status"] == "running" and (j["worker"] or "").split("@")[0] == name
+                ]
                 if running and running[0]["attempts"] >= settings.MAX_ATTEMPTS:
                     skipped_kills += 1  # the next loss would fail this job by design
                 else:
@@ -237,13 +270,19 @@ def run(args: argparse.Namespace, work: Path, database_url: str) -> dict:
         pool.stop_all()
         jobs = {j["id"]: j for j in client.get("/api/jobs", params={"limit": 5000}).json()}
         mine = [jobs[j] for j in job_ids]
-        problems = [f"job {j['id']}: {j['status']} {j['error'] or ''}".strip() for j in mine if j["status"] != "succeeded"]
+        problems = [
+            f"job {j['id']}: {j['status']} {j['error'] or ''}".strip()
+            for j in mine
+            if j["status"] != "succeeded"
+        ]
         problems += check_events(settings.database_url, job_ids)
         for job in mine:
             if job["status"] == "succeeded":
                 problems += check_rounds(client, settings.data_dir, job)
         stray = stray_files(settings.data_dir, job_ids)
-        durations = sorted((_seconds(j["finished_at"]) - _seconds(j["created_at"])) for j in mine if j["finished_at"])
+        durations = sorted(
+            (_seconds(j["finished_at"]) - _seconds(j["created_at"])) for j in mine if j["finished_at"]
+        )
         client.close()
         return {
             "jobs": args.jobs,
@@ -263,8 +302,12 @@ def run(args: argparse.Namespace, work: Path, database_url: str) -> dict:
             "worker_processes_started": pool.started,
             "redis_restarted_at_s": redis_restarted_at,
             "elapsed_s": round(elapsed, 1),
-            "job_latency_s": {"p50": round(float(np.percentile(durations, 50)), 1),
-                              "max": round(durations[-1], 1)} if durations else None,
+            "job_latency_s": {
+                "p50": round(float(np.percentile(durations, 50)), 1),
+                "max": round(durations[-1], 1),
+            }
+            if durations
+            else None,
             "stray_files": stray,
             "problems": problems,
             "ok": not problems and not stray,
@@ -288,15 +331,24 @@ def main(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     with postgres_schema() as database_url:
         result = run(args, work, database_url)
-    result = {"command": " ".join(["benchmarks/soak.py", *sys.argv[1:]]), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "load_average_at_end": [round(v, 2) for v in os.getloadavg()]}, **result}
+    result = {
+        "command": " ".join(["benchmarks/soak.py", *sys.argv[1:]]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+        },
+        **result,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{result['succeeded']} of {result['jobs']} jobs succeeded "
-          f"({'exactly once each' if result['succeeded_exactly_once'] else 'NOT exactly once'}), "
-          f"{result['rounds']} rounds, in {result['elapsed_s']} s; {result['sigkills']} SIGKILLs "
-          f"({result['sigkills_during_a_job']} during a job), Redis restarted at {result['redis_restarted_at_s']} s; "
-          f"{len(result['stray_files'])} stray files; {len(result['problems'])} problems")
+    print(
+        f"\n{result['succeeded']} of {result['jobs']} jobs succeeded "
+        f"({'exactly once each' if result['succeeded_exactly_once'] else 'NOT exactly once'}), "
+        f"{result['rounds']} rounds, in {result['elapsed_s']} s; {result['sigkills']} SIGKILLs "
+        f"({result['sigkills_during_a_job']} during a job), Redis restarted at {result['redis_restarted_at_s']} s; "
+        f"{len(result['stray_files'])} stray files; {len(result['problems'])} problems"
+    )
     for problem in (result["problems"] + result["stray_files"])[:20]:
         print("  ", problem)
     print(f"wrote {args.out}")
@@ -308,6 +360,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_args(parser)
     sys.exit(main(parser.parse_args()))

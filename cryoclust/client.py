@@ -191,10 +191,17 @@ class _ProgressReader:
 class Client:
     """The REST API of one cryoclust server. `token`: its CRYOCLUST_API_TOKEN, if it asks one."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+        self.http = httpx.Client(
+            base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -238,8 +245,13 @@ class Client:
 
     # ------------------------------------------------------------------ datasets
 
-    def upload(self, paths: Sequence[str | os.PathLike] | str | os.PathLike, name: str | None = None,
-               pixel_size: float | None = None, progress: Callable[[int, int], None] | None = None) -> Dataset:
+    def upload(
+        self,
+        paths: Sequence[str | os.PathLike] | str | os.PathLike,
+        name: str | None = None,
+        pixel_size: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Dataset:
         """Upload a stack, or a .star / cryoSPARC .cs with the stacks it names, as one dataset.
 
         `progress(sent, total)` is called as bytes go out; `pixel_size` (Å/px) overrides the files.
@@ -264,9 +276,15 @@ class Client:
             for r in readers:
                 r.close()
 
-    def upload_resumable(self, paths: Sequence[str | os.PathLike] | str | os.PathLike, name: str | None = None,
-                         pixel_size: float | None = None, progress: Callable[[int, int], None] | None = None,
-                         chunk_size: int = 32 * 1024**2, retries: int = 20) -> Dataset:
+    def upload_resumable(
+        self,
+        paths: Sequence[str | os.PathLike] | str | os.PathLike,
+        name: str | None = None,
+        pixel_size: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        chunk_size: int = 32 * 1024**2,
+        retries: int = 20,
+    ) -> Dataset:
         """As `upload`, in pieces over the tus protocol: a dropped connection or a restarted server
         costs a pause and at most one piece, not the whole transfer (up to `retries` times in a
         row per file, waiting up to 30 s between tries)."""
@@ -275,8 +293,11 @@ class Client:
         total, before, ids = sum(sizes), 0, []
         for path, size in zip(paths, sizes):
             metadata = "filename " + base64.b64encode(path.name.encode()).decode()
-            created = self._request("POST", "/api/uploads", headers={**TUS, "Upload-Length": str(size),
-                                                                     "Upload-Metadata": metadata})
+            created = self._request(
+                "POST",
+                "/api/uploads",
+                headers={**TUS, "Upload-Length": str(size), "Upload-Metadata": metadata},
+            )
             location = created.headers["location"]
             ids.append(location.rstrip("/").rsplit("/", 1)[-1])
 
@@ -293,8 +314,15 @@ class Client:
             body["pixel_size"] = pixel_size
         return _build(Dataset, self._json("POST", "/api/datasets/from-uploads", json=body))
 
-    def _send_pieces(self, path: Path, size: int, location: str, chunk_size: int, retries: int,
-                     report: Callable[[int], object]) -> None:
+    def _send_pieces(
+        self,
+        path: Path,
+        size: int,
+        location: str,
+        chunk_size: int,
+        retries: int,
+        report: Callable[[int], object],
+    ) -> None:
         """PATCH the file from where the server stands until it holds all of it."""
         offset: int | None = None  # unknown: ask the server (at the start and after a failure)
         failures = 0
@@ -308,8 +336,16 @@ class Client:
                         return
                     handle.seek(offset)
                     piece = handle.read(chunk_size)
-                    answer = self._request("PATCH", location, content=piece, headers={
-                        **TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
+                    answer = self._request(
+                        "PATCH",
+                        location,
+                        content=piece,
+                        headers={
+                            **TUS,
+                            "Upload-Offset": str(offset),
+                            "Content-Type": "application/offset+octet-stream",
+                        },
+                    )
                     offset = int(answer.headers["upload-offset"])
                     report(offset)
                     failures = 0
@@ -322,8 +358,9 @@ class Client:
                     offset = None
                     time.sleep(min(30.0, 0.5 * 2 ** (failures - 1)))
 
-    def import_path(self, path: str | os.PathLike, name: str | None = None,
-                    pixel_size: float | None = None) -> Dataset:
+    def import_path(
+        self, path: str | os.PathLike, name: str | None = None, pixel_size: float | None = None
+    ) -> Dataset:
         """Register a stack, .star or .cs that already lies on the server (under one of its
         CRYOCLUST_IMPORT_ROOTS) as a dataset; nothing is sent or copied. `path` is the server's."""
         body: dict = {"path": os.fspath(path)}
@@ -342,9 +379,16 @@ class Client:
     def delete_dataset(self, dataset_id: str) -> None:
         self._request("DELETE", f"/api/datasets/{dataset_id}")
 
-    def create_subset(self, dataset_id: str, *, job_id: str | None = None, classes: Sequence[int] | None = None,
-                      round: int | str = "final", indices: Sequence[int] | None = None,
-                      name: str | None = None) -> Dataset:
+    def create_subset(
+        self,
+        dataset_id: str,
+        *,
+        job_id: str | None = None,
+        classes: Sequence[int] | None = None,
+        round: int | str = "final",
+        indices: Sequence[int] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
         """A derived dataset of some particles (no copy): a job's classes, or 0-based indices."""
         body: dict = {"round": round}
         if classes is not None:
@@ -401,7 +445,9 @@ class Client:
                         current[key] = value
                     continue
                 if "event" in current:
-                    event = Event(int(current.get("id", 0)), current["event"], json.loads(current.get("data", "{}")))
+                    event = Event(
+                        int(current.get("id", 0)), current["event"], json.loads(current.get("data", "{}"))
+                    )
                     yield event
                     if event.kind == "end":
                         return
@@ -420,14 +466,17 @@ class Client:
     def embedding(self, job_id: str, round: int | str = "final") -> Embedding:
         """The 2-D projection and classes of every particle, fetched in the binary form (10
         bytes a particle, exact float32; its layout is in the README's REST API section)."""
-        response = self._request("GET", f"/api/jobs/{job_id}/rounds/{round}/embedding",
-                                 params={"format": "binary"})
+        response = self._request(
+            "GET", f"/api/jobs/{job_id}/rounds/{round}/embedding", params={"format": "binary"}
+        )
         return decode_embedding(response.content)
 
     def classes(self, job_id: str, round: int | str = "final") -> list[ClassInfo]:
         rows = self._json("GET", f"/api/jobs/{job_id}/rounds/{round}/classes")
-        return [ClassInfo(r["class"], r["count"], r["fraction"], r.get("quality"), r.get("quality_nyquist"))
-                for r in rows]
+        return [
+            ClassInfo(r["class"], r["count"], r["fraction"], r.get("quality"), r.get("quality_nyquist"))
+            for r in rows
+        ]
 
     def members(self, job_id: str, class_number: int, round: int | str = "final") -> np.ndarray:
         """0-based indices of every particle in one class."""
@@ -456,8 +505,14 @@ class Client:
         rows = text.strip().splitlines()[1:]
         return np.asarray([int(line.rsplit(",", 1)[1]) for line in rows], dtype=np.int64)
 
-    def export_subset(self, job_id: str, classes: Sequence[int], target: str | os.PathLike,
-                      round: int | str = "final", format: str | None = None) -> Path:
+    def export_subset(
+        self,
+        job_id: str,
+        classes: Sequence[int],
+        target: str | os.PathLike,
+        round: int | str = "final",
+        format: str | None = None,
+    ) -> Path:
         """The particles of `classes` as .star, .cs (cryoSPARC) or .mrcs, saved to `target`
         (the format follows its suffix unless given)."""
         format = format or Path(target).suffix.lstrip(".") or "star"

@@ -24,12 +24,22 @@ import warnings
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", help="device for jobs that ask none: cpu, cuda, cuda:N "
-                        "(default: CRYOCLUST_DEVICE or cuda:0, falling back to cpu)")
+    parser.add_argument(
+        "--device",
+        help="device for jobs that ask none: cpu, cuda, cuda:N "
+        "(default: CRYOCLUST_DEVICE or cuda:0, falling back to cpu)",
+    )
     parser.add_argument("--queue", help="queue to consume (default: CRYOCLUST_QUEUE or cryoclust)")
-    parser.add_argument("--concurrency", type=int, default=1, choices=[1],
-                        help="jobs at once per process: always 1 (start one worker per GPU)")
-    parser.add_argument("--name", help="worker name shown in /api/health (default: the device it really uses and its pid)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        choices=[1],
+        help="jobs at once per process: always 1 (start one worker per GPU)",
+    )
+    parser.add_argument(
+        "--name", help="worker name shown in /api/health (default: the device it really uses and its pid)"
+    )
     parser.add_argument("--data-dir", help="DATA_DIR (default: CRYOCLUST_DATA_DIR or ./data)")
     parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--quiet", action="store_true", help="no start-up banner")
@@ -62,19 +72,25 @@ def main(args: argparse.Namespace) -> int:
     name = args.name or f"{settings.DEVICE.replace(':', '')}-{os.getpid()}"
     if "@" not in name:
         name = f"{name}@{socket.gethostname()}"
-    print(f"cryoclust worker {name}: queue {settings.QUEUE} on {settings.broker_url.split('@')[-1]}, "
-          f"device {settings.DEVICE}, data in {settings.data_dir}", flush=True)
-    app.worker_main(["--quiet"] * args.quiet + [
-        "worker",
-        f"--hostname={name}",
-        f"--queues={settings.QUEUE}",
-        "--pool=solo",  # one job at a time, in this process (the GPU context stays here)
-        "--concurrency=1",
-        "--prefetch-multiplier=1",
-        "--without-mingle",
-        "--without-gossip",
-        f"--loglevel={args.loglevel.upper()}",
-    ])
+    print(
+        f"cryoclust worker {name}: queue {settings.QUEUE} on {settings.broker_url.split('@')[-1]}, "
+        f"device {settings.DEVICE}, data in {settings.data_dir}",
+        flush=True,
+    )
+    app.worker_main(
+        ["--quiet"] * args.quiet
+        + [
+            "worker",
+            f"--hostname={name}",
+            f"--queues={settings.QUEUE}",
+            "--pool=solo",  # one job at a time, in this process (the GPU context stays here)
+            "--concurrency=1",
+            "--prefetch-multiplier=1",
+            "--without-mingle",
+            "--without-gossip",
+            f"--loglevel={args.loglevel.upper()}",
+        ]
+    )
     return 0
 
 
@@ -95,5 +111,8 @@ def _quiet_root_warning(quiet: bool) -> None:
 
     warnings.filterwarnings("ignore", category=SecurityWarning)
     if not quiet:
-        print("cryoclust worker: running as root (usual in a container); Celery's superuser warning "
-              "is not shown. Where you can, run workers as an ordinary user.", flush=True)
+        print(
+            "cryoclust worker: running as root (usual in a container); Celery's superuser warning "
+            "is not shown. Where you can, run workers as an ordinary user.",
+            flush=True,
+        )

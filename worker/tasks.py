@@ -130,18 +130,46 @@ class JobRecorder:
         values: dict = {}
         for e in held + list(events):
             if isinstance(e, LossPoint):
-                rows.append(("loss", {"round": e.round, "epoch": e.epoch, "step": e.step,
-                                      "pairs_done": e.pairs_done, "loss": e.loss}))
+                rows.append(
+                    (
+                        "loss",
+                        {
+                            "round": e.round,
+                            "epoch": e.epoch,
+                            "step": e.step,
+                            "pairs_done": e.pairs_done,
+                            "loss": e.loss,
+                        },
+                    )
+                )
                 values = {"round": e.round, "progress": self._progress(e.round, e.pairs_done)}
             elif isinstance(e, EpochDone):
-                rows.append(("epoch", {"round": e.round, "epoch": e.epoch, "loss": e.loss, "seconds": e.seconds}))
+                rows.append(
+                    ("epoch", {"round": e.round, "epoch": e.epoch, "loss": e.loss, "seconds": e.seconds})
+                )
             elif isinstance(e, RoundStarted):
                 self.pairs_total = max(1, e.pairs_total)
-                rows.append(("round_started", {"round": e.round, "round_num": e.round_num, "pairs_total": e.pairs_total}))
+                rows.append(
+                    (
+                        "round_started",
+                        {"round": e.round, "round_num": e.round_num, "pairs_total": e.pairs_total},
+                    )
+                )
                 values = {"round": e.round, "progress": self._progress(e.round, 0)}
             elif isinstance(e, RoundDone):
-                rows.append(("round", {"round": e.round, "round_num": e.round_num, "counts": list(e.counts),
-                                       "seconds": e.seconds, "loss": e.loss, "timings": dict(e.timings)}))
+                rows.append(
+                    (
+                        "round",
+                        {
+                            "round": e.round,
+                            "round_num": e.round_num,
+                            "counts": list(e.counts),
+                            "seconds": e.seconds,
+                            "loss": e.loss,
+                            "timings": dict(e.timings),
+                        },
+                    )
+                )
                 values = {"round": e.round, "rounds_done": e.round, "progress": e.round / self.round_num}
         with self.db.session() as session:
             for kind, data in rows:
@@ -200,7 +228,9 @@ def classify(self, job_id: str) -> str:
     except WorkerStopping:
         recorder.flush()
         with db.session() as session:
-            jobstate.requeue(session, session.get(Job, job_id), f"worker {worker} stopped; requeued", graceful=True)
+            jobstate.requeue(
+                session, session.get(Job, job_id), f"worker {worker} stopped; requeued", graceful=True
+            )
             session.commit()
         self.app.send_task("classify", args=[job_id], queue=settings.QUEUE)
         return "requeued"
@@ -219,7 +249,9 @@ def classify(self, job_id: str) -> str:
     return status
 
 
-def _run(settings: Settings, dataset: Dataset | None, job_id: str, params: dict, device: str, recorder: JobRecorder):
+def _run(
+    settings: Settings, dataset: Dataset | None, job_id: str, params: dict, device: str, recorder: JobRecorder
+):
     """The engine run itself; returns (status, error)."""
     if dataset is None:
         return "failed", "the job's dataset was deleted"
@@ -236,8 +268,14 @@ def _run(settings: Settings, dataset: Dataset | None, job_id: str, params: dict,
         recorder.set_effective(config.to_dict())
         out_dir = settings.data_dir / "jobs" / job_id
         with open_stack(settings.data_dir, dataset) as stack:  # a derived dataset: its subset
-            run_pipeline(stack, config, out_dir, on_event=recorder, on_notice=recorder.notice,
-                         command=["cryoclust", "worker", f"job={job_id}"])
+            run_pipeline(
+                stack,
+                config,
+                out_dir,
+                on_event=recorder,
+                on_notice=recorder.notice,
+                command=["cryoclust", "worker", f"job={job_id}"],
+            )
         return "succeeded", None
     except JobCancelled:
         return "cancelled", None

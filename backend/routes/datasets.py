@@ -43,7 +43,9 @@ async def upload_dataset(
     storage: StorageDep,
     settings: SettingsDep,
     db: DatabaseDep,
-    pixel_size: float | None = Query(None, gt=0, le=1000, description="Å per pixel, when the files do not say it (or say it wrong)"),
+    pixel_size: float | None = Query(
+        None, gt=0, le=1000, description="Å per pixel, when the files do not say it (or say it wrong)"
+    ),
 ) -> Dataset:
     """Upload a particle stack (.mrcs/.mrc), or a .star or cryoSPARC .cs with its stacks, as multipart 'files'."""
     tmp_dir = storage.new_tmp_dir("upload-")
@@ -67,11 +69,21 @@ def import_dataset(body: DatasetImport, session: SessionDep, settings: SettingsD
 
 
 @router.post("/datasets/{dataset_id}/subsets", status_code=201, response_model=DatasetOut)
-def create_subset(dataset_id: str, body: SubsetDatasetCreate, session: SessionDep, storage: StorageDep) -> Dataset:
+def create_subset(
+    dataset_id: str, body: SubsetDatasetCreate, session: SessionDep, storage: StorageDep
+) -> Dataset:
     """A derived dataset of some of this one's particles (by index, no copy): those a job's round
     put in chosen classes, or explicit 0-based indices. Jobs on it read exactly those particles."""
-    return service.derive(session, storage, dataset_id, job_id=body.job_id, round_ref=body.round,
-                          classes=body.classes, indices=body.indices, name=body.name)
+    return service.derive(
+        session,
+        storage,
+        dataset_id,
+        job_id=body.job_id,
+        round_ref=body.round,
+        classes=body.classes,
+        indices=body.indices,
+        name=body.name,
+    )
 
 
 @router.get("/datasets", response_model=list[DatasetOut])
@@ -110,4 +122,6 @@ def particle_thumbnail(
     from worker.engine.gallery import thumbnail_png
 
     image = service.particle(session, storage, stacks, dataset_id, index)
-    return Response(thumbnail_png(image, size), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+    return Response(
+        thumbnail_png(image, size), media_type="image/png", headers={"Cache-Control": "max-age=3600"}
+    )

@@ -34,7 +34,12 @@ SUBSET_CHUNK = 1024
 
 def _temporary_download(path: Path, filename: str, media_type: str) -> FileResponse:
     """Serve a file made for this request and remove it once sent."""
-    return FileResponse(path, media_type=media_type, filename=filename, background=BackgroundTask(path.unlink, missing_ok=True))
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=filename,
+        background=BackgroundTask(path.unlink, missing_ok=True),
+    )
 
 
 def _zip_round(folder: Path, target: Path, prefix: str) -> None:
@@ -49,7 +54,9 @@ def _zip_round(folder: Path, target: Path, prefix: str) -> None:
     response_class=FileResponse,
     responses={200: {"content": {"application/zip": {}}}},
 )
-async def round_archive(job_id: str, round_ref: str, session: SessionDep, storage: StorageDep) -> FileResponse:
+async def round_archive(
+    job_id: str, round_ref: str, session: SessionDep, storage: StorageDep
+) -> FileResponse:
     """Every file of a round in one zip."""
     job = jobs.get(session, job_id)
     number, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
@@ -78,7 +85,9 @@ def round_file(  # after archive.zip: {filename} would shadow it
     if not path.is_file():
         raise HTTPException(404, f"{filename} is missing from round {number}")
     stem, suffix = filename.rsplit(".", 1)
-    return FileResponse(path, media_type=ROUND_FILES[filename], filename=f"{job.id}_round{number:02d}_{stem}.{suffix}")
+    return FileResponse(
+        path, media_type=ROUND_FILES[filename], filename=f"{job.id}_round{number:02d}_{stem}.{suffix}"
+    )
 
 
 @router.get(
@@ -95,8 +104,9 @@ def particles_star(job_id: str, session: SessionDep, storage: StorageDep) -> Fil
     return FileResponse(path, media_type="text/plain", filename=f"{job.id}_particles.star")
 
 
-def _write_particles_cs(storage: Storage, dataset: Dataset, labels: np.ndarray, chosen: np.ndarray | None,
-                        target: Path) -> None:
+def _write_particles_cs(
+    storage: Storage, dataset: Dataset, labels: np.ndarray, chosen: np.ndarray | None, target: Path
+) -> None:
     """The dataset's particles (the `chosen` ones) with their 1-based classes as a cryoSPARC .cs."""
     from worker.engine.io.cryosparc import write_stack_cs
 
@@ -121,14 +131,18 @@ async def particles_cs(job_id: str, session: SessionDep, storage: StorageDep) ->
     dataset = jobs.dataset_of(session, job)
     target = storage.tmp_file(".cs")
     try:
-        await run_in_threadpool(_write_particles_cs, storage, dataset, artifacts.labels(folder) + 1, None, target)
+        await run_in_threadpool(
+            _write_particles_cs, storage, dataset, artifacts.labels(folder) + 1, None, target
+        )
     except BaseException:
         target.unlink(missing_ok=True)
         raise
     return _temporary_download(target, f"{job.id}_particles.cs", "application/octet-stream")
 
 
-def _write_subset(storage: Storage, dataset: Dataset, folder: Path, classes: list[int], fmt: str, target: Path) -> int:
+def _write_subset(
+    storage: Storage, dataset: Dataset, folder: Path, classes: list[int], fmt: str, target: Path
+) -> int:
     labels = artifacts.labels(folder) + 1
     chosen = np.flatnonzero(np.isin(labels, classes))
     if chosen.size == 0:
@@ -141,13 +155,17 @@ def _write_subset(storage: Storage, dataset: Dataset, folder: Path, classes: lis
             from worker.engine.io.star import write_particles_star
 
             names = stack.image_names
-            write_particles_star(target, [names[i] for i in chosen], labels[chosen], pixel_size=stack.pixel_size)
+            write_particles_star(
+                target, [names[i] for i in chosen], labels[chosen], pixel_size=stack.pixel_size
+            )
         else:
             from worker.engine.io.mrc import write_stack
 
             images = np.empty((chosen.size, stack.box, stack.box), dtype=np.float32)
             for start in range(0, chosen.size, SUBSET_CHUNK):
-                images[start : start + SUBSET_CHUNK] = stack.read_indices(chosen[start : start + SUBSET_CHUNK])
+                images[start : start + SUBSET_CHUNK] = stack.read_indices(
+                    chosen[start : start + SUBSET_CHUNK]
+                )
             write_stack(target, images, stack.pixel_size)
     return int(chosen.size)
 

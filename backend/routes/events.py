@@ -83,4 +83,6 @@ async def job_events(
     if await run_in_threadpool(events.job_status, db, job_id) is None:
         raise HTTPException(404, f"no job {job_id}")
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream(request, db, job_id, after), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(
+        stream(request, db, job_id, after), media_type="text/event-stream", headers=headers
+    )

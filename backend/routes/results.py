@@ -49,8 +49,11 @@ def round_embedding(
     session: SessionDep,
     storage: StorageDep,
     fmt: Literal["json", "binary"] | None = Query(
-        None, alias="format", description="binary: float32 x, y and uint16 classes (see the README); default JSON, "
-        "or binary when Accept asks for application/octet-stream"),
+        None,
+        alias="format",
+        description="binary: float32 x, y and uint16 classes (see the README); default JSON, "
+        "or binary when Accept asks for application/octet-stream",
+    ),
     accept: str | None = Header(None),
 ):
     """The 2-D projection of every particle's embedding, with its class (1-based)."""
@@ -59,8 +62,13 @@ def round_embedding(
     xy = artifacts.embedding_2d(folder)
     classes = artifacts.labels(folder) + 1
     if embedding_binary.wants_binary(accept, fmt):
-        headers = {"X-Embedding-Count": str(classes.size), "X-Embedding-Classes": str(int(classes.max(initial=0)))}
-        return Response(embedding_binary.pack(xy, classes), media_type=embedding_binary.MEDIA_TYPE, headers=headers)
+        headers = {
+            "X-Embedding-Count": str(classes.size),
+            "X-Embedding-Classes": str(int(classes.max(initial=0))),
+        }
+        return Response(
+            embedding_binary.pack(xy, classes), media_type=embedding_binary.MEDIA_TYPE, headers=headers
+        )
     points = np.round(np.asarray(xy, dtype=np.float64), 4)
     return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "labels": classes.tolist()}
 

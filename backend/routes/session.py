@@ -33,8 +33,11 @@ def session_state(request: Request, settings: SettingsDep) -> dict:
     if not expected:
         return {"signed_in": True, "token_required": False}
     given = bearer(request)
-    ok = token_matches(given, expected) if given else token_matches(
-        request.cookies.get(SESSION_COOKIE, ""), session_value(expected))
+    ok = (
+        token_matches(given, expected)
+        if given
+        else token_matches(request.cookies.get(SESSION_COOKIE, ""), session_value(expected))
+    )
     return {"signed_in": ok, "token_required": True}
 
 
@@ -47,8 +50,13 @@ def sign_in(body: SignIn, request: Request, response: Response, settings: Settin
     if not token_matches(body.token, expected):
         raise HTTPException(401, "wrong API token", headers={"WWW-Authenticate": "Bearer"})
     response.set_cookie(
-        SESSION_COOKIE, session_value(expected), max_age=SESSION_DAYS * 24 * 3600, path="/api",
-        httponly=True, samesite="strict", secure=request.url.scheme == "https",
+        SESSION_COOKIE,
+        session_value(expected),
+        max_age=SESSION_DAYS * 24 * 3600,
+        path="/api",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
     )
     return {"signed_in": True, "token_required": True}
 

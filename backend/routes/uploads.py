@@ -35,11 +35,17 @@ def _tus(**headers: str | int) -> dict[str, str]:
 @router.options("/uploads", status_code=204)
 def upload_options(settings: SettingsDep) -> Response:
     """What this tus server offers: version, extensions, the largest file."""
-    return Response(status_code=204, headers=_tus(Tus_Version=TUS_VERSION, Tus_Extension=TUS_EXTENSIONS,
-                                                  Tus_Max_Size=settings.MAX_UPLOAD_BYTES))
+    return Response(
+        status_code=204,
+        headers=_tus(
+            Tus_Version=TUS_VERSION, Tus_Extension=TUS_EXTENSIONS, Tus_Max_Size=settings.MAX_UPLOAD_BYTES
+        ),
+    )
 
 
-@router.post("/uploads", status_code=201, response_class=Response, responses={201: {"description": "created"}})
+@router.post(
+    "/uploads", status_code=201, response_class=Response, responses={201: {"description": "created"}}
+)
 def create_upload(request: Request, uploads: UploadsDep) -> Response:
     """Start a resumable upload of one file (tus creation): headers Tus-Resumable: 1.0.0,
     Upload-Length (bytes) and Upload-Metadata "filename <base64 name>"; answers its Location."""
@@ -55,8 +61,10 @@ def create_upload(request: Request, uploads: UploadsDep) -> Response:
 def upload_offset(upload_id: str, uploads: UploadsDep) -> Response:
     """How many bytes of the upload the server holds (Upload-Offset), out of Upload-Length."""
     upload = uploads.get(upload_id)
-    return Response(status_code=200, headers=_tus(Upload_Offset=upload.offset, Upload_Length=upload.length,
-                                                  Cache_Control="no-store"))
+    return Response(
+        status_code=200,
+        headers=_tus(Upload_Offset=upload.offset, Upload_Length=upload.length, Cache_Control="no-store"),
+    )
 
 
 @router.patch("/uploads/{upload_id}", status_code=204, response_class=Response)
@@ -96,18 +104,28 @@ def _sha256(path) -> str:
 
 
 @router.post("/datasets/from-uploads", status_code=201, response_model=DatasetOut, tags=["datasets"])
-def dataset_from_uploads(body: DatasetFromUploads, session: SessionDep, storage: StorageDep,
-                         uploads: UploadsDep, settings: SettingsDep) -> Dataset:
+def dataset_from_uploads(
+    body: DatasetFromUploads,
+    session: SessionDep,
+    storage: StorageDep,
+    uploads: UploadsDep,
+    settings: SettingsDep,
+) -> Dataset:
     """A dataset of finished resumable uploads (a stack, or a .star or .cs with its stacks), checked
     as a multipart upload is. The uploads are used up when it succeeds, and kept when it does not."""
     pending = [uploads.get(upload_id) for upload_id in dict.fromkeys(body.uploads)]
     for upload in pending:
         if not upload.complete:
-            raise UploadError(409, f"upload {upload.id} ({upload.filename}) holds {upload.offset:,} of "
-                                   f"{upload.length:,} bytes: send the rest first")
+            raise UploadError(
+                409,
+                f"upload {upload.id} ({upload.filename}) holds {upload.offset:,} of "
+                f"{upload.length:,} bytes: send the rest first",
+            )
     total = sum(upload.length for upload in pending)
     if total > settings.MAX_UPLOAD_BYTES:
-        raise UploadError(413, f"{total:,} bytes together is larger than the limit of {settings.MAX_UPLOAD_BYTES:,}")
+        raise UploadError(
+            413, f"{total:,} bytes together is larger than the limit of {settings.MAX_UPLOAD_BYTES:,}"
+        )
     tmp_dir = storage.new_tmp_dir("resumable-")
     try:
         files = []
@@ -119,7 +137,9 @@ def dataset_from_uploads(body: DatasetFromUploads, session: SessionDep, storage:
                 os.link(upload.data, target)  # same filesystem: no copy, and the upload stays intact
             except OSError:
                 shutil.copyfile(upload.data, target)
-            files.append(ReceivedFile(name=upload.filename, path=target, size=upload.length, sha256=_sha256(target)))
+            files.append(
+                ReceivedFile(name=upload.filename, path=target, size=upload.length, sha256=_sha256(target))
+            )
         dataset = service.add(session, storage, tmp_dir, files, body.name, body.pixel_size)
     finally:
         storage.remove(tmp_dir)

@@ -23,8 +23,14 @@ from cryoclust.core import datasets as dataset_files
 from cryoclust.core.tables import TERMINAL, Dataset, Job, new_id
 
 
-def add(session: Session, storage: Storage, tmp_dir: Path, files: list[ReceivedFile], name: str | None,
-        pixel_size: float | None = None) -> Dataset:
+def add(
+    session: Session,
+    storage: Storage,
+    tmp_dir: Path,
+    files: list[ReceivedFile],
+    name: str | None,
+    pixel_size: float | None = None,
+) -> Dataset:
     """Validate the files in `tmp_dir`, move them to their dataset folder and add the row.
 
     `pixel_size` (Å/px), when the user gives it, wins over what the files say. Leaves nothing
@@ -61,8 +67,9 @@ def add(session: Session, storage: Storage, tmp_dir: Path, files: list[ReceivedF
         raise
 
 
-def import_path(session: Session, roots: list[Path], raw_path: str, name: str | None,
-                pixel_size: float | None = None) -> Dataset:
+def import_path(
+    session: Session, roots: list[Path], raw_path: str, name: str | None, pixel_size: float | None = None
+) -> Dataset:
     """Register files already on the server (under one of `roots`) as a dataset, read in place.
 
     Nothing is copied: the row records where the files are and their sizes and mtimes, which a
@@ -115,7 +122,9 @@ def delete(session: Session, storage: Storage, stacks: StackCache, dataset_id: s
     dataset = get(session, dataset_id)
     children = list(session.scalars(select(Dataset.id).where(Dataset.parent_id == dataset_id)))
     if children:
-        raise Conflict(f"datasets {', '.join(children)} were derived from dataset {dataset_id}; delete them first")
+        raise Conflict(
+            f"datasets {', '.join(children)} were derived from dataset {dataset_id}; delete them first"
+        )
     jobs = list(session.scalars(select(Job).where(Job.dataset_id == dataset_id)))
     active = [job.id for job in jobs if job.status not in TERMINAL]
     if active:
@@ -148,9 +157,17 @@ def particle(session: Session, storage: Storage, stacks: StackCache, dataset_id:
         raise Invalid(f"cannot read particle {index}: {exc}") from None
 
 
-def derive(session: Session, storage: Storage, parent_id: str, *, job_id: str | None = None,
-           round_ref: str | int = "final", classes: list[int] | None = None,
-           indices: list[int] | None = None, name: str | None = None) -> Dataset:
+def derive(
+    session: Session,
+    storage: Storage,
+    parent_id: str,
+    *,
+    job_id: str | None = None,
+    round_ref: str | int = "final",
+    classes: list[int] | None = None,
+    indices: list[int] | None = None,
+    name: str | None = None,
+) -> Dataset:
     """A new dataset of some of the parent's particles (by index; no file is copied): those a
     job's round put in `classes`, or the explicit `indices` (0-based in the parent)."""
     parent = get(session, parent_id)
@@ -192,13 +209,26 @@ def derive(session: Session, storage: Storage, parent_id: str, *, job_id: str | 
         storage.remove(tmp_dir)
     try:
         dataset = Dataset(
-            id=dataset_id, name=name[:200], path=parent.path, files=[dataset_files.INDICES_FILE],
-            n_particles=int(chosen.size), box_size=parent.box_size, pixel_size=parent.pixel_size,
-            pixel_size_known=parent.pixel_size_known, mode=parent.mode, size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(), has_ctf=parent.has_ctf, parent_id=parent.id,
-            base_id=parent.base_id or parent.id, source_job_id=job_id if classes is not None else None,
-            source_round=source_round, source_classes=classes, import_root=parent.import_root,
-            import_main=parent.import_main, import_files=parent.import_files,
+            id=dataset_id,
+            name=name[:200],
+            path=parent.path,
+            files=[dataset_files.INDICES_FILE],
+            n_particles=int(chosen.size),
+            box_size=parent.box_size,
+            pixel_size=parent.pixel_size,
+            pixel_size_known=parent.pixel_size_known,
+            mode=parent.mode,
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            has_ctf=parent.has_ctf,
+            parent_id=parent.id,
+            base_id=parent.base_id or parent.id,
+            source_job_id=job_id if classes is not None else None,
+            source_round=source_round,
+            source_classes=classes,
+            import_root=parent.import_root,
+            import_main=parent.import_main,
+            import_files=parent.import_files,
         )
         session.add(dataset)
         session.commit()

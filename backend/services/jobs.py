@@ -31,7 +31,9 @@ def create(session: Session, dispatcher: Dispatcher, dataset_id: str, params: di
     if dataset is None:
         raise NotFound(f"no dataset {dataset_id}")
     if params["cluster_num"] > dataset.n_particles:
-        raise Invalid(f"cluster_num {params['cluster_num']} is more than the {dataset.n_particles} particles of the dataset")
+        raise Invalid(
+            f"cluster_num {params['cluster_num']} is more than the {dataset.n_particles} particles of the dataset"
+        )
     job = Job(dataset_id=dataset.id, params=params, round_num=params["round_num"], status="queued")
     session.add(job)
     session.flush()

@@ -23,13 +23,23 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="the file's path on the server")
-    parser.add_argument("--server", default=os.environ.get("CRYOCLUST_SERVER", DEFAULT_SERVER),
-                        help=f"the server's URL (default: CRYOCLUST_SERVER or {DEFAULT_SERVER})")
-    parser.add_argument("--token", default=os.environ.get("CRYOCLUST_API_TOKEN") or None,
-                        help="its API token (default: CRYOCLUST_API_TOKEN)")
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("CRYOCLUST_SERVER", DEFAULT_SERVER),
+        help=f"the server's URL (default: CRYOCLUST_SERVER or {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CRYOCLUST_API_TOKEN") or None,
+        help="its API token (default: CRYOCLUST_API_TOKEN)",
+    )
     parser.add_argument("--name", help="the dataset's name (default: the file's name)")
-    parser.add_argument("--apix", type=float, metavar="Å",
-                        help="pixel size in Å, when the files do not say it (or say it wrong)")
+    parser.add_argument(
+        "--apix",
+        type=float,
+        metavar="Å",
+        help="pixel size in Å, when the files do not say it (or say it wrong)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -47,7 +57,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"cryoclust import: cannot reach {args.server}: {exc}", file=sys.stderr)
         return 1
     pixel = f"{dataset.pixel_size:g} Å/px" if dataset.pixel_size_known else "pixel size unknown"
-    print(f"dataset {dataset.id}: {dataset.name}, {dataset.n_particles:,} particles of {dataset.box_size} px, "
-          f"{pixel}, {len(dataset.files)} file(s) read in place", file=sys.stderr)
+    print(
+        f"dataset {dataset.id}: {dataset.name}, {dataset.n_particles:,} particles of {dataset.box_size} px, "
+        f"{pixel}, {len(dataset.files)} file(s) read in place",
+        file=sys.stderr,
+    )
     print(dataset.id)
     return 0

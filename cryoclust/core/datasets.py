@@ -47,8 +47,13 @@ def fingerprint(root: Path, paths: Iterable[Path]) -> list[dict]:
             continue
         seen.add(resolved)
         stat = resolved.stat()
-        records.append({"path": resolved.relative_to(root).as_posix(), "size": stat.st_size,
-                        "mtime_ns": stat.st_mtime_ns})
+        records.append(
+            {
+                "path": resolved.relative_to(root).as_posix(),
+                "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+            }
+        )
     return records
 
 
@@ -67,16 +72,21 @@ def check_unchanged(dataset: Dataset) -> None:
             resolved = path.resolve(strict=True)
             stat = resolved.stat()
         except FileNotFoundError:
-            raise InputError(f"{where} vanished after import (it no longer exists); "
-                             "restore it or import the files again") from None
+            raise InputError(
+                f"{where} vanished after import (it no longer exists); restore it or import the files again"
+            ) from None
         if not resolved.is_relative_to(root):
             raise InputError(f"{where} now leads outside the import root {root}")
         if stat.st_size != record["size"]:
-            raise InputError(f"{where} changed after import ({record['size']:,} bytes then, "
-                             f"{stat.st_size:,} now); import the files again")
+            raise InputError(
+                f"{where} changed after import ({record['size']:,} bytes then, "
+                f"{stat.st_size:,} now); import the files again"
+            )
         if stat.st_mtime_ns != record["mtime_ns"]:
-            raise InputError(f"{where} changed after import (modified {_when(stat.st_mtime_ns)}, "
-                             f"imported as of {_when(record['mtime_ns'])}); import the files again")
+            raise InputError(
+                f"{where} changed after import (modified {_when(stat.st_mtime_ns)}, "
+                f"imported as of {_when(record['mtime_ns'])}); import the files again"
+            )
 
 
 def _check_same_files(dataset: Dataset, stack: ParticleStack) -> None:
@@ -86,8 +96,10 @@ def _check_same_files(dataset: Dataset, stack: ParticleStack) -> None:
     for path in stack.files:
         relative = Path(path).resolve().relative_to(root).as_posix()
         if relative not in recorded:
-            raise InputError(f"dataset {dataset.name!r}: {dataset.imported_from} now reads {root / relative}, "
-                             "which it did not at import; import the files again")
+            raise InputError(
+                f"dataset {dataset.name!r}: {dataset.imported_from} now reads {root / relative}, "
+                "which it did not at import; import the files again"
+            )
 
 
 def subset_indices(data_dir: Path, dataset: Dataset) -> np.ndarray | None:

@@ -57,7 +57,7 @@ class Database:
                 raise
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Database":
+    def from_settings(cls, settings: Settings) -> Database:
         return cls(settings.database_url)
 
     @contextmanager

@@ -33,9 +33,18 @@ class Heartbeat:
         with self.db.session() as session:
             worker = session.get(Worker, self.name)
             if worker is None:
-                session.add(Worker(name=self.name, device=self.device, queue=self.queue, job_id=self.job_id, seen_at=now))
+                session.add(
+                    Worker(
+                        name=self.name, device=self.device, queue=self.queue, job_id=self.job_id, seen_at=now
+                    )
+                )
             else:
-                worker.device, worker.queue, worker.job_id, worker.seen_at = self.device, self.queue, self.job_id, now
+                worker.device, worker.queue, worker.job_id, worker.seen_at = (
+                    self.device,
+                    self.queue,
+                    self.job_id,
+                    now,
+                )
             if self.job_id:
                 session.execute(
                     update(Job)

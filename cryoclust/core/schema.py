@@ -61,7 +61,8 @@ def upgrade(engine: Engine) -> str:
             raise SchemaTooNew(
                 f"the database {engine.url.render_as_string(hide_password=True)} has schema revision "
                 f"{found}, newer than this cryoclust knows (up to {head}): upgrade cryoclust, or use "
-                "another CRYOCLUST_DATABASE_URL")
+                "another CRYOCLUST_DATABASE_URL"
+            )
         if found != head:
             command.upgrade(alembic_config(connection), "head")
             connection.commit()

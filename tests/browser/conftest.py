@@ -40,13 +40,19 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
     with database_url(request.param) as url:
         import_root = root / "lab"
         import_root.mkdir()
-        settings = make_settings(root / "data", API_TOKEN=secrets.token_urlsafe(16), DATABASE_URL=url,
-                                 IMPORT_ROOTS=[import_root])
+        settings = make_settings(
+            root / "data", API_TOKEN=secrets.token_urlsafe(16), DATABASE_URL=url, IMPORT_ROOTS=[import_root]
+        )
         serve = ServeProcess(child_env(settings), root, "--host", "127.0.0.1", "--access-log")
         try:
             serve.start(lambda health: bool(health.get("workers")), timeout=SERVER_START_SECONDS)
-            yield Server(url=serve.url, token=settings.API_TOKEN, data_dir=settings.data_dir, log=serve.log,
-                         import_root=import_root)
+            yield Server(
+                url=serve.url,
+                token=settings.API_TOKEN,
+                data_dir=settings.data_dir,
+                log=serve.log,
+                import_root=import_root,
+            )
         finally:
             serve.stop(15)
 
@@ -68,7 +74,9 @@ def sim_stack(tmp_path_factory) -> SimulatedStack:
     from worker.engine.commands import simulate
 
     folder = tmp_path_factory.mktemp("sim")
-    args = parse_args(["simulate", "-n", "200", "-k", "4", "--box", "32", "--snr", "2", "--seed", "1", "-o", str(folder)])
+    args = parse_args(
+        ["simulate", "-n", "200", "-k", "4", "--box", "32", "--snr", "2", "--seed", "1", "-o", str(folder)]
+    )
     simulate.main(args)
     return SimulatedStack(folder, folder / "particles.mrcs", folder / "particles.star", 200, 32, 2.0)
 
@@ -102,7 +110,12 @@ class ConsoleLog:
         return [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
 
     def watch(self, page) -> None:
-        page.on("console", lambda msg: self.errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
+        page.on(
+            "console",
+            lambda msg: (
+                self.errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None
+            ),
+        )
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
 
 

@@ -35,14 +35,18 @@ def test_bad_upload_shows_the_server_message_as_text(page, server, console):
     page.goto(server.url)
     expect(page.locator("#jobs-list")).to_contain_text(re.compile("No jobs yet|Job"))
     # A file the browser can refuse by name never reaches the server.
-    page.set_input_files("#file-input", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
+    page.set_input_files(
+        "#file-input", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}]
+    )
     expect(page.locator("#upload-error")).to_contain_text("Not a particle file")
 
     bad = b"<b>not</b> an MRC file" * 3
     name = "bad<img src=x onerror=alert(1)>.mrcs"
     with server.client() as client:
         expected = client.post("/api/datasets", files={"files": (name, bad)}).json()["detail"]
-    page.set_input_files("#file-input", files=[{"name": name, "mimeType": "application/octet-stream", "buffer": bad}])
+    page.set_input_files(
+        "#file-input", files=[{"name": name, "mimeType": "application/octet-stream", "buffer": bad}]
+    )
     error = page.locator("#upload-error")
     expect(error).to_have_text(expected)
     assert error.evaluate("el => el.children.length") == 0, "the message was parsed as HTML"
@@ -53,14 +57,21 @@ def test_bad_upload_shows_the_server_message_as_text(page, server, console):
 @on_sqlite
 def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
     with server.client() as client:
-        response = client.post("/api/datasets", files={"files": ("form.mrcs", sim_stack.mrcs.read_bytes())}, data={"name": "form check"})
+        response = client.post(
+            "/api/datasets",
+            files={"files": ("form.mrcs", sim_stack.mrcs.read_bytes())},
+            data={"name": "form check"},
+        )
         assert response.status_code == 201, response.text
         dataset_id = response.json()["id"]
     page.goto(server.url)
     page.select_option("#job-dataset", dataset_id)
     submit = page.locator("#job-form button[type=submit]")
     expect(submit).to_be_enabled()
-    defaults = {name: str(default(name)) for name in ("cluster_num", "learning_rate", "epoch_num", "batch_size", "round_num", "size", "seed")}
+    defaults = {
+        name: str(default(name))
+        for name in ("cluster_num", "learning_rate", "epoch_num", "batch_size", "round_num", "size", "seed")
+    }
     for field, value in defaults.items():
         expect(page.locator(f"#job-{field}")).to_have_value(value)
     expect(page.locator("#job-method")).to_have_value("pose")  # the best measured method
@@ -88,7 +99,11 @@ def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
     ]
     for field, value, message in cases:
         page.fill(f"#job-{field}", value)
-        error = page.locator(f"#job-{field}").locator("xpath=ancestor::div[contains(@class,'field')][1]").locator(".field-error")
+        error = (
+            page.locator(f"#job-{field}")
+            .locator("xpath=ancestor::div[contains(@class,'field')][1]")
+            .locator(".field-error")
+        )
         expect(error).to_contain_text(message)
         expect(submit).to_be_disabled()
         page.click("#job-form button:has-text('Defaults')")
@@ -164,7 +179,11 @@ def test_scatter_stays_responsive_with_50000_points(page, server):
     started = time.monotonic()
     page.mouse.move(x + 20, y + 20)
     page.mouse.move(x, y)
-    expect(page.locator(".scatter-wrap .preview-caption").first).to_contain_text(re.compile(r"particle \d+ · class \d+"))
+    expect(page.locator(".scatter-wrap .preview-caption").first).to_contain_text(
+        re.compile(r"particle \d+ · class \d+")
+    )
     assert time.monotonic() - started < 5
-    elapsed = page.evaluate("async () => { const t = performance.now(); await new Promise((r) => setTimeout(r, 0)); return performance.now() - t; }")
+    elapsed = page.evaluate(
+        "async () => { const t = performance.now(); await new Promise((r) => setTimeout(r, 0)); return performance.now() - t; }"
+    )
     assert elapsed < 200

@@ -54,7 +54,10 @@ def test_binary_embedding_decodes_in_the_page_to_the_servers_values(page, server
     np.testing.assert_array_equal(np.asarray(decoded["y"], dtype=np.float32), xy[:, 1])
     np.testing.assert_array_equal(decoded["labels"], classes)
     # Every particle is in the plot once.
-    assert page.evaluate("document.getElementById('scatter-plot').data.reduce((s, t) => s + t.x.length, 0)") == sim_stack.n
+    assert (
+        page.evaluate("document.getElementById('scatter-plot').data.reduce((s, t) => s + t.x.length, 0)")
+        == sim_stack.n
+    )
 
 
 @on_sqlite
@@ -117,4 +120,6 @@ def test_300000_particles_are_drawn_as_a_density_with_a_hover_sample(page, serve
     before = page.evaluate("document.getElementById('huge-scatter')._fullLayout.images[0].source")
     page.evaluate("Plotly.restyle('huge-scatter', {visible: 'legendonly'}, [0])")
     page.wait_for_function(
-        "(before) => document.getElementById('huge-scatter')._fullLayout.images[0].source !== before", arg=before)
+        "(before) => document.getElementById('huge-scatter')._fullLayout.images[0].source !== before",
+        arg=before,
+    )

@@ -77,8 +77,10 @@ def test_large_upload_goes_in_pieces_and_resumes_after_a_dropped_connection(page
     expect(page.locator("#upload-error")).to_be_hidden()
     # After the reset: HEAD (where does the server stand?) and the rest, from there.
     reset_at = [i for i, m in enumerate(seen) if m == "PATCH"][1]
-    assert "HEAD" in seen[reset_at + 1:] and seen.count("PATCH") == 4, seen
+    assert "HEAD" in seen[reset_at + 1 :] and seen.count("PATCH") == 4, seen
     with server.client() as client:
         dataset = client.get(f"/api/datasets/{card.get_attribute('data-id')}").json()
     assert dataset["sha256"] == hashlib.sha256(data).hexdigest()
-    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('cryoclust.upload:')).length") == 0
+    assert (
+        page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('cryoclust.upload:')).length") == 0
+    )

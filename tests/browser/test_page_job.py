@@ -27,7 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 TERMINAL = {"succeeded", "failed", "cancelled"}
 # Small and quick on a busy 2-core machine; still several loss points per epoch.
-JOB_FORM = {"cluster_num": "4", "epoch_num": "2", "round_num": "2", "batch_size": "32", "size": "32", "device": "cpu"}
+JOB_FORM = {
+    "cluster_num": "4",
+    "epoch_num": "2",
+    "round_num": "2",
+    "batch_size": "32",
+    "size": "32",
+    "device": "cpu",
+}
 
 
 def drop_files(page, selector: str, files: list[tuple[str, bytes]]) -> None:
@@ -70,7 +77,11 @@ def download(page, click) -> Path:
 def star_rows(text: str) -> int:
     """Rows of the particles table of a RELION .star file."""
     block = text.split("data_particles", 1)[1]
-    rows = [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith(("_", "loop_", "#"))]
+    rows = [
+        line
+        for line in block.splitlines()
+        if line.strip() and not line.lstrip().startswith(("_", "loop_", "#"))
+    ]
     return len(rows)
 
 
@@ -97,7 +108,9 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     cdp.send("Network.emulateNetworkConditions", {**throttle, "uploadThroughput": 400_000})
     drop_files(page, "#dropzone", [("particles.mrcs", sim_stack.mrcs.read_bytes())])
     progress = page.locator("#upload-text")
-    expect(progress).to_have_text(re.compile(r"^[1-9][\d.]* kB of 82\d kB · [\d.]+ kB/s$"))  # file + form fields
+    expect(progress).to_have_text(
+        re.compile(r"^[1-9][\d.]* kB of 82\d kB · [\d.]+ kB/s$")
+    )  # file + form fields
     assert float(page.locator("#upload-progress").evaluate("el => el.value")) > 0
     expect(page.locator("#upload-files")).to_have_text("particles.mrcs")
     expect(page.locator("#upload-status")).to_be_hidden()
@@ -131,13 +144,17 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
             break
         time.sleep(0.1)
     assert badge(page) == "succeeded", page.locator(".job-head").inner_text()
-    assert len(set(seen_running)) >= 2 and max(seen_running) > min(seen_running), f"loss counts while running: {seen_running}"
+    assert len(set(seen_running)) >= 2 and max(seen_running) > min(seen_running), (
+        f"loss counts while running: {seen_running}"
+    )
     expect(page.locator("#live-state")).to_have_text("finished")
     expect(page.locator("#job-round")).to_have_text("round 2/2")
 
     with server.client() as client:
         history = client.get(f"/api/jobs/{job_id}/loss").json()
-        classes = {c["class"]: c["count"] for c in client.get(f"/api/jobs/{job_id}/rounds/final/classes").json()}
+        classes = {
+            c["class"]: c["count"] for c in client.get(f"/api/jobs/{job_id}/rounds/final/classes").json()
+        }
     # One trace per round with every point once: the live stream (throttled by the worker)
     # is completed from each round's loss history, without duplicates.
     expected = [[f"round {r['round']}", len(r["points"])] for r in history["rounds"]]
@@ -147,13 +164,17 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
         " === JSON.stringify(expected)",
         arg=expected,
     )
-    steps = page.evaluate("() => document.getElementById('loss-plot').data.map((t) => t.text.map((s) => +s.split(' ')[1]))")
+    steps = page.evaluate(
+        "() => document.getElementById('loss-plot').data.map((t) => t.text.map((s) => +s.split(' ')[1]))"
+    )
     assert steps == [[p["step"] for p in r["points"]] for r in history["rounds"]]
 
     # The scatter of the last round: every particle once, coloured by class.
     expect(page.locator("#scatter-plot")).to_have_attribute("data-round", "2")
     expect(page.locator("#gallery-grid")).to_have_attribute("data-round", "2")
-    counts = page.evaluate("() => document.getElementById('scatter-plot').data.map((t) => [t.name, t.x.length, t.type])")
+    counts = page.evaluate(
+        "() => document.getElementById('scatter-plot').data.map((t) => [t.name, t.x.length, t.type])"
+    )
     assert sum(n for _, n, _ in counts) == sim_stack.n
     assert {t for _, _, t in counts} == {"scattergl"}
     assert {name: n for name, n, _ in counts} == {f"class {c}": n for c, n in classes.items()}
@@ -171,13 +192,22 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     preview = page.locator("#hover-preview")
     expect(preview).to_be_visible()
     expect(preview).to_contain_text(re.compile(r"particle \d+ · class \d+"))
-    page.wait_for_function("() => { const i = document.querySelector('#hover-preview img'); return i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#hover-preview img'); return i.complete && i.naturalWidth > 0; }"
+    )
     assert re.search(r"/particles/\d+\.png", page.locator("#hover-preview img").get_attribute("src"))
-    hovered, hovered_class = map(int, re.search(r"particle (\d+) · class (\d+)", preview.inner_text()).groups())
+    hovered, hovered_class = map(
+        int, re.search(r"particle (\d+) · class (\d+)", preview.inner_text()).groups()
+    )
     with server.client() as client:
         embedding = client.get(f"/api/jobs/{job_id}/rounds/final/embedding").json()
     assert embedding["labels"][hovered] == hovered_class
-    assert page.locator("#hover-preview img").get_attribute("src").split("?")[0].endswith(f"/particles/{hovered}.png")
+    assert (
+        page.locator("#hover-preview img")
+        .get_attribute("src")
+        .split("?")[0]
+        .endswith(f"/particles/{hovered}.png")
+    )
 
     # Gallery sorted by size with counts and percentages.
     cards = page.locator(".class-card")
@@ -186,11 +216,16 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     assert [classes[c] for c in shown] == sorted(classes.values(), reverse=True)
     first = shown[0]
     expect(cards.first).to_contain_text(f"{classes[first]} · {100 * classes[first] / sim_stack.n:.1f}%")
-    page.wait_for_function("() => [...document.querySelectorAll('.class-card img')].every((i) => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.class-card img')].every((i) => i.complete && i.naturalWidth > 0)"
+    )
 
     # By quality: the smallest FRC resolution first (when the engine could measure one).
     with server.client() as client:
-        quality = {c["class"]: c.get("quality") for c in client.get(f"/api/jobs/{job_id}/rounds/final/classes").json()}
+        quality = {
+            c["class"]: c.get("quality")
+            for c in client.get(f"/api/jobs/{job_id}/rounds/final/classes").json()
+        }
     if any(q is not None for q in quality.values()):
         page.select_option("#gallery-sort", "quality")
         order = [int(c) for c in cards.evaluate_all("els => els.map((e) => e.dataset.cls)")]
@@ -203,15 +238,21 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     cards.first.locator(".class-image").click()
     members = page.locator("#members .member img")
     expect(members).to_have_count(min(60, classes[first]))
-    expect(page.locator("#members h3")).to_have_text(f"Class {first}: particles 1–{min(60, classes[first])} of {classes[first]}")
+    expect(page.locator("#members h3")).to_have_text(
+        f"Class {first}: particles 1–{min(60, classes[first])} of {classes[first]}"
+    )
 
     # The round slider steps back to round 1.
-    page.locator("#round-slider").evaluate("(el) => { el.value = '1'; el.dispatchEvent(new Event('input')); }")
+    page.locator("#round-slider").evaluate(
+        "(el) => { el.value = '1'; el.dispatchEvent(new Event('input')); }"
+    )
     expect(page.locator("#round-label")).to_have_text("1 of 2")
     expect(page.locator("#gallery-grid")).to_have_attribute("data-round", "1")
     expect(page.locator("#members")).to_be_hidden()  # another round, other members
     expect(page.locator("#gallery-panel h3").first).to_have_text("Class averages, round 1")
-    page.locator("#round-slider").evaluate("(el) => { el.value = '2'; el.dispatchEvent(new Event('input')); }")
+    page.locator("#round-slider").evaluate(
+        "(el) => { el.value = '2'; el.dispatchEvent(new Event('input')); }"
+    )
     expect(page.locator("#round-label")).to_have_text("2 of 2")
     expect(page.locator("#gallery-grid")).to_have_attribute("data-round", "2")
     expect(cards).to_have_count(4)
@@ -240,11 +281,19 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     with mrcfile.open(averages, permissive=False) as mrc:
         assert mrc.data.shape[0] == 4  # nz = number of classes
         assert int(mrc.header.mode) == 2
-        assert mrc.voxel_size.x == pytest.approx(sim_stack.pixel_size * sim_stack.box / mrc.data.shape[-1], rel=1e-3)
+        assert mrc.voxel_size.x == pytest.approx(
+            sim_stack.pixel_size * sim_stack.box / mrc.data.shape[-1], rel=1e-3
+        )
         assert np.isfinite(mrc.data).all()
     png = download(page, page.locator("#downloads a", has_text="Class averages (PNG)").click)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    labels = list(csv.DictReader(io.StringIO(download(page, page.locator("#downloads a", has_text="Labels (CSV)").click).read_text())))
+    labels = list(
+        csv.DictReader(
+            io.StringIO(
+                download(page, page.locator("#downloads a", has_text="Labels (CSV)").click).read_text()
+            )
+        )
+    )
     assert len(labels) == sim_stack.n and {int(r["class"]) for r in labels} == set(classes)
     final_star = download(page, page.locator("#downloads a", has_text="RELION .star").click).read_text()
     assert star_rows(final_star) == sim_stack.n and "_rlnClassNumber" in final_star
@@ -284,12 +333,18 @@ def test_cancel_from_the_list_and_from_the_job_view(page, server, sim_stack):
     """A queued job is cancelled from the jobs list, a running one from its live view."""
     long_job = {"epoch_num": 1000, "round_num": 1, "size": 32, "device": "cpu", "batch_size": 32}
     with server.client() as client:
-        dataset = client.post("/api/datasets", files={"files": ("long.mrcs", sim_stack.mrcs.read_bytes())}, data={"name": "cancel me"}).json()
+        dataset = client.post(
+            "/api/datasets",
+            files={"files": ("long.mrcs", sim_stack.mrcs.read_bytes())},
+            data={"name": "cancel me"},
+        ).json()
         running = client.post("/api/jobs", json={"dataset_id": dataset["id"], **long_job}).json()
         queued = client.post("/api/jobs", json={"dataset_id": dataset["id"], **long_job}).json()
     page.goto(f"{server.url}/#/jobs/{running['id']}")
     expect(page.locator(".job-head .badge")).to_have_text("running", timeout=60_000)
-    page.wait_for_function("() => document.getElementById('loss-plot').data.reduce((s, t) => s + t.x.length, 0) > 2")
+    page.wait_for_function(
+        "() => document.getElementById('loss-plot').data.reduce((s, t) => s + t.x.length, 0) > 2"
+    )
     expect(page.locator("#live-state")).to_have_text("live")
 
     page.click("a.back")
@@ -310,10 +365,27 @@ def test_cancel_from_the_list_and_from_the_job_view(page, server, sim_stack):
 def test_live_view_resumes_after_the_stream_breaks(page, server, sim_stack):
     """The event stream breaks halfway (a proxy cut); the browser reconnects with Last-Event-ID."""
     with server.client() as client:
-        dataset = client.post("/api/datasets", files={"files": ("blip.mrcs", sim_stack.mrcs.read_bytes())}, data={"name": "blip"}).json()
-        job = client.post("/api/jobs", json={"dataset_id": dataset["id"], "epoch_num": 1, "round_num": 2, "size": 32, "device": "cpu", "batch_size": 32}).json()
+        dataset = client.post(
+            "/api/datasets",
+            files={"files": ("blip.mrcs", sim_stack.mrcs.read_bytes())},
+            data={"name": "blip"},
+        ).json()
+        job = client.post(
+            "/api/jobs",
+            json={
+                "dataset_id": dataset["id"],
+                "epoch_num": 1,
+                "round_num": 2,
+                "size": 32,
+                "device": "cpu",
+                "batch_size": 32,
+            },
+        ).json()
         deadline = time.monotonic() + 90
-        while client.get(f"/api/jobs/{job['id']}").json()["status"] not in TERMINAL and time.monotonic() < deadline:
+        while (
+            client.get(f"/api/jobs/{job['id']}").json()["status"] not in TERMINAL
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.3)
         assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "succeeded"
         stream = client.get(f"/api/jobs/{job['id']}/events").text

@@ -18,7 +18,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # Small and quick; everything else (method, device, phase flip, aligned averages ...) is left
 # to its default, which is where the page, the API and the CLI used to disagree.
 INPUTS = {"cluster_num": 4, "epoch_num": 2, "round_num": 2, "batch_size": 32, "size": 32, "seed": 3}
-CLI_FLAGS = {"cluster_num": "-c", "epoch_num": "-e", "round_num": "-r", "batch_size": "-b", "size": "--size", "seed": "--seed"}
+CLI_FLAGS = {
+    "cluster_num": "-c",
+    "epoch_num": "-e",
+    "round_num": "-r",
+    "batch_size": "-b",
+    "size": "--size",
+    "seed": "--seed",
+}
 
 
 def wait_done(client, job_id: str, timeout: float = 180) -> dict:
@@ -33,7 +40,11 @@ def wait_done(client, job_id: str, timeout: float = 180) -> dict:
 
 def test_page_rest_and_cli_record_identical_effective_parameters(page, server, sim_stack, tmp_path):
     with server.client() as client:
-        response = client.post("/api/datasets", files={"files": ("same.mrcs", sim_stack.mrcs.read_bytes())}, data={"name": "same inputs"})
+        response = client.post(
+            "/api/datasets",
+            files={"files": ("same.mrcs", sim_stack.mrcs.read_bytes())},
+            data={"name": "same inputs"},
+        )
         assert response.status_code == 201, response.text
         dataset_id = response.json()["id"]
 

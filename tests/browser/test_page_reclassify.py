@@ -24,7 +24,9 @@ def test_new_job_from_ticked_classes(page, server, tmp_path):
         parent = upload_id(client, stack)
         job_id = client.post("/api/jobs", json={"dataset_id": parent, **TINY}).json()["id"]
         assert wait_for_job(client, job_id, timeout=180)["status"] == "succeeded"
-        counts = {c["class"]: c["count"] for c in client.get(f"/api/jobs/{job_id}/rounds/final/classes").json()}
+        counts = {
+            c["class"]: c["count"] for c in client.get(f"/api/jobs/{job_id}/rounds/final/classes").json()
+        }
 
     page.goto(f"{server.url}/#/jobs/{job_id}")
     cards = page.locator("#gallery-grid .class-card")
@@ -59,7 +61,10 @@ def test_new_job_from_ticked_classes(page, server, tmp_path):
     with server.client() as client:
         done = wait_for_job(client, second, timeout=180)
         assert done["status"] == "succeeded" and done["dataset_id"] == derived
-        assert len(client.get(f"/api/jobs/{second}/rounds/final/labels.csv").text.strip().splitlines()) == chosen + 1
+        assert (
+            len(client.get(f"/api/jobs/{second}/rounds/final/labels.csv").text.strip().splitlines())
+            == chosen + 1
+        )
     expect(page.locator(".job-head")).to_contain_text("device cpu")
     expect(page.locator(".job-head")).not_to_contain_text("device null")
     origin.locator("a").click()

@@ -30,7 +30,9 @@ def history_urls(profile) -> list[str]:
 
 
 @on_sqlite
-def test_sign_in_sets_a_session_cookie_and_no_url_carries_the_token(browser, server, sim_stack, console, tmp_path):
+def test_sign_in_sets_a_session_cookie_and_no_url_carries_the_token(
+    browser, server, sim_stack, console, tmp_path
+):
     console.allow(r"status of 401")  # the first requests, before the page is signed in
     with server.client() as client:  # scripts keep the Bearer header
         dataset_id = upload_id(client, sim_stack.mrcs)
@@ -39,8 +41,12 @@ def test_sign_in_sets_a_session_cookie_and_no_url_carries_the_token(browser, ser
 
     profile = tmp_path / "profile"
     context = browser.browser_type.launch_persistent_context(
-        str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900},
-        accept_downloads=True)
+        str(profile),
+        executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS,
+        viewport={"width": 1280, "height": 900},
+        accept_downloads=True,
+    )
     try:
         page = context.pages[0] if context.pages else context.new_page()
         console.watch(page)
@@ -60,13 +66,17 @@ def test_sign_in_sets_a_session_cookie_and_no_url_carries_the_token(browser, ser
         session = cookies["cryoclust_session"]
         assert session["httpOnly"] is True and session["sameSite"] == "Strict"
         assert server.token not in session["value"]
-        kept = page.evaluate("() => document.cookie + JSON.stringify(sessionStorage) + JSON.stringify(localStorage)")
+        kept = page.evaluate(
+            "() => document.cookie + JSON.stringify(sessionStorage) + JSON.stringify(localStorage)"
+        )
         assert server.token not in kept and "cryoclust_session" not in kept  # HttpOnly: out of reach
 
         # The job view: images, the event stream and a download all ride on the cookie.
         page.goto(f"{server.url}/#/jobs/{job_id}")
         expect(page.locator("#gallery-grid .class-card")).to_have_count(2)
-        page.wait_for_function("() => [...document.querySelectorAll('#gallery-grid img')].every((i) => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#gallery-grid img')].every((i) => i.complete && i.naturalWidth > 0)"
+        )
         expect(page.locator("#live-state")).not_to_have_text("")
         with page.expect_download() as info:
             page.locator("#downloads a", has_text="cryoSPARC .cs").click()
@@ -99,7 +109,12 @@ def test_a_cross_origin_request_with_the_cookie_is_refused(browser, server, sim_
     try:
         assert context.request.post(f"{server.url}/api/session", data={"token": server.token}).ok
         body = {"dataset_id": dataset_id, **TINY, "cluster_num": 1000}  # 422 once past the guard
-        for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {"Referer": "http://evil.example/x"}, {}):
+        for headers in (
+            {"Origin": "http://evil.example"},
+            {"Origin": "null"},
+            {"Referer": "http://evil.example/x"},
+            {},
+        ):
             refused = context.request.post(f"{server.url}/api/jobs", data=body, headers=headers)
             assert refused.status == 403, (headers, refused.status)
             gone = context.request.delete(f"{server.url}/api/datasets/{dataset_id}", headers=headers)
@@ -119,4 +134,3 @@ def test_a_cross_origin_request_with_the_cookie_is_refused(browser, server, sim_
         context.close()
     with server.client() as client:
         assert client.get(f"/api/datasets/{dataset_id}").status_code == 200  # never deleted
-

@@ -28,9 +28,17 @@ def make_mrc(tmp_path):
     stack=False marks a 3-D file as a volume (ispg 1), as a map would be.
     """
 
-    def make(name: str = "particles.mrcs", n: int = 6, box: int = 16, dtype=np.float32,
-             pixel_size: float = 1.25, stack: bool = True, seed: int = 0, ny: int | None = None,
-             data: np.ndarray | None = None):
+    def make(
+        name: str = "particles.mrcs",
+        n: int = 6,
+        box: int = 16,
+        dtype=np.float32,
+        pixel_size: float = 1.25,
+        stack: bool = True,
+        seed: int = 0,
+        ny: int | None = None,
+        data: np.ndarray | None = None,
+    ):
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         data = _images(n, box, dtype, seed, ny) if data is None else data

@@ -39,8 +39,7 @@ def test_recovers_a_known_rotation_and_shift(blob_view):
     model, rotations = blob_view
     rng = np.random.default_rng(0)
     angles = np.concatenate([[0.0, 37.0, 181.3, 359.2], rng.uniform(0, 360, 12)])
-    shifts = np.concatenate([[[0, 0], [1.3, -2.2], [-3.6, 2.45], [0.4, 4.7]],
-                             rng.uniform(-5, 5, (12, 2))])
+    shifts = np.concatenate([[[0, 0], [1.3, -2.2], [-3.6, 2.45], [0.4, 4.7]], rng.uniform(-5, 5, (12, 2))])
     reference = render(model, rotations, np.zeros(1), np.zeros((1, 2)), 64)[0]
     particles = render(model, rotations[np.zeros(16, dtype=int)], angles, shifts, 64)
     params = align_to_reference(torch.from_numpy(particles), torch.from_numpy(reference))
@@ -85,10 +84,11 @@ def test_aligned_averages_match_the_true_views_better_than_plain_means():
     assert averager.half_averages.shape == (2, 2, 48, 48)
     assert averager.params.angles.shape == (360,)
     for view in range(2):
-        def match(image: np.ndarray) -> float:
+
+        def match(image: np.ndarray, view: int = view) -> float:
             return view_match(image, sim.clean_views[view])["correlation"]
 
-        def anisotropic_match(image: np.ndarray) -> float:
+        def anisotropic_match(image: np.ndarray, view: int = view) -> float:
             return view_match(image, sim.clean_views[view])["anisotropic"]
 
         plain = images[sim.views == view].mean(0)

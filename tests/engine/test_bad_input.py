@@ -143,29 +143,53 @@ def star_defocus_without_voltage(env):
 
 def star_mixed_pixel_sizes(env):
     env.make_mrc("s.mrcs", n=2)
-    path = env.write_star("p.star", "data_\nloop_\n_rlnImageName\n_rlnImagePixelSize\n"
-                          "1@s.mrcs 1.0\n2@s.mrcs 2.0\n")
+    path = env.write_star(
+        "p.star", "data_\nloop_\n_rlnImageName\n_rlnImagePixelSize\n1@s.mrcs 1.0\n2@s.mrcs 2.0\n"
+    )
     return path, r"p.star: particles have different pixel sizes \(1 to 2 Å\)"
 
 
 def star_unknown_optics_group(env):
     env.make_mrc("s.mrcs", n=2)
-    path = env.write_star("p.star", "data_optics\nloop_\n_rlnOpticsGroup\n_rlnImagePixelSize\n1 1.0\n"
-                          "data_particles\nloop_\n_rlnImageName\n_rlnOpticsGroup\n1@s.mrcs 2\n")
+    path = env.write_star(
+        "p.star",
+        "data_optics\nloop_\n_rlnOpticsGroup\n_rlnImagePixelSize\n1 1.0\n"
+        "data_particles\nloop_\n_rlnImageName\n_rlnOpticsGroup\n1@s.mrcs 2\n",
+    )
     return path, r"p.star: particles refer to optics group\(s\) \[2\] not in data_optics"
 
 
-CASES = [missing_file, not_an_mrc, shorter_than_header, truncated, absurd_nz, volume,
-         volume_in_folder, empty_stack, complex_mode, not_square, mismatched_boxes,
-         mismatched_pictures, broken_picture, empty_folder, star_past_end, star_index_zero,
-         star_without_image_name, star_missing_stack, star_bad_index, star_no_rows, star_not_a_star,
-         star_defocus_without_voltage, star_mixed_pixel_sizes, star_unknown_optics_group]
+CASES = [
+    missing_file,
+    not_an_mrc,
+    shorter_than_header,
+    truncated,
+    absurd_nz,
+    volume,
+    volume_in_folder,
+    empty_stack,
+    complex_mode,
+    not_square,
+    mismatched_boxes,
+    mismatched_pictures,
+    broken_picture,
+    empty_folder,
+    star_past_end,
+    star_index_zero,
+    star_without_image_name,
+    star_missing_stack,
+    star_bad_index,
+    star_no_rows,
+    star_not_a_star,
+    star_defocus_without_voltage,
+    star_mixed_pixel_sizes,
+    star_unknown_optics_group,
+]
 
 
 @pytest.fixture
 def env(tmp_path, make_mrc, patch_header, write_star):
-    return SimpleNamespace(tmp=tmp_path, make_mrc=make_mrc, patch_header=patch_header,
-                           write_star=write_star)
+    return SimpleNamespace(tmp=tmp_path, make_mrc=make_mrc, patch_header=patch_header, write_star=write_star)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__.replace("_", "-") for c in CASES])

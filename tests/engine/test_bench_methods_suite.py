@@ -76,8 +76,14 @@ def easy_stack():
 
 
 def _class_means(images: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    return np.stack([images[labels == c].mean(axis=0) if np.any(labels == c)
-                     else np.zeros(images.shape[1:], np.float32) for c in range(k)])
+    return np.stack(
+        [
+            images[labels == c].mean(axis=0)
+            if np.any(labels == c)
+            else np.zeros(images.shape[1:], np.float32)
+            for c in range(k)
+        ]
+    )
 
 
 def test_a_perfect_labelling_scores_one(easy_stack):
@@ -137,8 +143,13 @@ def test_relion_inputs_are_a_relion_31_star_with_ctf(tmp_path):
     blocks = starfile.read(star, always_dict=True)
     assert {"optics", "particles"} <= set(blocks)
     optics = blocks["optics"]
-    for label in ("rlnImagePixelSize", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
-                  "rlnImageSize"):
+    for label in (
+        "rlnImagePixelSize",
+        "rlnVoltage",
+        "rlnSphericalAberration",
+        "rlnAmplitudeContrast",
+        "rlnImageSize",
+    ):
         assert label in optics.columns
     with ParticleStack.open(star) as stack:
         assert stack.n == 40 and stack.pixel_size == pytest.approx(2.0)
@@ -157,8 +168,17 @@ def test_relion_command_has_the_class2d_flags():
     command = relion_command(11, 109, ctf=True)
     text = " ".join(command)
     assert command[0] == "relion_refine" and "--K 11" in text and "--ctf" in command
-    for flag in ("--iter 25", "--psi_step 12", "--offset_range 5", "--offset_step 1",
-                 "--particle_diameter 109", "--zero_mask", "--tau2_fudge 2", "--pool 30", "--j 2"):
+    for flag in (
+        "--iter 25",
+        "--psi_step 12",
+        "--offset_range 5",
+        "--offset_step 1",
+        "--particle_diameter 109",
+        "--zero_mask",
+        "--tau2_fudge 2",
+        "--pool 30",
+        "--j 2",
+    ):
         assert flag in text
     assert "--ctf" not in relion_command(4, 109, ctf=False)
 
@@ -175,12 +195,14 @@ def _hand_made_run(folder, n=6, k=3, shuffled=True):
     folder.mkdir(parents=True)
     order = np.array([3, 0, 5, 1, 4, 2]) if shuffled else np.arange(n)
     classes = np.array([1, 2, 3, 1, 2, 3])  # 1-based, per stack position
-    particles = pd.DataFrame({
-        "rlnImageName": [f"{i + 1:06d}@particles.mrcs" for i in order],
-        "rlnClassNumber": classes[order],
-        "rlnAnglePsi": np.zeros(n),
-        "rlnOpticsGroup": np.ones(n, dtype=int),
-    })
+    particles = pd.DataFrame(
+        {
+            "rlnImageName": [f"{i + 1:06d}@particles.mrcs" for i in order],
+            "rlnClassNumber": classes[order],
+            "rlnAnglePsi": np.zeros(n),
+            "rlnOpticsGroup": np.ones(n, dtype=int),
+        }
+    )
     optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [2.0]})
     starfile.write({"optics": optics, "particles": particles}, folder / "run_it025_data.star")
     averages = np.arange(k * 8 * 8, dtype=np.float32).reshape(k, 8, 8)
@@ -205,10 +227,19 @@ def test_relion_result_is_read_in_stack_order(tmp_path):
 
 def test_anchor_cache_round_trip_and_invalidation(tmp_path):
     sim = families.simulate_family("easy", 1001, 40)
-    record = {"anchor": "relion", "family": "easy", "seed": 1001, "n": 40, "labels": [0] * 40,
-              "seconds": 12.5, "command": "relion_refine ...", "version": "RELION 3.1.3",
-              "params_hash": families.params_hash("easy", 1001, 40),
-              "data_hash": families.data_hash(sim), "pixel_size": 2.0}
+    record = {
+        "anchor": "relion",
+        "family": "easy",
+        "seed": 1001,
+        "n": 40,
+        "labels": [0] * 40,
+        "seconds": 12.5,
+        "command": "relion_refine ...",
+        "version": "RELION 3.1.3",
+        "params_hash": families.params_hash("easy", 1001, 40),
+        "data_hash": families.data_hash(sim),
+        "pixel_size": 2.0,
+    }
     averages = np.ones((4, 64, 64), np.float32)
     path = save_cached("relion", record, averages, tmp_path)
     assert path.name == "easy-seed1001-n40.json" and json.loads(path.read_text())["seconds"] == 12.5
@@ -236,14 +267,31 @@ def test_suite_scores_cached_anchors_on_the_family_stack(tmp_path):
     from worker.engine.bench_suite import markdown_table, run_suite
 
     sim = families.simulate_family("easy", 1001, 80)
-    perfect = {"anchor": "relion", "family": "easy", "seed": 1001, "n": 80,
-               "labels": sim.views.tolist(), "seconds": 99.0, "command": "relion_refine ...",
-               "version": "RELION 3.1.3", "params_hash": families.params_hash("easy", 1001, 80),
-               "data_hash": families.data_hash(sim), "pixel_size": 2.0}
+    perfect = {
+        "anchor": "relion",
+        "family": "easy",
+        "seed": 1001,
+        "n": 80,
+        "labels": sim.views.tolist(),
+        "seconds": 99.0,
+        "command": "relion_refine ...",
+        "version": "RELION 3.1.3",
+        "params_hash": families.params_hash("easy", 1001, 80),
+        "data_hash": families.data_hash(sim),
+        "pixel_size": 2.0,
+    }
     save_cached("relion", perfect, sim.clean_views, tmp_path)
     lines = []
-    report = run_suite(["easy"], [1001], n=80, methods=[], anchors=("relion", "aspire"),
-                       run_missing_anchors=False, on_progress=lines.append, results=tmp_path)
+    report = run_suite(
+        ["easy"],
+        [1001],
+        n=80,
+        methods=[],
+        anchors=("relion", "aspire"),
+        run_missing_anchors=False,
+        on_progress=lines.append,
+        results=tmp_path,
+    )
     rows = {row["method"]: row for row in report["runs"]}
     assert rows["relion"]["ari"] == pytest.approx(1.0) and rows["relion"]["seconds"] == 99.0
     assert rows["relion"]["view_correlation"] > 0.99 and rows["relion"]["cached"]
@@ -264,12 +312,21 @@ def test_an_anchor_already_running_on_a_stack_is_not_started_twice(tmp_path):
     lock.parent.mkdir(parents=True)
     lock.write_text(str(os.getpid()))  # this very process holds it
     with pytest.raises(RuntimeError, match="already running"):
-        anchor_result("relion", "easy", 1001, 40, sim, work=tmp_path / "work",
-                      results=tmp_path / "results", log=lambda text: None)
+        anchor_result(
+            "relion",
+            "easy",
+            1001,
+            40,
+            sim,
+            work=tmp_path / "work",
+            results=tmp_path / "results",
+            log=lambda text: None,
+        )
     assert lock.exists()
     with pytest.raises(ValueError):
-        anchor_result("cryosparc", "easy", 1001, 40, sim, work=tmp_path / "work",
-                      results=tmp_path / "results")
+        anchor_result(
+            "cryosparc", "easy", 1001, 40, sim, work=tmp_path / "work", results=tmp_path / "results"
+        )
 
 
 def test_bars_compare_the_default_with_relion_per_family():
@@ -280,8 +337,10 @@ def test_bars_compare_the_default_with_relion_per_family():
             "mine": {"ari": 0.84, "view_correlation": 0.9, "seconds": 100.0},
             "relion": {"ari": 0.85, "view_correlation": 0.85, "seconds": 1000.0},
         },
-        "easy": {"mine": {"ari": 0.99, "view_correlation": 0.9, "seconds": 1.0},
-                 "pca-kmeans": {"ari": 0.9, "view_correlation": 0.9, "seconds": 1.0}},
+        "easy": {
+            "mine": {"ari": 0.99, "view_correlation": 0.9, "seconds": 1.0},
+            "pca-kmeans": {"ari": 0.9, "view_correlation": 0.9, "seconds": 1.0},
+        },
     }
     rows = {row["family"]: row for row in bars(summary, "mine")}
     # Within 0.02 of RELION, but RELION is >= 0.85 and this is not: the ARI bar fails.
@@ -294,12 +353,25 @@ def test_bench_methods_command_refuses_unknown_names_before_running(tmp_path):
     from cryoclust.cli import parse_args
     from worker.engine.commands import bench
 
-    args = parse_args(["bench", "--methods", "-g", "cpu", "--families", "no-such-family",
-                       "-o", str(tmp_path)])
+    args = parse_args(
+        ["bench", "--methods", "-g", "cpu", "--families", "no-such-family", "-o", str(tmp_path)]
+    )
     with pytest.raises(ValueError, match="unknown family"):
         bench.main(args)
-    args = parse_args(["bench", "--methods", "-g", "cpu", "--families", "easy",
-                       "--methods-only", "no-such-method", "-o", str(tmp_path)])
+    args = parse_args(
+        [
+            "bench",
+            "--methods",
+            "-g",
+            "cpu",
+            "--families",
+            "easy",
+            "--methods-only",
+            "no-such-method",
+            "-o",
+            str(tmp_path),
+        ]
+    )
     with pytest.raises(SystemExit, match="unknown method"):
         bench.main(args)
     assert not list(tmp_path.iterdir())  # nothing was written

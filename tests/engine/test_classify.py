@@ -33,8 +33,25 @@ def _labels(path):
 
 def test_classify_command_recovers_the_classes_and_writes_every_output(easy_set, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["classify", str(easy_set["particles"]), "-o", str(out), "-c", "4", "-e", "3", "-r", "2",
-            "-g", "cpu", "--size", "32", "--seed", "1", "-q"]
+    argv = [
+        "classify",
+        str(easy_set["particles"]),
+        "-o",
+        str(out),
+        "-c",
+        "4",
+        "-e",
+        "3",
+        "-r",
+        "2",
+        "-g",
+        "cpu",
+        "--size",
+        "32",
+        "--seed",
+        "1",
+        "-q",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "round 1/2" in printed and "round 2/2" in printed
@@ -46,8 +63,16 @@ def test_classify_command_recovers_the_classes_and_writes_every_output(easy_set,
 
     for r in (1, 2):
         folder = out / f"round_{r:02d}"
-        for name in ("labels.csv", "embedding.npy", "embedding_2d.npy", "class_averages.mrcs",
-                     "class_averages.png", "loss.json", "classes.json", "round.json"):
+        for name in (
+            "labels.csv",
+            "embedding.npy",
+            "embedding_2d.npy",
+            "class_averages.mrcs",
+            "class_averages.png",
+            "loss.json",
+            "classes.json",
+            "round.json",
+        ):
             assert (folder / name).is_file(), name
         assert np.load(folder / "embedding.npy").shape == (300, 20)
         assert np.load(folder / "embedding_2d.npy").shape == (300, 2)
@@ -70,7 +95,10 @@ def test_classify_command_recovers_the_classes_and_writes_every_output(easy_set,
     assert names[0].startswith("000001@../") and names[1].startswith("000002@../")
     assert names[0].endswith(f"{easy_set['particles'].parent.name}/particles.mrcs")
     assert np.array_equal(particles["rlnClassNumber"].to_numpy(), labels)
-    with ParticleStack.open(out / "particles.star") as again, ParticleStack.open(easy_set["particles"]) as original:
+    with (
+        ParticleStack.open(out / "particles.star") as again,
+        ParticleStack.open(easy_set["particles"]) as original,
+    ):
         assert np.array_equal(again.read(10, 12), original.read(10, 12))
         assert again.pixel_size == pytest.approx(2.0)
 
@@ -87,7 +115,9 @@ def test_runs_with_a_seed_repeat_exactly_and_resume_matches(easy_set, tmp_path):
         first = classify(stack, config, tmp_path / "a")
         second = classify(stack, config, tmp_path / "b")
     assert np.array_equal(first.labels, second.labels)
-    assert np.array_equal(np.load(tmp_path / "a/round_02/embedding.npy"), np.load(tmp_path / "b/round_02/embedding.npy"))
+    assert np.array_equal(
+        np.load(tmp_path / "a/round_02/embedding.npy"), np.load(tmp_path / "b/round_02/embedding.npy")
+    )
 
     # a run stopped after round 1 resumes from it and ends exactly where the unbroken one did
     import shutil
@@ -98,7 +128,9 @@ def test_runs_with_a_seed_repeat_exactly_and_resume_matches(easy_set, tmp_path):
         resumed = classify(stack, config, tmp_path / "c", events.append)
     assert [e.round for e in events if isinstance(e, RoundStarted)] == [2]
     assert np.array_equal(resumed.labels, first.labels)
-    assert np.array_equal(np.load(tmp_path / "c/round_02/embedding.npy"), np.load(tmp_path / "a/round_02/embedding.npy"))
+    assert np.array_equal(
+        np.load(tmp_path / "c/round_02/embedding.npy"), np.load(tmp_path / "a/round_02/embedding.npy")
+    )
 
 
 def test_events_arrive_in_order(easy_set, tmp_path):
@@ -132,7 +164,14 @@ def test_defaults_are_the_original_programs():
     from worker.engine.commands.classify import config_from_args
 
     config = config_from_args(parse_args(["classify", "x.mrcs", "-o", "out"]))
-    assert (config.cluster_num, config.device, config.learning_rate, config.epoch_num, config.batch_size, config.round_num) == (4, "cuda:0", 5e-4, 20, 128, 5)
+    assert (
+        config.cluster_num,
+        config.device,
+        config.learning_rate,
+        config.epoch_num,
+        config.batch_size,
+        config.round_num,
+    ) == (4, "cuda:0", 5e-4, 20, 128, 5)
     assert (config.seed, config.size, config.method) == (0, 64, "pose")  # the best measured method
 
 

@@ -20,12 +20,22 @@ def _cs_project(tmp_path, make_mrc, imported: bool = False):
     _, first = make_mrc("P1/J3/extract/mic1_particles.mrc", n=4, box=16, seed=1)
     _, second = make_mrc("P1/J3/extract/mic2_particles.mrc", n=3, box=16, seed=2)
     rows = [("mic1", 2), ("mic2", 0), ("mic1", 0), ("mic2", 2), ("mic1", 3)]
-    data = Dataset.allocate(len(rows), [
-        ("blob/path", "O"), ("blob/idx", "u4"), ("blob/shape", "u4", (2,)), ("blob/psize_A", "f4"),
-        ("ctf/accel_kv", "f4"), ("ctf/cs_mm", "f4"), ("ctf/amp_contrast", "f4"),
-        ("ctf/df1_A", "f4"), ("ctf/df2_A", "f4"), ("ctf/df_angle_rad", "f4"),
-        ("ctf/phase_shift_rad", "f4"),
-    ])
+    data = Dataset.allocate(
+        len(rows),
+        [
+            ("blob/path", "O"),
+            ("blob/idx", "u4"),
+            ("blob/shape", "u4", (2,)),
+            ("blob/psize_A", "f4"),
+            ("ctf/accel_kv", "f4"),
+            ("ctf/cs_mm", "f4"),
+            ("ctf/amp_contrast", "f4"),
+            ("ctf/df1_A", "f4"),
+            ("ctf/df2_A", "f4"),
+            ("ctf/df_angle_rad", "f4"),
+            ("ctf/phase_shift_rad", "f4"),
+        ],
+    )
     mark = ">" if imported else ""
     data["blob/path"] = [f"{mark}J3/extract/{name}_particles.mrc" for name, _ in rows]
     data["blob/idx"] = [k for _, k in rows]
@@ -69,7 +79,9 @@ def test_a_row_past_the_end_of_its_stack_is_refused(tmp_path, make_mrc):
     cs, data, _ = _cs_project(tmp_path, make_mrc)
     data["blob/idx"][3] = 3  # mic2 holds 3 images: 0..2
     data.save(str(cs))
-    with pytest.raises(InputError, match=r"row 4 \(000004@J3/extract/mic2_particles.mrc\) points past the end"):
+    with pytest.raises(
+        InputError, match=r"row 4 \(000004@J3/extract/mic2_particles.mrc\) points past the end"
+    ):
         ParticleStack.open(cs)
 
 
@@ -86,8 +98,16 @@ def test_written_cs_round_trips_through_cryosparc_tools(tmp_path, make_mrc):
     out = tmp_path / "P1" / "J5" / "classified.cs"
     paths = [name.partition("@")[2] for name in stack.image_names]
     frames = np.array([int(name.partition("@")[0]) - 1 for name in stack.image_names])
-    write_particles_cs(out, stack.uids, paths, frames, stack.box, stack.pixel_size,
-                       classes=np.array([2, 1, 2, 3, 1]), ctf=stack.ctf)
+    write_particles_cs(
+        out,
+        stack.uids,
+        paths,
+        frames,
+        stack.box,
+        stack.pixel_size,
+        classes=np.array([2, 1, 2, 3, 1]),
+        ctf=stack.ctf,
+    )
     back = Dataset.load(str(out))
     np.testing.assert_array_equal(back["uid"], data["uid"])
     np.testing.assert_array_equal(back["alignments2D/class"], [1, 0, 1, 2, 0])  # 0-based there
@@ -101,15 +121,40 @@ def test_written_cs_round_trips_through_cryosparc_tools(tmp_path, make_mrc):
 def test_class_numbers_must_start_at_one(tmp_path):
     ctf = CtfParams.uniform(np.full(2, 10000.0))
     with pytest.raises(ValueError, match="class numbers must be given for every particle, from 1"):
-        write_particles_cs(tmp_path / "x.cs", np.arange(2, dtype=np.uint64), ["a.mrc"] * 2,
-                           np.arange(2), 16, 1.0, classes=np.array([0, 1]), ctf=ctf)
+        write_particles_cs(
+            tmp_path / "x.cs",
+            np.arange(2, dtype=np.uint64),
+            ["a.mrc"] * 2,
+            np.arange(2),
+            16,
+            1.0,
+            classes=np.array([0, 1]),
+            ctf=ctf,
+        )
 
 
 def test_classify_command_reads_a_cs_file(tmp_path, make_mrc, capsys):
     cs, _, _ = _cs_project(tmp_path, make_mrc)
     out = tmp_path / "run"
-    argv = ["classify", str(cs), "-o", str(out), "-c", "2", "-e", "1", "-r", "1", "-g", "cpu",
-            "--size", "16", "-b", "4", "-q"]
+    argv = [
+        "classify",
+        str(cs),
+        "-o",
+        str(out),
+        "-c",
+        "2",
+        "-e",
+        "1",
+        "-r",
+        "1",
+        "-g",
+        "cpu",
+        "--size",
+        "16",
+        "-b",
+        "4",
+        "-q",
+    ]
     assert main(argv) == 0
     assert (out / "particles.star").is_file()
     assert "000003@" in (out / "particles.star").read_text()
@@ -123,8 +168,25 @@ def test_classify_command_writes_particles_cs_for_a_cs_input(tmp_path, make_mrc)
 
     cs, data, expected = _cs_project(tmp_path, make_mrc, imported=True)
     out = tmp_path / "run"
-    argv = ["classify", str(cs), "-o", str(out), "-c", "2", "-e", "1", "-r", "1", "-g", "cpu",
-            "--size", "16", "-b", "4", "-q"]
+    argv = [
+        "classify",
+        str(cs),
+        "-o",
+        str(out),
+        "-c",
+        "2",
+        "-e",
+        "1",
+        "-r",
+        "1",
+        "-g",
+        "cpu",
+        "--size",
+        "16",
+        "-b",
+        "4",
+        "-q",
+    ]
     assert main(argv) == 0
     back = Dataset.load(str(out / "particles.cs"))
     np.testing.assert_array_equal(back["uid"], data["uid"])

@@ -25,8 +25,9 @@ def test_to_uint8_uses_robust_percentiles():
     assert pixels[1:, 0].max() <= 1 and pixels[:, -1].min() >= 254 and pixels[0, 0] == 255
 
 
-@pytest.mark.parametrize("image, value", [(np.full((5, 5), 3.0), 128), (np.full((5, 5), np.nan), 0)],
-                         ids=["flat", "all-nan"])
+@pytest.mark.parametrize(
+    "image, value", [(np.full((5, 5), 3.0), 128), (np.full((5, 5), np.nan), 0)], ids=["flat", "all-nan"]
+)
 def test_to_uint8_degenerate_images(image, value):
     assert (to_uint8(image) == value).all()
 
@@ -71,10 +72,14 @@ def test_gallery_long_caption_is_shortened():
     assert sheet.shape[1] == 48
 
 
-@pytest.mark.parametrize("images, captions, message",
-                         [(np.zeros((0, 8, 8)), [], "needs at least one image"),
-                          (np.zeros((2, 8, 8)), ["a"], "1 captions for 2 images")],
-                         ids=["no-images", "caption-count"])
+@pytest.mark.parametrize(
+    "images, captions, message",
+    [
+        (np.zeros((0, 8, 8)), [], "needs at least one image"),
+        (np.zeros((2, 8, 8)), ["a"], "1 captions for 2 images"),
+    ],
+    ids=["no-images", "caption-count"],
+)
 def test_gallery_rejects_bad_arguments(images, captions, message):
     with pytest.raises(ValueError, match=message):
         gallery_png(images, captions)

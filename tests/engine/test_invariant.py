@@ -44,7 +44,8 @@ def test_invariant_beats_reference_on_a_rotated_stack():
 
     generator = torch.Generator().manual_seed(0)
     reference_embedding, _ = ReferenceMethod().train_round(
-        images, labels, config, 1, generator, lambda e: None)
+        images, labels, config, 1, generator, lambda e: None
+    )
     reference = adjusted_rand_score(sim.views, kmeans_labels(reference_embedding, 3, 0))
     assert invariant > 0.8, invariant
     assert invariant > reference + 0.3, (invariant, reference)
@@ -54,8 +55,9 @@ def test_compare_methods_reports_scores_and_average_fidelity():
     from worker.engine.bench_methods import compare_methods
 
     lines = []
-    report = compare_methods(n=120, k=2, size=32, sets=("easy",), rounds=1,
-                             methods=("pca", "invariant"), on_progress=lines.append)
+    report = compare_methods(
+        n=120, k=2, size=32, sets=("easy",), rounds=1, methods=("pca", "invariant"), on_progress=lines.append
+    )
     entry = report["sets"]["easy"]
     assert set(entry["methods"]) == {"pca", "invariant"}
     assert entry["methods"]["invariant"]["ari"] > 0.9

@@ -42,8 +42,9 @@ def test_write_stack_single_image_and_overwrite(tmp_path):
         assert stack.read().dtype == np.float32 and stack.read().max() == 1.0
 
 
-@pytest.mark.parametrize("bad", [np.zeros((0, 8, 8)), np.zeros(8), np.zeros((2, 2, 8, 8))],
-                         ids=["no-images", "1-d", "4-d"])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((0, 8, 8)), np.zeros(8), np.zeros((2, 2, 8, 8))], ids=["no-images", "1-d", "4-d"]
+)
 def test_write_stack_rejects_bad_shapes(tmp_path, bad):
     with pytest.raises(ValueError, match="expected images shaped"):
         write_stack(tmp_path / "bad.mrcs", bad, 1.0)

@@ -12,9 +12,17 @@ from worker.engine.model import ContrastiveLoss, SiameseNetwork
 def test_network_layers_and_output_shape(size):
     network = SiameseNetwork(size)
     convs = [m for m in network.features if isinstance(m, torch.nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 4, (3, 3)), (4, 8, (3, 3)), (8, 8, (3, 3))]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 4, (3, 3)),
+        (4, 8, (3, 3)),
+        (8, 8, (3, 3)),
+    ]
     linears = [m for m in network.head if isinstance(m, torch.nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(8 * size * size, 500), (500, 100), (100, 20)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [
+        (8 * size * size, 500),
+        (500, 100),
+        (100, 20),
+    ]
     assert network(torch.randn(3, 1, size, size)).shape == (3, 20)
 
 
@@ -23,7 +31,11 @@ def test_contrastive_loss_matches_hand_computation():
     second = torch.tensor([[3.0, 4.0], [1.0, 0.5], [0.0, 3.0]])
     unlike = torch.tensor([0, 1, 1])
     # distances 5, 0.5, 3 (pairwise_distance adds eps=1e-6 to the difference)
-    d = [math.dist([0, 0], [3 + 1e-6, 4 + 1e-6]), math.dist([1, 0], [1 + 1e-6, 0.5 + 1e-6]), math.dist([0, 0], [1e-6, 3 + 1e-6])]
+    d = [
+        math.dist([0, 0], [3 + 1e-6, 4 + 1e-6]),
+        math.dist([1, 0], [1 + 1e-6, 0.5 + 1e-6]),
+        math.dist([0, 0], [1e-6, 3 + 1e-6]),
+    ]
     expected = (d[0] ** 2 + (2 - d[1]) ** 2 + max(2 - d[2], 0) ** 2) / 3
     loss = ContrastiveLoss(margin=2.0)(first, second, unlike)
     assert loss.item() == pytest.approx(expected, rel=1e-5)

@@ -27,9 +27,21 @@ def test_classify_config_has_exactly_the_defined_parameters_with_their_defaults(
 
 @pytest.mark.parametrize(
     "name, bad",
-    [("cluster_num", 1), ("cluster_num", 1001), ("learning_rate", 0.0), ("epoch_num", 0), ("batch_size", 1),
-     ("round_num", 101), ("size", 33), ("size", 4), ("seed", -1), ("method", "nope"), ("precision", "fp8"),
-     ("device", "gpu"), ("phase_flip", "yes")],
+    [
+        ("cluster_num", 1),
+        ("cluster_num", 1001),
+        ("learning_rate", 0.0),
+        ("epoch_num", 0),
+        ("batch_size", 1),
+        ("round_num", 101),
+        ("size", 33),
+        ("size", 4),
+        ("seed", -1),
+        ("method", "nope"),
+        ("precision", "fp8"),
+        ("device", "gpu"),
+        ("phase_flip", "yes"),
+    ],
 )
 def test_out_of_range_values_are_refused_naming_the_parameter(name, bad):
     with pytest.raises(ValueError, match=rf"invalid classification parameters: {name}={bad!r} \("):
@@ -55,14 +67,35 @@ def test_cli_defaults_and_flags_come_from_the_definition():
     assert config_from_args(args) == ClassifyConfig()
     # the original program's flags
     short = ["-c", "7", "-g", "cpu", "-l", "0.001", "-e", "3", "-b", "16", "-r", "2", "-d", "stacks/"]
-    args = parse_args(["classify", "-o", "out", *short, "--no-phase-flip", "--align", "--method", "invariant"])
+    args = parse_args(
+        ["classify", "-o", "out", *short, "--no-phase-flip", "--align", "--method", "invariant"]
+    )
     config = config_from_args(args)
-    assert (config.cluster_num, config.device, config.learning_rate, config.epoch_num, config.batch_size, config.round_num) == (7, "cpu", 0.001, 3, 16, 2)
-    assert (config.phase_flip, config.align_averages, config.method, str(args.dataset_dir)) == (False, True, "invariant", "stacks")
+    assert (
+        config.cluster_num,
+        config.device,
+        config.learning_rate,
+        config.epoch_num,
+        config.batch_size,
+        config.round_num,
+    ) == (7, "cpu", 0.001, 3, 16, 2)
+    assert (config.phase_flip, config.align_averages, config.method, str(args.dataset_dir)) == (
+        False,
+        True,
+        "invariant",
+        "stacks",
+    )
 
 
-@pytest.mark.parametrize("flags, message", [(["-c", "1"], "-c/--cluster_num: 1: at least 2"), (["--size", "33"], "--size: 33: must be even"),
-                                            (["-g", "gpu"], "cpu, cuda or cuda:N"), (["-e", "x"], "'x' is not a valid int")])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["-c", "1"], "-c/--cluster_num: 1: at least 2"),
+        (["--size", "33"], "--size: 33: must be even"),
+        (["-g", "gpu"], "cpu, cuda or cuda:N"),
+        (["-e", "x"], "'x' is not a valid int"),
+    ],
+)
 def test_cli_refuses_out_of_range_values_with_the_flag_named(flags, message, capsys):
     with pytest.raises(SystemExit):
         parse_args(["classify", "x.mrcs", "-o", "out", *flags])
@@ -95,13 +128,20 @@ OTHER_MEANINGS = {
 def _assignments(name: str, literal: str) -> re.Pattern:
     """`name = 4`, `name: int = 4`, `name: 4` (dicts, JavaScript), `"--name", ..., default=4`."""
     lit = rf"{re.escape(literal)}(?![\w.])"
-    return re.compile(rf"\b{name}\b[\"']?\s*(:\s*[\w\[\]| .]+)?\s*[:=]\s*{lit}|--{name}\b.*default\s*=\s*{lit}")
+    return re.compile(
+        rf"\b{name}\b[\"']?\s*(:\s*[\w\[\]| .]+)?\s*[:=]\s*{lit}|--{name}\b.*default\s*=\s*{lit}"
+    )
 
 
 def test_no_default_is_written_anywhere_but_the_definition():
     """The bar of one definition: no module gives a job parameter a default of its own."""
-    sources = [p for folder in ("backend", "cryoclust", "worker", "frontend/js") for p in (ROOT / folder).rglob("*")
-               if p.suffix in (".py", ".js") and p.relative_to(ROOT).as_posix() not in {"worker/engine/config.py", *OTHER_MEANINGS}]
+    sources = [
+        p
+        for folder in ("backend", "cryoclust", "worker", "frontend/js")
+        for p in (ROOT / folder).rglob("*")
+        if p.suffix in (".py", ".js")
+        and p.relative_to(ROOT).as_posix() not in {"worker/engine/config.py", *OTHER_MEANINGS}
+    ]
     assert len(sources) > 30
     found = []
     for path in sources:
@@ -117,12 +157,18 @@ def test_no_default_is_written_anywhere_but_the_definition():
     for name in ("backend/schemas.py", "frontend/js/jobform.js"):
         text = (ROOT / name).read_text()
         for p in PARAMETERS:
-            assert not re.search(rf"\b{p.name}\b(:[^=\n]*)?\s*=|name: \"{p.name}\"", text), f"{name} defines {p.name} itself"
+            assert not re.search(rf"\b{p.name}\b(:[^=\n]*)?\s*=|name: \"{p.name}\"", text), (
+                f"{name} defines {p.name} itself"
+            )
 
 
 def test_the_check_above_finds_a_copied_default():
-    copies = ['cluster_num: int = 4', 'learning_rate=5e-4', '{ name: "x", method: "reference" }',
-              'parser.add_argument("-e", "--epoch_num", type=int, default=20)']
+    copies = [
+        "cluster_num: int = 4",
+        "learning_rate=5e-4",
+        '{ name: "x", method: "reference" }',
+        'parser.add_argument("-e", "--epoch_num", type=int, default=20)',
+    ]
     names = ["cluster_num", "learning_rate", "method", "epoch_num"]
     for copy, name in zip(copies, names):
         p = BY_NAME[name]

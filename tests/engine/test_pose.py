@@ -45,8 +45,9 @@ def test_the_search_recovers_known_rotations_and_shifts():
     images, small, ctfs, scale = _prepared(sim)
     # The true references, at the particles' own scale: the CTF-weighted average at the true poses.
     references, _ = maximisation(small, ctfs, _true_posterior(sim, scale), 3, noise_spectrum(small))
-    posterior = expectation(small, ctfs, references, noise_spectrum(small), torch.zeros(3),
-                            angle_grid(5.0), radius=3)
+    posterior = expectation(
+        small, ctfs, references, noise_spectrum(small), torch.zeros(3), angle_grid(5.0), radius=3
+    )
     classes, angles, shifts = (t.numpy() for t in posterior.best())
     assert (classes == sim.views).mean() >= 0.98
     angle_error = _angle_error(angles, sim.angles)
@@ -73,8 +74,14 @@ def _pose_round(images, k, seed=0, ctf=None, pixel_size=2.0):
     method = PoseMethod(network=False)
     method.set_optics(ctf, pixel_size, ctf is not None)
     config = ClassifyConfig(cluster_num=k, round_num=1, epoch_num=1, size=64, seed=seed, device="cpu")
-    embedding, _ = method.train_round(images[:, None], np.zeros(len(images), dtype=int), config, 1,
-                                      torch.Generator().manual_seed(seed), lambda event: None)
+    embedding, _ = method.train_round(
+        images[:, None],
+        np.zeros(len(images), dtype=int),
+        config,
+        1,
+        torch.Generator().manual_seed(seed),
+        lambda event: None,
+    )
     return method, embedding[:, :k].argmax(1)
 
 
@@ -130,12 +137,18 @@ def test_a_resumed_pose_run_matches_an_unbroken_one(tmp_path):
     from worker.engine.pipeline import classify
     from worker.engine.simulate import write_simulation
 
-    paths = write_simulation(simulate(n=240, k=3, box=48, snr=0.5, rotate=True, ctf=True, seed=4), tmp_path / "data")
-    config = ClassifyConfig(cluster_num=3, epoch_num=1, round_num=2, size=32, seed=2, device="cpu", method="pose")
+    paths = write_simulation(
+        simulate(n=240, k=3, box=48, snr=0.5, rotate=True, ctf=True, seed=4), tmp_path / "data"
+    )
+    config = ClassifyConfig(
+        cluster_num=3, epoch_num=1, round_num=2, size=32, seed=2, device="cpu", method="pose"
+    )
     with ParticleStack.open(paths["star"]) as stack:
         first = classify(stack, config, tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("round_02"))
     with ParticleStack.open(paths["star"]) as stack:
         resumed = classify(stack, config, tmp_path / "b")
     assert np.array_equal(resumed.labels, first.labels)
-    assert np.array_equal(np.load(tmp_path / "b/round_02/embedding.npy"), np.load(tmp_path / "a/round_02/embedding.npy"))
+    assert np.array_equal(
+        np.load(tmp_path / "b/round_02/embedding.npy"), np.load(tmp_path / "a/round_02/embedding.npy")
+    )

@@ -26,7 +26,11 @@ def test_fourier_crop_keeps_low_frequencies(box):
     ys, xs = np.mgrid[0:64, 0:64] / 64
     expected = np.cos(2 * np.pi * 2 * xs) + 0.5 * np.sin(2 * np.pi * 3 * ys) + 3.0
     assert cropped.shape == (64, 64)
-    assert np.abs(cropped - expected).max() < 0.05 if box % 2 == 0 else np.corrcoef(cropped.ravel(), expected.ravel())[0, 1] > 0.98
+    assert (
+        np.abs(cropped - expected).max() < 0.05
+        if box % 2 == 0
+        else np.corrcoef(cropped.ravel(), expected.ravel())[0, 1] > 0.98
+    )
     assert cropped.mean() == pytest.approx(3.0, abs=1e-3)
 
 

@@ -74,8 +74,9 @@ def test_sort_order_puts_finest_first_then_largest_and_unknown_last():
 def test_view_match_sees_the_view_specific_part():
     sim = simulate(4, 2, 64, snr=1.0, seed=2)
     view = sim.clean_views[0]
-    turned = transform(torch.from_numpy(view[None]), torch.tensor([50.0]),
-                       torch.tensor([[1.5, -1.0]]))[0].numpy()
+    turned = transform(torch.from_numpy(view[None]), torch.tensor([50.0]), torch.tensor([[1.5, -1.0]]))[
+        0
+    ].numpy()
     same = view_match(turned, view)
     assert same["correlation"] > 0.98 and same["anisotropic"] > 0.9
     smeared = rotational_average(torch.from_numpy(view)).numpy()

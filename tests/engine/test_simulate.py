@@ -71,8 +71,7 @@ def test_rotation_and_shift_follow_the_recorded_truth():
     # With negligible noise each particle is its view, rotated and moved as recorded.
     for i in range(3):
         v = sim.views[i]
-        expected = render(model, rotations[v : v + 1], sim.angles[i : i + 1],
-                          sim.shifts[i : i + 1], 64)[0]
+        expected = render(model, rotations[v : v + 1], sim.angles[i : i + 1], sim.shifts[i : i + 1], 64)[0]
         assert centred_correlation(sim.images[i], expected) > 0.999
 
 
@@ -87,12 +86,15 @@ def test_ctf_option_records_defocus_in_range():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(n=0, k=1), r"need 1 <= k <= n, got n=0"), (dict(n=5, k=6), r"need 1 <= k <= n, got n=5, k=6"),
-     (dict(box=15), r"box must be even .* got 15"), (dict(snr=0), r"snr must be positive"),
-     (dict(shift=100), r"shift must be between 0 and box/4"),
-     (dict(ctf=True, defocus_range=(0, 100)), r"defocus must be positive")],
-    ids=["no-particles", "more-views-than-particles", "odd-box", "zero-snr", "huge-shift",
-         "zero-defocus"],
+    [
+        (dict(n=0, k=1), r"need 1 <= k <= n, got n=0"),
+        (dict(n=5, k=6), r"need 1 <= k <= n, got n=5, k=6"),
+        (dict(box=15), r"box must be even .* got 15"),
+        (dict(snr=0), r"snr must be positive"),
+        (dict(shift=100), r"shift must be between 0 and box/4"),
+        (dict(ctf=True, defocus_range=(0, 100)), r"defocus must be positive"),
+    ],
+    ids=["no-particles", "more-views-than-particles", "odd-box", "zero-snr", "huge-shift", "zero-defocus"],
 )
 def test_bad_parameters_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -109,9 +111,30 @@ def test_ten_thousand_particles_in_a_few_seconds():
 
 def test_command_writes_stack_star_truth_and_views(tmp_path, capsys):
     out = tmp_path / "sim"
-    args = parse_args(["simulate", "-n", "40", "-k", "3", "--box", "32", "--snr", "0.5",
-                       "--rotate", "--shift", "2", "--ctf", "--defocus", "10000", "20000",
-                       "--seed", "4", "-o", str(out)])
+    args = parse_args(
+        [
+            "simulate",
+            "-n",
+            "40",
+            "-k",
+            "3",
+            "--box",
+            "32",
+            "--snr",
+            "0.5",
+            "--rotate",
+            "--shift",
+            "2",
+            "--ctf",
+            "--defocus",
+            "10000",
+            "20000",
+            "--seed",
+            "4",
+            "-o",
+            str(out),
+        ]
+    )
     assert simulate_command.main(args) == 0
     assert "wrote 40 particles" in capsys.readouterr().out
     for name in ("particles.mrcs", "views.mrcs"):
@@ -123,14 +146,23 @@ def test_command_writes_stack_star_truth_and_views(tmp_path, capsys):
         assert mrc.data.shape == (3, 32, 32)
     with open(out / "truth.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["index", "image_name", "view", "angle", "shift_x", "shift_y",
-                             "defocus_u", "defocus_v"]
+    assert list(rows[0]) == [
+        "index",
+        "image_name",
+        "view",
+        "angle",
+        "shift_x",
+        "shift_y",
+        "defocus_u",
+        "defocus_v",
+    ]
     assert len(rows) == 40 and rows[0]["image_name"] == "000001@particles.mrcs"
     views = read_truth(out / "truth.csv")
     assert views.min() == 0 and views.max() == 2
     assert 10000 <= float(rows[5]["defocus_u"]) <= 20000
-    expected = simulate(40, 3, 32, snr=0.5, rotate=True, shift=2, ctf=True,
-                        defocus_range=(10000, 20000), seed=4)
+    expected = simulate(
+        40, 3, 32, snr=0.5, rotate=True, shift=2, ctf=True, defocus_range=(10000, 20000), seed=4
+    )
     assert np.array_equal(views, expected.views)
 
 

@@ -36,8 +36,9 @@ def spectrum_slope(noise: np.ndarray) -> float:
 
 
 def test_new_options_are_reproducible_for_a_seed():
-    kwargs = dict(rotate=True, shift=3, ctf=True, molecule="ring", close_pairs=2, view_jitter=5,
-                  junk=0.2, noise="pink")
+    kwargs = dict(
+        rotate=True, shift=3, ctf=True, molecule="ring", close_pairs=2, view_jitter=5, junk=0.2, noise="pink"
+    )
     a = simulate(120, 6, 32, snr=0.1, seed=11, **kwargs)
     b = simulate(120, 6, 32, snr=0.1, seed=11, **kwargs)
     c = simulate(120, 6, 32, snr=0.1, seed=12, **kwargs)
@@ -49,8 +50,21 @@ def test_new_options_are_reproducible_for_a_seed():
 def test_defaults_leave_existing_stacks_untouched():
     # The new options draw from a second random stream: off, a seed gives the same stack.
     plain = simulate(80, 3, 32, snr=0.5, rotate=True, shift=2, ctf=True, seed=4)
-    explicit = simulate(80, 3, 32, snr=0.5, rotate=True, shift=2, ctf=True, seed=4,
-                        molecule="blobs", close_pairs=0, view_jitter=0.0, junk=0.0, noise="white")
+    explicit = simulate(
+        80,
+        3,
+        32,
+        snr=0.5,
+        rotate=True,
+        shift=2,
+        ctf=True,
+        seed=4,
+        molecule="blobs",
+        close_pairs=0,
+        view_jitter=0.0,
+        junk=0.0,
+        noise="white",
+    )
     assert np.array_equal(plain.images, explicit.images)
     # Jitter changes the particles but not the views, their order or the poses.
     jittered = simulate(80, 3, 32, snr=0.5, rotate=True, shift=2, ctf=True, seed=4, view_jitter=5)
@@ -65,6 +79,7 @@ def test_the_ring_molecule_differs_from_the_blobs():
     assert ring.molecule == "ring"
     for v in range(6):
         assert centred_correlation(blobs.clean_views[v], ring.clean_views[v]) < 0.8
+
     # A ring seen from the top has a hole: the view nearest the ring axis is dimmer at the centre
     # than around it, unlike any blob cluster view of this seed.
     def hole_depth(view: np.ndarray) -> float:
@@ -72,6 +87,7 @@ def test_the_ring_molecule_differs_from_the_blobs():
         coords = np.arange(64) - 32
         r = np.hypot(coords[:, None], coords[None, :])
         return float(view[(r > 6) & (r < 12)].mean() - centre)
+
     assert max(hole_depth(v) for v in ring.clean_views) > max(hole_depth(v) for v in blobs.clean_views)
 
 
@@ -157,10 +173,24 @@ def test_pink_noise_falls_as_one_over_f_and_white_noise_is_flat():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(close_pairs=2, k=3), dict(junk=0.95), dict(junk=-0.1), dict(noise="blue"),
-     dict(molecule="virus"), dict(view_jitter=45), dict(n=10, k=4, junk=0.7)],
-    ids=["too-many-pairs", "all-junk", "negative-junk", "unknown-noise", "unknown-molecule",
-         "huge-jitter", "junk-leaves-too-few"],
+    [
+        dict(close_pairs=2, k=3),
+        dict(junk=0.95),
+        dict(junk=-0.1),
+        dict(noise="blue"),
+        dict(molecule="virus"),
+        dict(view_jitter=45),
+        dict(n=10, k=4, junk=0.7),
+    ],
+    ids=[
+        "too-many-pairs",
+        "all-junk",
+        "negative-junk",
+        "unknown-noise",
+        "unknown-molecule",
+        "huge-jitter",
+        "junk-leaves-too-few",
+    ],
 )
 def test_bad_new_parameters_raise(kwargs):
     with pytest.raises(ValueError):
@@ -169,11 +199,34 @@ def test_bad_new_parameters_raise(kwargs):
 
 def test_command_takes_the_new_flags(tmp_path, capsys):
     out = tmp_path / "sim"
-    args = parse_args(["simulate", "-n", "60", "-k", "4", "--box", "32", "--molecule", "ring",
-                       "--close-pairs", "1", "--view-jitter", "5", "--junk", "0.25",
-                       "--noise", "pink", "--seed", "3", "-o", str(out)])
+    args = parse_args(
+        [
+            "simulate",
+            "-n",
+            "60",
+            "-k",
+            "4",
+            "--box",
+            "32",
+            "--molecule",
+            "ring",
+            "--close-pairs",
+            "1",
+            "--view-jitter",
+            "5",
+            "--junk",
+            "0.25",
+            "--noise",
+            "pink",
+            "--seed",
+            "3",
+            "-o",
+            str(out),
+        ]
+    )
     assert simulate_command.main(args) == 0
     assert "15 junk boxes" in capsys.readouterr().out
-    expected = simulate(60, 4, 32, seed=3, molecule="ring", close_pairs=1, view_jitter=5,
-                        junk=0.25, noise="pink")
+    expected = simulate(
+        60, 4, 32, seed=3, molecule="ring", close_pairs=1, view_jitter=5, junk=0.25, noise="pink"
+    )
     assert np.array_equal(read_truth(out / "truth.csv"), expected.views)

@@ -14,17 +14,27 @@ from worker.engine.io import ParticleStack, write_particles_star
 def _ctf(n: int, voltages) -> CtfParams:
     rng = np.random.default_rng(5)
     u = rng.uniform(10000, 30000, n)
-    return CtfParams(defocus_u=u, defocus_v=u + 300, defocus_angle=rng.uniform(0, 180, n),
-                     voltage=np.asarray(voltages, float), spherical_aberration=np.full(n, 2.7),
-                     amplitude_contrast=np.full(n, 0.1), phase_shift=np.zeros(n))
+    return CtfParams(
+        defocus_u=u,
+        defocus_v=u + 300,
+        defocus_angle=rng.uniform(0, 180, n),
+        voltage=np.asarray(voltages, float),
+        spherical_aberration=np.full(n, 2.7),
+        amplitude_contrast=np.full(n, 0.1),
+        phase_shift=np.zeros(n),
+    )
 
 
 def test_written_star_reads_back_with_starfile(tmp_path):
     names = [f"{i:06d}@stack.mrcs" for i in range(1, 6)]
-    path = write_particles_star(tmp_path / "p.star", names, class_numbers=np.array([1, 2, 2, 3, 1]),
-                                pixel_size=1.34, extra={"_rlnAnglePsi": [0, 10, 20, 30, 40],
-                                                        "AutopickFigureOfMerit": np.arange(5.0)},
-                                image_size=64)
+    path = write_particles_star(
+        tmp_path / "p.star",
+        names,
+        class_numbers=np.array([1, 2, 2, 3, 1]),
+        pixel_size=1.34,
+        extra={"_rlnAnglePsi": [0, 10, 20, 30, 40], "AutopickFigureOfMerit": np.arange(5.0)},
+        image_size=64,
+    )
     blocks = starfile.read(path, always_dict=True)
     assert list(blocks) == ["optics", "particles"]
     optics, particles = blocks["optics"], blocks["particles"]
@@ -45,9 +55,11 @@ def test_written_star_without_classes(tmp_path):
     assert "rlnClassNumber" not in particles.columns and len(particles) == 1
 
 
-@pytest.mark.parametrize("classes, message", [([0, 1], "starting at 1"), ([1], "1 class numbers for 2"),
-                                              ([1.5, 2.0], "integers")],
-                         ids=["zero-based", "wrong-length", "not-integers"])
+@pytest.mark.parametrize(
+    "classes, message",
+    [([0, 1], "starting at 1"), ([1], "1 class numbers for 2"), ([1.5, 2.0], "integers")],
+    ids=["zero-based", "wrong-length", "not-integers"],
+)
 def test_write_star_rejects_bad_classes(tmp_path, classes, message):
     with pytest.raises(ValueError, match=message):
         write_particles_star(tmp_path / "p.star", ["1@a.mrcs", "2@a.mrcs"], classes, 1.0)
@@ -64,16 +76,27 @@ def test_ctf_round_trip_with_two_optics_groups(make_mrc, tmp_path):
     with ParticleStack.open(path) as stack:
         assert stack.pixel_size == pytest.approx(1.1)  # the star wins over the MRC header
         assert stack.ctf is not None
-        for field in ("defocus_u", "defocus_v", "defocus_angle", "voltage", "spherical_aberration",
-                      "amplitude_contrast", "phase_shift"):
+        for field in (
+            "defocus_u",
+            "defocus_v",
+            "defocus_angle",
+            "voltage",
+            "spherical_aberration",
+            "amplitude_contrast",
+            "phase_shift",
+        ):
             np.testing.assert_allclose(getattr(stack.ctf, field), getattr(ctf, field), atol=1e-5)
 
 
 def test_star_with_two_stacks_and_relative_paths(make_mrc, tmp_path):
     _, a = make_mrc("job/Extract/a.mrcs", n=3, seed=1)
     _, b = make_mrc("job/Extract/b.mrcs", n=2, seed=2)
-    names = ["000002@Extract/b.mrcs", "000003@Extract/a.mrcs", "000001@Extract/a.mrcs",
-             "000001@Extract/b.mrcs"]
+    names = [
+        "000002@Extract/b.mrcs",
+        "000003@Extract/a.mrcs",
+        "000001@Extract/a.mrcs",
+        "000001@Extract/b.mrcs",
+    ]
     star = write_particles_star(tmp_path / "job" / "particles.star", names, pixel_size=1.25)
     with ParticleStack.open(star) as stack:
         assert stack.n == 4 and stack.box == 16
@@ -101,7 +124,9 @@ def test_names_relative_to_another_folder(make_mrc, tmp_path):
 def test_relion_project_layout(make_mrc, write_star, tmp_path):
     """RELION names are relative to the project folder, two levels above Select/job005/."""
     _, data = make_mrc("project/Extract/job003/mic1.mrcs", n=3)
-    star = write_star("project/Select/job005/particles.star", """
+    star = write_star(
+        "project/Select/job005/particles.star",
+        """
 data_optics
 loop_
 _rlnOpticsGroup
@@ -113,7 +138,8 @@ _rlnImageName
 _rlnOpticsGroup
 000003@Extract/job003/mic1.mrcs 1
 000001@Extract/job003/mic1.mrcs:mrcs 1
-""")
+""",
+    )
     with ParticleStack.open(star) as stack:
         assert stack.pixel_size == pytest.approx(0.9)
         assert [p.name for p in stack.files] == ["mic1.mrcs"]
@@ -131,7 +157,9 @@ def test_flattened_copy_finds_stacks_beside_the_star(make_mrc, write_star):
 
 def test_old_style_star_with_ctf_in_particle_table(make_mrc, write_star):
     _, data = make_mrc("stack.mrcs", n=2, box=8)
-    star = write_star("old.star", """
+    star = write_star(
+        "old.star",
+        """
 data_
 loop_
 _rlnImageName #1
@@ -143,7 +171,8 @@ _rlnDetectorPixelSize #6
 _rlnMagnification #7
 000002@stack.mrcs 15000.0 300 2.7 0.07 14.0 100000
 000001@stack.mrcs 17000.0 300 2.7 0.07 14.0 100000
-""")
+""",
+    )
     with ParticleStack.open(star) as stack:
         assert stack.pixel_size == pytest.approx(1.4)
         np.testing.assert_array_equal(stack.read(), data[::-1])

@@ -23,8 +23,14 @@ def _star_dataset(tmp_path, make_mrc):
     names = [f"{i:06d}@a.mrcs" for i in range(1, 6)] + [f"{i:06d}@b.mrcs" for i in range(1, 5)]
     defocus = np.arange(9, dtype=float) * 1000 + 10000
     ctf = CtfParams.uniform(defocus)
-    star = write_particles_star(tmp_path / "up" / "p.star", names, np.array([1, 2, 3, 1, 2, 3, 1, 2, 3]),
-                                pixel_size=1.5, ctf=ctf, image_size=16)
+    star = write_particles_star(
+        tmp_path / "up" / "p.star",
+        names,
+        np.array([1, 2, 3, 1, 2, 3, 1, 2, 3]),
+        pixel_size=1.5,
+        ctf=ctf,
+        image_size=16,
+    )
     return star, np.concatenate([a, b]), names, defocus
 
 
@@ -46,7 +52,9 @@ def test_a_subset_reads_exactly_its_particles_with_their_names_ctf_and_places(tm
             stack.subset([1, 9])
 
 
-@pytest.mark.parametrize(("header", "known"), [(0.0, False), (1.0, False), (2.5, True)], ids=["unset", "default", "set"])
+@pytest.mark.parametrize(
+    ("header", "known"), [(0.0, False), (1.0, False), (2.5, True)], ids=["unset", "default", "set"]
+)
 def test_pixel_size_is_unknown_when_the_header_is_unset_or_left_at_one(tmp_path, make_mrc, header, known):
     path, _ = make_mrc("p.mrcs", pixel_size=header)
     with ParticleStack.open(path) as stack:
@@ -91,8 +99,29 @@ def test_a_star_input_exports_as_cs_with_stable_uids(tmp_path, make_mrc):
 def test_classify_classes_reclassifies_exactly_the_chosen_particles(tmp_path, make_mrc, capsys):
     star, _, names, _ = _star_dataset(tmp_path, make_mrc)
     out = tmp_path / "again"
-    argv = ["classify", str(star), "--classes", "3,1", "-o", str(out), "-c", "2", "-e", "1", "-r", "1",
-            "-g", "cpu", "--size", "16", "-b", "4", "-q", "--apix", "1.25"]
+    argv = [
+        "classify",
+        str(star),
+        "--classes",
+        "3,1",
+        "-o",
+        str(out),
+        "-c",
+        "2",
+        "-e",
+        "1",
+        "-r",
+        "1",
+        "-g",
+        "cpu",
+        "--size",
+        "16",
+        "-b",
+        "4",
+        "-q",
+        "--apix",
+        "1.25",
+    ]
     assert main(argv) == 0
     assert "6 particles (classes 1,3 of 9)" in capsys.readouterr().out
     written = starfile.read(out / "particles.star", always_dict=True)["particles"]

@@ -13,7 +13,6 @@ import time
 import httpx
 import psutil
 import pytest
-
 from support.api import running_api
 from support.net import free_port, port_open
 from support.processes import REPO, ServeProcess
@@ -21,12 +20,26 @@ from support.settings import child_env, make_settings
 
 TOKEN = "reliability-Token-0123456789"
 # The only routes outside /api: the page, its files, Plotly.js and the API documentation.
-PUBLIC = {"/", "/static/{relative:path}", "/vendor/plotly.min.js", "/openapi.json", "/docs",
-          "/docs/oauth2-redirect", "/redoc"}
+PUBLIC = {
+    "/",
+    "/static/{relative:path}",
+    "/vendor/plotly.min.js",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+}
 # Signing in takes the token in its body (and answers 401 to a wrong one); signing out is harmless.
 SIGN_IN = "/api/session"
-SAMPLE = {"dataset_id": "d0", "job_id": "j0", "index": "0", "round_ref": "1", "c": "1", "class_number": "1",
-          "relative:path": "index.html"}
+SAMPLE = {
+    "dataset_id": "d0",
+    "job_id": "j0",
+    "index": "0",
+    "round_ref": "1",
+    "c": "1",
+    "class_number": "1",
+    "relative:path": "index.html",
+}
 
 
 def walk_routes(routes, prefix: str = "") -> list[tuple[str, set[str]]]:
@@ -39,7 +52,9 @@ def walk_routes(routes, prefix: str = "") -> list[tuple[str, set[str]]]:
             found += walk_routes(route.routes, prefix + route.path)
         elif hasattr(route, "original_router"):  # FastAPI's lazily included router
             context = getattr(route, "include_context", None)
-            found += walk_routes(route.original_router.routes, prefix + (getattr(context, "prefix", "") or ""))
+            found += walk_routes(
+                route.original_router.routes, prefix + (getattr(context, "prefix", "") or "")
+            )
         else:
             raise AssertionError(f"route of unknown kind {type(route).__name__}: cannot check its access")
     return found
@@ -62,21 +77,33 @@ def test_every_api_route_needs_the_token(guarded):
     spec = set(guarded.app.openapi()["paths"])
     assert spec <= paths, f"routes the walk missed: {spec - paths}"
     assert {p for p in paths if not p.startswith("/api/")} <= PUBLIC, "a new route outside /api"
-    api_routes = [(path, m) for path, methods in routes if path.startswith("/api/") and path != SIGN_IN
-                  for m in methods - {"HEAD"}]
+    api_routes = [
+        (path, m)
+        for path, methods in routes
+        if path.startswith("/api/") and path != SIGN_IN
+        for m in methods - {"HEAD"}
+    ]
     assert len(api_routes) >= 20
     with httpx.Client(base_url=guarded.url, timeout=30) as anonymous:
         for path, method in api_routes:
             url = concrete(path)
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
-                            {"Authorization": f"Basic {TOKEN}"}):
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": TOKEN},
+                {"Authorization": f"Basic {TOKEN}"},
+            ):
                 response = anonymous.request(method, url, headers=headers)
                 assert response.status_code == 401, (method, url, headers, response.status_code)
                 assert response.headers.get("www-authenticate") == "Bearer"
             assert anonymous.request(method, url + "?token=wrong").status_code == 401
             # With the token: past the guard (404 for the made-up ids, 422 for a missing body...).
             allowed = anonymous.request(method, url, headers={"Authorization": f"Bearer {TOKEN}"})
-            assert allowed.status_code not in (401, 403) and allowed.status_code < 500, (method, url, allowed.text)
+            assert allowed.status_code not in (401, 403) and allowed.status_code < 500, (
+                method,
+                url,
+                allowed.text,
+            )
         # A token in a URL opens nothing: it would land in histories and proxy logs.
         assert anonymous.get(f"/api/health?token={TOKEN}").status_code == 401
 
@@ -92,12 +119,18 @@ def test_token_is_not_leaked_in_errors_or_logs(tmp_path):
     try:
         with httpx.Client(base_url=serve.url, timeout=30) as client:
             for auth in ({"Authorization": f"Bearer {wrong}"}, {"Authorization": f"Bearer {TOKEN}"}):
-                answers += [client.get("/api/jobs", headers=auth), client.get("/api/jobs/nope", headers=auth),
-                            client.post("/api/jobs", json={"cluster_num": "x"}, headers=auth),
-                            client.get("/api/jobs/nope/events", headers=auth)]
+                answers += [
+                    client.get("/api/jobs", headers=auth),
+                    client.get("/api/jobs/nope", headers=auth),
+                    client.post("/api/jobs", json={"cluster_num": "x"}, headers=auth),
+                    client.get("/api/jobs/nope/events", headers=auth),
+                ]
             for token in (wrong, TOKEN):
-                answers += [client.get(f"/api/jobs?token={token}"), client.get(f"/api/datasets/nope?token={token}"),
-                            client.get(f"/api/jobs/nope/events?token={token}&last_event_id=x")]
+                answers += [
+                    client.get(f"/api/jobs?token={token}"),
+                    client.get(f"/api/datasets/nope?token={token}"),
+                    client.get(f"/api/jobs/nope/events?token={token}&last_event_id=x"),
+                ]
             bad_stack = [("files", ("in.mrcs", b"not an mrc file at all"))]
             answers.append(client.post(f"/api/datasets?token={TOKEN}", files=bad_stack))
     finally:
@@ -124,8 +157,14 @@ def _serve(tmp_path, *args: str, token: str = "") -> tuple[subprocess.Popen, int
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYOCLUST_")}  # defaults only
     env.update(CRYOCLUST_DATA_DIR=str(tmp_path / "data"), CRYOCLUST_API_TOKEN=token, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, "-m", "cryoclust", "serve", "--no-worker", "--port", str(port), *args],
-                               env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cryoclust", "serve", "--no-worker", "--port", str(port), *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not _listening(process.pid, port):
         if time.monotonic() > deadline or process.poll() is not None:
@@ -177,8 +216,11 @@ def test_open_host_without_a_token_warns(tmp_path):
     assert "WARNING" not in output, output
 
 
-PREFLIGHT = {"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST",
-             "Access-Control-Request-Headers": "authorization, content-type"}
+PREFLIGHT = {
+    "Origin": "http://elsewhere.example",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, content-type",
+}
 
 
 def test_cors_closed_by_default_even_for_preflight(tmp_path):

@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import mrcfile
 import pytest
-
 from support.api import parse_sse, running_api, upload_id, wait_for_job
 from support.processes import RedisServer, ServeProcess, start_worker
 from support.settings import child_env, make_settings
@@ -28,8 +27,16 @@ from support.stacks import write_stack
 pytestmark = pytest.mark.slow
 
 JOB = {"cluster_num": 3, "size": 16, "batch_size": 32, "device": "cpu", "learning_rate": 1e-3}
-ROUND_FILES = {"labels.csv", "embedding.npy", "embedding_2d.npy", "class_averages.mrcs", "class_averages.png",
-               "classes.json", "loss.json", "round.json"}
+ROUND_FILES = {
+    "labels.csv",
+    "embedding.npy",
+    "embedding_2d.npy",
+    "class_averages.mrcs",
+    "class_averages.png",
+    "classes.json",
+    "loss.json",
+    "round.json",
+}
 
 
 @pytest.fixture
@@ -58,8 +65,10 @@ def wait_until(client: httpx.Client, job_id: str, test, what: str, timeout: floa
 def all_events(client: httpx.Client, job_id: str) -> list[dict]:
     with client.stream("GET", f"/api/jobs/{job_id}/events", timeout=60) as response:
         assert response.status_code == 200
-        return [{"id": int(e["id"]), "event": e["event"], "data": json.loads(e["data"])}
-                for e in parse_sse(response.iter_lines())]
+        return [
+            {"id": int(e["id"]), "event": e["event"], "data": json.loads(e["data"])}
+            for e in parse_sse(response.iter_lines())
+        ]
 
 
 def assert_round_complete(folder: Path, n: int) -> None:
@@ -102,14 +111,18 @@ def test_redis_restarted_under_a_running_job(tmp_path, db_url, stack):
 def test_worker_lost_with_its_message_is_requeued_by_the_reaper(tmp_path, db_url, stack):
     """Redis restarts empty and the worker dies: only the reaper can bring the job back."""
     with RedisServer(tmp_path / "redis") as redis:
-        settings = make_settings(tmp_path / "data", BROKER_URL=redis.url, DATABASE_URL=db_url, STALE_AFTER_SECONDS=6.0)
+        settings = make_settings(
+            tmp_path / "data", BROKER_URL=redis.url, DATABASE_URL=db_url, STALE_AFTER_SECONDS=6.0
+        )
         with running_api(settings) as api, api.client() as client:
             first = start_worker(settings, tmp_path / "worker1.log", "doomed")
             second = None
             try:
                 dataset_id = upload_id(client, stack)
                 job_id = create_job(client, dataset_id, epoch_num=4, round_num=8)
-                job = wait_until(client, job_id, lambda j: j["rounds_done"] >= 1, "past round 1", workers=[first])
+                job = wait_until(
+                    client, job_id, lambda j: j["rounds_done"] >= 1, "past round 1", workers=[first]
+                )
                 assert job["status"] == "running"
                 redis.kill()
                 first.kill()
@@ -124,7 +137,9 @@ def test_worker_lost_with_its_message_is_requeued_by_the_reaper(tmp_path, db_url
                 # Resumed after its last finished round, not from the start.
                 starts = [e["data"]["round"] for e in events if e["event"] == "round_started"]
                 assert starts.count(1) == 1, starts
-                assert sorted({e["data"]["round"] for e in events if e["event"] == "round"}) == list(range(1, 9))
+                assert sorted({e["data"]["round"] for e in events if e["event"] == "round"}) == list(
+                    range(1, 9)
+                )
             finally:
                 first.stop()
                 if second:
@@ -150,7 +165,9 @@ def test_event_stream_resumes_across_an_api_restart(tmp_path, db_url, stack):
             assert time.monotonic() < deadline, (received[-3:], w.tail())
             headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
             try:
-                with httpx.stream("GET", f"{api.url}/api/jobs/{job_id}/events", headers=headers, timeout=30) as response:
+                with httpx.stream(
+                    "GET", f"{api.url}/api/jobs/{job_id}/events", headers=headers, timeout=30
+                ) as response:
                     assert response.status_code == 200
                     for event in parse_sse(response.iter_lines()):
                         received.append(event)
@@ -186,8 +203,9 @@ def small_jobs_disk(tmp_path):
     """DATA_DIR/jobs on a real 24 MB tmpfs (the database and datasets stay on the big disk)."""
     jobs = tmp_path / "data" / "jobs"
     jobs.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(jobs)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(jobs)], capture_output=True, text=True
+    )
     assert mounted.returncode == 0, f"cannot mount a tmpfs (needs root): {mounted.stderr}"
     try:
         yield jobs
@@ -249,10 +267,16 @@ def test_processes_starting_together_create_the_schema_once(tmp_path, db_url):
     """API and workers started at the same moment on a fresh database all come up (the migration
     lock lets one create the schema while the others wait, then find it at head)."""
     url = db_url or f"sqlite:///{tmp_path / 'fresh.db'}"
-    code = ("import sys; from cryoclust.core.db import Database; d = Database(sys.argv[1]); "
-            "d.session().__enter__().execute(__import__('sqlalchemy').text('select count(*) from jobs')); print('ok')")
-    starts = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True) for _ in range(6)]
+    code = (
+        "import sys; from cryoclust.core.db import Database; d = Database(sys.argv[1]); "
+        "d.session().__enter__().execute(__import__('sqlalchemy').text('select count(*) from jobs')); print('ok')"
+    )
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
     results = [p.communicate(timeout=60) for p in starts]
     assert all(p.returncode == 0 for p in starts), [err[-500:] for _, err in results]
     assert all(out.strip() == "ok" for out, _ in results)

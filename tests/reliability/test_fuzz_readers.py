@@ -19,14 +19,25 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from support.fuzz import HEADER_WORDS, INSIDE, MODES, OUTSIDE, mutate, mutations, set_header_word, star_texts, valid_stacks
+from support.fuzz import (
+    HEADER_WORDS,
+    INSIDE,
+    MODES,
+    OUTSIDE,
+    mutate,
+    mutations,
+    set_header_word,
+    star_texts,
+    valid_stacks,
+)
 from support.stacks import mrc_bytes
+
 from worker.engine.errors import InputError
 from worker.engine.io.particles import ParticleStack
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False)
-
+FUZZ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +84,11 @@ def test_damaged_mrc_raises_input_error_or_reads_cleanly(scratch, images, steps,
 
 
 @FUZZ
-@given(nz=st.sampled_from([10**9, 2**31 - 1, 10**6 + 1]), box=st.sampled_from([64, 256, 4096]),
-       mode=st.sampled_from(sorted(MODES)))
+@given(
+    nz=st.sampled_from([10**9, 2**31 - 1, 10**6 + 1]),
+    box=st.sampled_from([64, 256, 4096]),
+    mode=st.sampled_from(sorted(MODES)),
+)
 def test_header_claiming_absurd_counts_is_refused_without_allocating(scratch, nz, box, mode):
     folder = Path(tempfile.mkdtemp(dir=scratch))
     raw = bytearray(mrc_bytes(np.zeros((2, 4, 4), MODES[mode]), folder))
@@ -94,14 +108,20 @@ def test_zero_byte_and_folder_and_missing_files(scratch):
     (folder / "empty.mrcs").write_bytes(b"")
     (folder / "empty.star").write_bytes(b"")
     (folder / "dir.mrcs").mkdir()
-    reasons = {"empty.mrcs": "not an MRC file \\(0 bytes", "empty.star": "not a STAR file",
-               "dir.mrcs": "no .mrcs/.mrc stacks", "missing.mrcs": "file not found", "missing.star": "file not found"}
+    reasons = {
+        "empty.mrcs": "not an MRC file \\(0 bytes",
+        "empty.star": "not a STAR file",
+        "dir.mrcs": "no .mrcs/.mrc stacks",
+        "missing.mrcs": "file not found",
+        "missing.star": "file not found",
+    }
     for name, reason in reasons.items():
         with pytest.raises(InputError, match=f"{name}: {reason}"):
             read_everything(folder / name)
 
 
 # ----------------------------------------------------------------------------- star files
+
 
 @pytest.fixture(scope="module")
 def star_world(scratch):
@@ -135,8 +155,10 @@ def test_star_files_are_read_or_refused_and_never_escape(star_world, data):
 
 
 @FUZZ
-@given(name=st.sampled_from([f"../{OUTSIDE}", "link.mrcs", "OUTSIDE_ABS", f"sub/../../{OUTSIDE}"]),
-       number=st.sampled_from(["1", "2", "3"]))
+@given(
+    name=st.sampled_from([f"../{OUTSIDE}", "link.mrcs", "OUTSIDE_ABS", f"sub/../../{OUTSIDE}"]),
+    number=st.sampled_from(["1", "2", "3"]),
+)
 def test_star_paths_leaving_the_folder_are_refused(star_world, name, number):
     name = name.replace("OUTSIDE_ABS", str(star_world.parent / OUTSIDE))
     star = star_world / "escape.star"

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from support.api import running_api
 from support.fuzz import OUTSIDE, mutate, mutations, star_texts, valid_stacks
 from support.settings import make_settings
@@ -93,13 +92,42 @@ def test_damaged_stacks_get_4xx_and_leave_nothing(server, images, steps, name):
     forget(server, response)
 
 
-NAME_PARTS = st.sampled_from(["..", ".", "/", "\\", "../", "..\\", "~", "%2e%2e", "\x00", "\n", "\r", '"', "'",
-                              ";", " ", "*", "?", ":", "é", "名", "\u202e", "CON", ".mrcs", ".star", "a"])
+NAME_PARTS = st.sampled_from(
+    [
+        "..",
+        ".",
+        "/",
+        "\\",
+        "../",
+        "..\\",
+        "~",
+        "%2e%2e",
+        "\x00",
+        "\n",
+        "\r",
+        '"',
+        "'",
+        ";",
+        " ",
+        "*",
+        "?",
+        ":",
+        "é",
+        "名",
+        "\u202e",
+        "CON",
+        ".mrcs",
+        ".star",
+        "a",
+    ]
+)
 
 
 @FUZZ
-@given(parts=st.lists(NAME_PARTS | st.text(max_size=6), max_size=8),
-       suffix=st.sampled_from([".mrcs", ".mrc", ".star", ".txt", "", ".mrcs/..", ".mrcs\x00.txt"]))
+@given(
+    parts=st.lists(NAME_PARTS | st.text(max_size=6), max_size=8),
+    suffix=st.sampled_from([".mrcs", ".mrc", ".star", ".txt", "", ".mrcs/..", ".mrcs\x00.txt"]),
+)
 def test_hostile_file_names_never_become_paths(server, parts, suffix):
     name = "".join(parts) + suffix
     stack = (server.root / "seed" / "seed.mrcs").read_bytes()
@@ -139,25 +167,51 @@ def test_stars_pointing_anywhere_are_checked(server, data):
 
 
 @FUZZ
-@given(body=st.binary(max_size=2000), boundary=st.sampled_from(["b", "xyz", "----x"]),
-       prefix=st.sampled_from([b"", b"--b\r\n", b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.mrcs"\r\n\r\n']))
+@given(
+    body=st.binary(max_size=2000),
+    boundary=st.sampled_from(["b", "xyz", "----x"]),
+    prefix=st.sampled_from(
+        [b"", b"--b\r\n", b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.mrcs"\r\n\r\n']
+    ),
+)
 def test_garbage_multipart_bodies_get_4xx(server, body, boundary, prefix):
-    response = server.http.post("/api/datasets", content=prefix + body,
-                                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    response = server.http.post(
+        "/api/datasets",
+        content=prefix + body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert_clean_answer(response, allowed=(400, 413, 415))
     assert_consistent(server)
 
 
 # ----------------------------------------------------------------------------- jobs API
 
-FIELDS = ["method", "cluster_num", "learning_rate", "epoch_num", "batch_size", "round_num", "size", "seed",
-          "device", "phase_flip", "align_averages", "dataset_id", "colour"]
+FIELDS = [
+    "method",
+    "cluster_num",
+    "learning_rate",
+    "epoch_num",
+    "batch_size",
+    "round_num",
+    "size",
+    "seed",
+    "device",
+    "phase_flip",
+    "align_averages",
+    "dataset_id",
+    "colour",
+]
 ANY_VALUE = st.one_of(
-    st.none(), st.booleans(),
-    st.integers(-(2**70), 2**70), st.sampled_from([0, 1, 2, 3, 4, 12, 13, 63, 64, 2**31, -1]),
-    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([1e-4, 5e-4, 0.5, 1.0, 1.5, 0.0]),
-    st.text(max_size=12), st.sampled_from(["reference", "invariant", "cpu", "cuda:0", "cuda:99", "4", "1e3", "tpu"]),
-    st.lists(st.integers(0, 3), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, 1, 2, 3, 4, 12, 13, 63, 64, 2**31, -1]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1e-4, 5e-4, 0.5, 1.0, 1.5, 0.0]),
+    st.text(max_size=12),
+    st.sampled_from(["reference", "invariant", "cpu", "cuda:0", "cuda:99", "4", "1e3", "tpu"]),
+    st.lists(st.integers(0, 3), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
 
@@ -179,15 +233,32 @@ def test_job_parameters_of_any_type_get_201_or_4xx(server, params, keep_dataset)
         assert server.http.delete(f"/api/jobs/{job['id']}").status_code == 204
     else:
         assert len(jobs) == before, "a refused job left a row"
-    assert all(j["status"] in ("succeeded", "failed", "cancelled") for j in server.http.get("/api/jobs").json())
+    assert all(
+        j["status"] in ("succeeded", "failed", "cancelled") for j in server.http.get("/api/jobs").json()
+    )
 
 
 @FUZZ
-@given(body=st.one_of(st.binary(max_size=64),
-                      st.sampled_from([b"[]", b"null", b"1", b'"x"', b"{", b'{"learning_rate": NaN}',
-                                       b'{"learning_rate": Infinity}', b'{"cluster_num": 1e999}',
-                                       b'{"seed": -Infinity}', b"\xff\xfe"])),
-       content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded"]))
+@given(
+    body=st.one_of(
+        st.binary(max_size=64),
+        st.sampled_from(
+            [
+                b"[]",
+                b"null",
+                b"1",
+                b'"x"',
+                b"{",
+                b'{"learning_rate": NaN}',
+                b'{"learning_rate": Infinity}',
+                b'{"cluster_num": 1e999}',
+                b'{"seed": -Infinity}',
+                b"\xff\xfe",
+            ]
+        ),
+    ),
+    content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded"]),
+)
 def test_job_bodies_that_are_not_json_objects_get_4xx(server, body, content_type):
     response = server.http.post("/api/jobs", content=body, headers={"Content-Type": content_type})
     assert_clean_answer(response, allowed=(404, 415, 422, 400))
@@ -232,24 +303,32 @@ def expected_statuses(index: str, size: str, job: str) -> dict[str, int]:
 
 
 @FUZZ
-@given(index=st.sampled_from(["-1", "0", "11", "12", "99999999999999999999", "x", "1.5", "%00", "..%2f..%2fetc"]),
-       size=st.sampled_from(["", "16", "15", "0", "-5", "513", "99999999999", "abc", "NaN"]),
-       job=st.sampled_from(["nope", "..", "%2e%2e", "a" * 300]),
-       round_ref=st.sampled_from(["final", "0", "-1", "1", "x", "1e9", "%2e%2e"]))
+@given(
+    index=st.sampled_from(
+        ["-1", "0", "11", "12", "99999999999999999999", "x", "1.5", "%00", "..%2f..%2fetc"]
+    ),
+    size=st.sampled_from(["", "16", "15", "0", "-5", "513", "99999999999", "abc", "NaN"]),
+    job=st.sampled_from(["nope", "..", "%2e%2e", "a" * 300]),
+    round_ref=st.sampled_from(["final", "0", "-1", "1", "x", "1e9", "%2e%2e"]),
+)
 def test_paths_and_queries_out_of_range_get_the_right_4xx(server, index, size, job, round_ref):
     dataset = server.seed["id"]
     query = f"?size={size}" if size else ""
-    urls = {"particle": f"/api/datasets/{dataset}/particles/{index}.png{query}",
-            "jobs": f"/api/jobs?limit={size or 0}&status={index}",
-            "classes": f"/api/jobs/{job}/rounds/{round_ref}/classes",
-            "members": f"/api/jobs/{job}/rounds/{round_ref}/classes/{index}/members?offset={size or -1}&limit={index}",
-            "archive": f"/api/jobs/{job}/rounds/{round_ref}/archive.zip",
-            "events": f"/api/jobs/{job}/events?last_event_id={index}"}
+    urls = {
+        "particle": f"/api/datasets/{dataset}/particles/{index}.png{query}",
+        "jobs": f"/api/jobs?limit={size or 0}&status={index}",
+        "classes": f"/api/jobs/{job}/rounds/{round_ref}/classes",
+        "members": f"/api/jobs/{job}/rounds/{round_ref}/classes/{index}/members?offset={size or -1}&limit={index}",
+        "archive": f"/api/jobs/{job}/rounds/{round_ref}/archive.zip",
+        "events": f"/api/jobs/{job}/events?last_event_id={index}",
+    }
     expected = expected_statuses(index, size, job)
     answers = {kind: server.http.get(url) for kind, url in urls.items()}
     for response in answers.values():
         assert_clean_answer(response)
-    wrong = {urls[k]: (r.status_code, expected[k]) for k, r in answers.items() if r.status_code != expected[k]}
+    wrong = {
+        urls[k]: (r.status_code, expected[k]) for k, r in answers.items() if r.status_code != expected[k]
+    }
     assert wrong == {}, "(status, right status) by URL"
     assert leftovers(server.settings.data_dir) == []
 

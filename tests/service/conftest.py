@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from cryoclust.core.settings import Settings
 from support.api import Api, running_api
 from support.databases import postgres_schema
 from support.processes import Process, start_worker
 from support.settings import make_settings
 from support.stacks import write_stack
+
+from cryoclust.core.settings import Settings
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -22,7 +22,10 @@ def api(request, tmp_path) -> Iterator[Api]:
         with running_api(make_settings(tmp_path / "data")) as server:
             yield server
     else:
-        with postgres_schema() as url, running_api(make_settings(tmp_path / "data", DATABASE_URL=url)) as server:
+        with (
+            postgres_schema() as url,
+            running_api(make_settings(tmp_path / "data", DATABASE_URL=url)) as server,
+        ):
             yield server
 
 

@@ -31,8 +31,9 @@ def route_of(method: str, path: str) -> tuple[str, str] | None:
 
 def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
     require_port(6379, "Redis")
-    settings = make_settings(tmp_path / "data", BROKER_URL=REDIS_URL, API_TOKEN="client-token",
-                             IMPORT_ROOTS=[tmp_path / "in"])
+    settings = make_settings(
+        tmp_path / "data", BROKER_URL=REDIS_URL, API_TOKEN="client-token", IMPORT_ROOTS=[tmp_path / "in"]
+    )
     stack = write_stack(tmp_path / "in" / "particles.mrcs", n=60, box=32, pixel_size=0.0)
     hit: set[tuple[str, str]] = set()
     with running_api(settings) as api:
@@ -44,23 +45,35 @@ def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
             stranger.datasets()
         assert refused.value.status == 401
         cc = Client(api.url, token="client-token")
-        cc.http.event_hooks["request"].append(lambda request: hit.add(route_of(request.method, request.url.path)))
+        cc.http.event_hooks["request"].append(
+            lambda request: hit.add(route_of(request.method, request.url.path))
+        )
         with cc:
             assert cc.health()["status"] in ("ok", "degraded")
             assert "cluster_num" in {p["name"] for p in cc.parameters()}
             seen: list[tuple[int, int]] = []
-            ds = cc.upload(stack, name="stack", pixel_size=None, progress=lambda sent, total: seen.append((sent, total)))
+            ds = cc.upload(
+                stack, name="stack", pixel_size=None, progress=lambda sent, total: seen.append((sent, total))
+            )
             assert (ds.n_particles, ds.box_size, ds.pixel_size_known) == (60, 32, False)
             assert seen and seen[-1] == (stack.stat().st_size, stack.stat().st_size)
             assert [d.id for d in cc.datasets()] == [ds.id] and cc.dataset(ds.id).name == "stack"
             pieces: list[tuple[int, int]] = []
-            resumable = cc.upload_resumable(stack, name="in pieces", chunk_size=50_000,
-                                            progress=lambda sent, total: pieces.append((sent, total)))
+            resumable = cc.upload_resumable(
+                stack,
+                name="in pieces",
+                chunk_size=50_000,
+                progress=lambda sent, total: pieces.append((sent, total)),
+            )
             assert resumable.raw["sha256"] == ds.raw["sha256"] and resumable.n_particles == 60
             assert len(pieces) > 3 and pieces[-1] == (stack.stat().st_size, stack.stat().st_size)
             cc.delete_dataset(resumable.id)
             imported = cc.import_path(stack, name="in place", pixel_size=1.5)
-            assert (imported.n_particles, imported.pixel_size, imported.imported_from) == (60, 1.5, str(stack.resolve()))
+            assert (imported.n_particles, imported.pixel_size, imported.imported_from) == (
+                60,
+                1.5,
+                str(stack.resolve()),
+            )
             cc.delete_dataset(imported.id)
 
             job = cc.start_job(ds.id, **TINY)
@@ -68,7 +81,9 @@ def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
             kinds = [e.kind for e in cc.events(job.id)]
             assert kinds[-1] == "end" and "round" in kinds and "loss" in kinds
             job = cc.wait(job.id, timeout=120)
-            assert job.status == "succeeded" and job.device == "cpu" and job.effective_params["device"] == "cpu"
+            assert (
+                job.status == "succeeded" and job.device == "cpu" and job.effective_params["device"] == "cpu"
+            )
             assert [j.id for j in cc.jobs(status="succeeded")] == [job.id]
             assert cc.rounds(job.id) == [1, 2] and sorted(cc.loss(job.id)) == [1, 2]
 
@@ -81,8 +96,9 @@ def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
             np.testing.assert_array_equal(emb.xy, np.load(final / "embedding_2d.npy"))
             as_json = cc.http.get(f"/api/jobs/{job.id}/rounds/final/embedding").json()
             np.testing.assert_allclose(emb.xy, np.column_stack([as_json["x"], as_json["y"]]), atol=1e-4)
-            by_accept = cc.http.get(f"/api/jobs/{job.id}/rounds/final/embedding",
-                                    headers={"Accept": "application/octet-stream"})
+            by_accept = cc.http.get(
+                f"/api/jobs/{job.id}/rounds/final/embedding", headers={"Accept": "application/octet-stream"}
+            )
             assert by_accept.headers["content-type"] == "application/octet-stream"
             np.testing.assert_array_equal(decode_embedding(by_accept.content).labels, labels)
             classes = cc.classes(job.id, round=2)
@@ -99,7 +115,9 @@ def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
             cs = CsDataset.load(str(cc.download_particles_cs(job.id, tmp_path / "out" / "particles.cs")))
             np.testing.assert_array_equal(cs["alignments2D/class"], labels - 1)
             exported = CsDataset.load(str(cc.export_subset(job.id, [1, 3], tmp_path / "out" / "subset.cs")))
-            np.testing.assert_array_equal(np.sort(cs["uid"][np.isin(labels, [1, 3])]), np.sort(exported["uid"]))
+            np.testing.assert_array_equal(
+                np.sort(cs["uid"][np.isin(labels, [1, 3])]), np.sort(exported["uid"])
+            )
 
             derived = cc.create_subset(ds.id, job_id=job.id, classes=[1, 3])
             assert derived.n_particles == int(np.isin(labels, [1, 3]).sum()) and derived.parent_id == ds.id

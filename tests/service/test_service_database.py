@@ -62,8 +62,11 @@ def test_first_revision_writes_exactly_the_tables_of_the_first_release(tmp_path)
 
     def ddl(url: str) -> list:
         with sa.create_engine(url).connect() as connection:
-            rows = connection.execute(sa.text("SELECT type, name, sql FROM sqlite_master "
-                                              "WHERE name NOT LIKE '%alembic%' ORDER BY name")).all()
+            rows = connection.execute(
+                sa.text(
+                    "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE '%alembic%' ORDER BY name"
+                )
+            ).all()
         return [tuple(row) for row in rows]
 
     first, released = f"sqlite:///{tmp_path / 'first.db'}", f"sqlite:///{tmp_path / 'released.db'}"
@@ -101,26 +104,66 @@ def previous_release_database(url: str) -> None:
     when = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
     with Session(engine) as session:
         # Only the columns of that release (today's Dataset has more).
-        old_columns = ("id", "name", "path", "files", "n_particles", "box_size", "pixel_size", "mode",
-                       "size_bytes", "sha256", "has_ctf", "created_at")
+        old_columns = (
+            "id",
+            "name",
+            "path",
+            "files",
+            "n_particles",
+            "box_size",
+            "pixel_size",
+            "mode",
+            "size_bytes",
+            "sha256",
+            "has_ctf",
+            "created_at",
+        )
         datasets = sa.table("datasets", *(sa.column(c, Dataset.__table__.c[c].type) for c in old_columns))
-        session.execute(sa.insert(datasets), [
-            {"id": f"data{i}", "name": f"stack {i}", "path": "p.mrcs", "files": ["p.mrcs"], "n_particles": 100,
-             "box_size": 64, "pixel_size": 1.5, "mode": 2, "size_bytes": 1_000_000, "sha256": "0" * 64,
-             "has_ctf": bool(i), "created_at": when}
-            for i in range(2)])
+        session.execute(
+            sa.insert(datasets),
+            [
+                {
+                    "id": f"data{i}",
+                    "name": f"stack {i}",
+                    "path": "p.mrcs",
+                    "files": ["p.mrcs"],
+                    "n_particles": 100,
+                    "box_size": 64,
+                    "pixel_size": 1.5,
+                    "mode": 2,
+                    "size_bytes": 1_000_000,
+                    "sha256": "0" * 64,
+                    "has_ctf": bool(i),
+                    "created_at": when,
+                }
+                for i in range(2)
+            ],
+        )
         session.flush()
         statuses = {"job_done": "succeeded", "job_queued": "queued", "job_failed": "failed"}
         for job_id, status in statuses.items():
-            session.add(Job(id=job_id, dataset_id="data0", status=status, params={"cluster_num": 4, "method": "invariant"},
-                            round=2, round_num=2, rounds_done=2 if status == "succeeded" else 0,
-                            progress=1.0 if status == "succeeded" else 0.0, created_at=when,
-                            finished_at=when + timedelta(minutes=5) if status != "queued" else None,
-                            error="worker lost 3 times" if status == "failed" else None,
-                            cancel_requested=False, attempts=1))
+            session.add(
+                Job(
+                    id=job_id,
+                    dataset_id="data0",
+                    status=status,
+                    params={"cluster_num": 4, "method": "invariant"},
+                    round=2,
+                    round_num=2,
+                    rounds_done=2 if status == "succeeded" else 0,
+                    progress=1.0 if status == "succeeded" else 0.0,
+                    created_at=when,
+                    finished_at=when + timedelta(minutes=5) if status != "queued" else None,
+                    error="worker lost 3 times" if status == "failed" else None,
+                    cancel_requested=False,
+                    attempts=1,
+                )
+            )
         session.flush()
         for k in range(5):
-            session.add(JobEvent(job_id="job_done", kind="loss", data={"loss": 1.0 / (k + 1)}, created_at=when))
+            session.add(
+                JobEvent(job_id="job_done", kind="loss", data={"loss": 1.0 / (k + 1)}, created_at=when)
+            )
         session.add(Worker(name="cpu-1@old-host", device="cpu", queue="cryoclust", seen_at=when))
         session.commit()
     engine.dispose()
@@ -138,7 +181,10 @@ def test_database_of_the_previous_release_is_upgraded_and_keeps_its_jobs(tmp_pat
         with db.session() as session:
             jobs = {job.id: job for job in session.scalars(sa.select(Job))}
             assert {j: job.status for j, job in jobs.items()} == {
-                "job_done": "succeeded", "job_queued": "queued", "job_failed": "failed"}
+                "job_done": "succeeded",
+                "job_queued": "queued",
+                "job_failed": "failed",
+            }
             assert jobs["job_done"].params == {"cluster_num": 4, "method": "invariant"}
             assert jobs["job_done"].finished_at == datetime(2025, 3, 1, 12, 5, tzinfo=timezone.utc)
             assert jobs["job_failed"].error == "worker lost 3 times"
@@ -164,15 +210,22 @@ def test_newer_schema_is_refused_in_one_line_and_left_alone(tmp_path, db_url):
     engine = make_engine(url)
     with engine.begin() as connection:
         connection.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": FUTURE})
-    with pytest.raises(schema.SchemaTooNew, match=f"schema revision {FUTURE}, newer than this cryoclust knows"):
+    with pytest.raises(
+        schema.SchemaTooNew, match=f"schema revision {FUTURE}, newer than this cryoclust knows"
+    ):
         Database(url)
     settings = make_settings(tmp_path / "data", DATABASE_URL=url)
-    for command in (["worker", "--quiet"], ["serve", "--no-worker", "--port", "9"]):
-        done = subprocess.run([sys.executable, "-m", "cryoclust", *command], env=child_env(settings),
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 1, (command, done.stdout, done.stderr)
+    for argv in (["worker", "--quiet"], ["serve", "--no-worker", "--port", "9"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "cryoclust", *argv],
+            env=child_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, (argv, done.stdout, done.stderr)
         lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"cryoclust {command[0]}: error: "), done.stderr
+        assert len(lines) == 1 and lines[0].startswith(f"cryoclust {argv[0]}: error: "), done.stderr
         assert FUTURE in lines[0] and "upgrade cryoclust" in lines[0]
     assert revision(engine) == FUTURE
     with engine.connect() as connection:  # nothing was dropped or created
@@ -191,8 +244,19 @@ def test_two_workers_racing_for_a_job_on_postgresql_exactly_one_wins(tmp_path):
         Database(url).dispose()
         setup = make_engine(url)
         with Session(setup) as session:
-            session.add(Dataset(id="d", name="d", path="p.mrcs", files=["p.mrcs"], n_particles=10, box_size=8,
-                                pixel_size=1.0, size_bytes=1, sha256="0" * 64))
+            session.add(
+                Dataset(
+                    id="d",
+                    name="d",
+                    path="p.mrcs",
+                    files=["p.mrcs"],
+                    n_particles=10,
+                    box_size=8,
+                    pixel_size=1.0,
+                    size_bytes=1,
+                    sha256="0" * 64,
+                )
+            )
             session.add(Job(id="race", dataset_id="d", params={}, round_num=1))
             session.commit()
 
@@ -217,8 +281,10 @@ def test_two_workers_racing_for_a_job_on_postgresql_exactly_one_wins(tmp_path):
                 results[name] = job.worker if job else None
             took[name] = time.monotonic() - start
 
-        threads = [threading.Thread(target=contend, args=(name, engine))
-                   for name, engine in zip(("first", "second"), engines)]
+        threads = [
+            threading.Thread(target=contend, args=(name, engine))
+            for name, engine in zip(("first", "second"), engines)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

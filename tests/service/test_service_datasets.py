@@ -10,7 +10,6 @@ import mrcfile
 import numpy as np
 import pytest
 from PIL import Image
-
 from support.api import running_api, upload
 from support.settings import make_settings
 from support.stacks import write_stack
@@ -44,7 +43,10 @@ def test_upload_list_get_thumbnail_delete(api, stack_file):
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
         assert Image.open(io.BytesIO(thumb.content)).size == (48, 48)
         assert client.get(f"/api/datasets/{dataset['id']}/particles/60.png").status_code == 404
-        assert client.get(f"/api/datasets/{dataset['id']}/particles/0.png", params={"size": 4}).status_code == 422
+        assert (
+            client.get(f"/api/datasets/{dataset['id']}/particles/0.png", params={"size": 4}).status_code
+            == 422
+        )
 
         assert client.delete(f"/api/datasets/{dataset['id']}").status_code == 204
         assert client.get(f"/api/datasets/{dataset['id']}").status_code == 404
@@ -58,7 +60,9 @@ def test_upload_star_with_its_stacks(api, tmp_path):
     names = [f"{i:06d}@a.mrcs" for i in range(1, 6)] + [f"{i:06d}@b.mrcs" for i in range(1, 5)]
     n = len(names)
     ctf = CtfParams(*(np.full(n, v, dtype=float) for v in (15000.0, 14000.0, 10.0, 300.0, 2.7, 0.1, 0.0)))
-    star = write_particles_star(tmp_path / "up" / "particles.star", names, pixel_size=2.0, ctf=ctf, image_size=16)
+    star = write_particles_star(
+        tmp_path / "up" / "particles.star", names, pixel_size=2.0, ctf=ctf, image_size=16
+    )
     with api.client() as client:
         response = upload(client, star, first, second)
         assert response.status_code == 201, response.text
@@ -94,7 +98,9 @@ def _empty(tmp_path):
 
 def _star_without_stacks(tmp_path):
     (tmp_path / "t").mkdir(parents=True, exist_ok=True)
-    star = write_particles_star(tmp_path / "t" / "p.star", ["000001@missing.mrcs", "000002@missing.mrcs"], pixel_size=1.0)
+    star = write_particles_star(
+        tmp_path / "t" / "p.star", ["000001@missing.mrcs", "000002@missing.mrcs"], pixel_size=1.0
+    )
     return [star]
 
 
@@ -104,7 +110,10 @@ def _wrong_suffix(tmp_path):
 
 
 def _two_stacks_no_star(tmp_path):
-    return [write_stack(tmp_path / "t" / "a.mrcs", n=3, box=16), write_stack(tmp_path / "t" / "b.mrcs", n=3, box=16)]
+    return [
+        write_stack(tmp_path / "t" / "a.mrcs", n=3, box=16),
+        write_stack(tmp_path / "t" / "b.mrcs", n=3, box=16),
+    ]
 
 
 def _volume(tmp_path):
@@ -140,23 +149,31 @@ def test_bad_upload_is_refused_with_a_reason_and_leaves_nothing(api, tmp_path, c
 
 def test_upload_over_the_size_limit(tmp_path):
     stack = write_stack(tmp_path / "big.mrcs", n=60, box=32)  # about 250 kB
-    with running_api(make_settings(tmp_path / "data", MAX_UPLOAD_BYTES=100_000)) as api, api.client() as client:
+    with (
+        running_api(make_settings(tmp_path / "data", MAX_UPLOAD_BYTES=100_000)) as api,
+        api.client() as client,
+    ):
         response = upload(client, stack)
         assert response.status_code == 413, response.text
         assert "limit" in response.json()["detail"]
 
         # Without a Content-Length the stream itself is cut at the limit.
         boundary = "cryoclustboundary"
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.mrcs"\r\n'
-                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.mrcs"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
         body = head + stack.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
 
         def chunks():
             for start in range(0, len(body), 16384):
                 yield body[start : start + 16384]
 
-        response = client.post("/api/datasets", content=chunks(),
-                               headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = client.post(
+            "/api/datasets",
+            content=chunks(),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
         assert response.status_code == 413, response.text
         assert client.get("/api/datasets").json() == []
     assert leftovers(api) == []
@@ -175,7 +192,9 @@ def test_upload_without_files_or_not_multipart(sqlite_api):
 
 def test_file_names_never_become_paths(sqlite_api, stack_file):
     with sqlite_api.client() as client:
-        response = client.post("/api/datasets", files=[("files", ("../../escape.mrcs", stack_file.read_bytes()))])
+        response = client.post(
+            "/api/datasets", files=[("files", ("../../escape.mrcs", stack_file.read_bytes()))]
+        )
         assert response.status_code == 201, response.text
         dataset = response.json()
         assert dataset["files"] == ["escape.mrcs"]

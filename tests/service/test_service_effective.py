@@ -15,8 +15,22 @@ from worker.engine.config import PARAMETERS
 pytestmark = pytest.mark.slow  # a real worker process per database
 
 # Method invariant: its auto options come out on, where the reference method's come out off.
-INPUTS = {"method": "invariant", "cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 16, "size": 32}
-FLAGS = {"method": "--method", "cluster_num": "-c", "epoch_num": "-e", "round_num": "-r", "batch_size": "-b", "size": "--size"}
+INPUTS = {
+    "method": "invariant",
+    "cluster_num": 3,
+    "epoch_num": 1,
+    "round_num": 1,
+    "batch_size": 16,
+    "size": 32,
+}
+FLAGS = {
+    "method": "--method",
+    "cluster_num": "-c",
+    "epoch_num": "-e",
+    "round_num": "-r",
+    "batch_size": "-b",
+    "size": "--size",
+}
 
 
 def test_worker_records_effective_parameters_equal_to_the_clis(api, workers, stack_file, tmp_path):

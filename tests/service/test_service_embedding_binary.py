@@ -34,9 +34,15 @@ def test_pack_refuses_classes_it_cannot_hold_and_decode_refuses_other_bytes():
 
 @pytest.mark.parametrize(
     ("accept", "fmt", "binary"),
-    [(None, None, False), ("application/json", None, False), ("application/octet-stream", None, True),
-     ("*/*", None, False), ("application/octet-stream, application/json", None, False),
-     ("application/json", "binary", True), ("application/octet-stream", "json", False)],
+    [
+        (None, None, False),
+        ("application/json", None, False),
+        ("application/octet-stream", None, True),
+        ("*/*", None, False),
+        ("application/octet-stream, application/json", None, False),
+        ("application/json", "binary", True),
+        ("application/octet-stream", "json", False),
+    ],
 )
 def test_the_form_is_chosen_by_query_then_accept(accept, fmt, binary):
     assert embedding_binary.wants_binary(accept, fmt) is binary

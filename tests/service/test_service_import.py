@@ -26,8 +26,9 @@ def lab_storage(tmp_path: Path) -> tuple[Path, Path]:
     write_stack(extract / "b.mrcs", n=30, box=16, seed=2)
     (root / "project" / "Select" / "job010").mkdir(parents=True)
     names = [f"{i:06d}@Extract/job003/{s}.mrcs" for s in ("a", "b") for i in range(1, 31)]
-    write_particles_star(root / "project" / "Select" / "job010" / "particles.star", names, pixel_size=2.0,
-                         image_size=16)
+    write_particles_star(
+        root / "project" / "Select" / "job010" / "particles.star", names, pixel_size=2.0, image_size=16
+    )
     for name in ("c", "d", "e"):
         write_stack(root / f"{name}.mrcs", n=30, box=16, seed=3)
     write_stack(outside / "secret.mrcs", n=5, box=16)
@@ -80,8 +81,11 @@ def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vani
         dataset = response.json()
         assert (dataset["name"], dataset["n_particles"], dataset["box_size"]) == ("select 10", 60, 16)
         assert dataset["imported_from"] == str(star.resolve())
-        assert dataset["files"] == ["project/Select/job010/particles.star", "project/Extract/job003/a.mrcs",
-                                    "project/Extract/job003/b.mrcs"]
+        assert dataset["files"] == [
+            "project/Select/job010/particles.star",
+            "project/Extract/job003/a.mrcs",
+            "project/Extract/job003/b.mrcs",
+        ]
         assert not (api.data_dir / "datasets" / dataset["id"]).exists(), "registered, not copied"
         assert client.get(f"/api/datasets/{dataset['id']}/particles/59.png").status_code == 200
 
@@ -91,8 +95,10 @@ def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vani
         labels = client.get(f"/api/jobs/{job['id']}/rounds/final/labels.csv").text.splitlines()
         assert len(labels) == 61 and "Extract/job003/b.mrcs" in labels[-1]
 
-        imported = {name: client.post("/api/datasets/import", json={"path": str(root / f"{name}.mrcs")}).json()
-                    for name in ("c", "d", "e")}
+        imported = {
+            name: client.post("/api/datasets/import", json={"path": str(root / f"{name}.mrcs")}).json()
+            for name in ("c", "d", "e")
+        }
         # c: the same size, other bytes, a later mtime. d: grown. e: gone.
         c = root / "c.mrcs"
         write_stack(c, n=30, box=16, seed=9)
@@ -101,8 +107,11 @@ def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vani
         with open(root / "d.mrcs", "ab") as grown:
             grown.write(b"\0" * 1024)
         (root / "e.mrcs").unlink()
-        expected = {"c": "c.mrcs changed after import (modified", "d": "d.mrcs changed after import (",
-                    "e": "e.mrcs vanished after import"}
+        expected = {
+            "c": "c.mrcs changed after import (modified",
+            "d": "d.mrcs changed after import (",
+            "e": "e.mrcs vanished after import",
+        }
         for name, words in expected.items():
             job = client.post("/api/jobs", json={"dataset_id": imported[name]["id"], **TINY}).json()
             failed = wait_for_job(client, job["id"], timeout=60)
@@ -113,7 +122,9 @@ def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vani
         (root / "project" / "Extract" / "job003" / "b.mrcs").unlink()
         job = client.post("/api/jobs", json={"dataset_id": dataset["id"], **TINY}).json()
         failed = wait_for_job(client, job["id"], timeout=60)
-        assert failed["status"] == "failed" and "job003/b.mrcs vanished after import" in failed["error"], failed
+        assert failed["status"] == "failed" and "job003/b.mrcs vanished after import" in failed["error"], (
+            failed
+        )
         export = client.get(f"/api/jobs/{first['id']}/particles.cs")
         assert export.status_code == 409 and "b.mrcs vanished after import" in export.json()["detail"]
         assert client.delete(f"/api/datasets/{dataset['id']}").status_code == 204
@@ -133,7 +144,9 @@ def test_cryoclust_import_registers_a_path_and_says_why_not(tmp_path, capsys):
         assert "60 particles of 16 px, 2 Å/px, 3 file(s) read in place" in out.err
         with api.client() as client:
             assert client.get(f"/api/datasets/{dataset_id}").json()["name"] == "P12"
-        assert main(["import", str(outside / "secret.mrcs"), "--server", api.url, "--token", "lab-token"]) == 1
+        assert (
+            main(["import", str(outside / "secret.mrcs"), "--server", api.url, "--token", "lab-token"]) == 1
+        )
         assert "refused (403)" in capsys.readouterr().err
         assert main(["import", str(star), "--server", api.url, "--token", "wrong"]) == 1
         assert "refused (401)" in capsys.readouterr().err
@@ -154,8 +167,10 @@ def test_import_roots_come_from_the_environment(monkeypatch, tmp_path, spelling)
 def test_imported_dataset_and_its_subsets_on_both_databases(tmp_path, db_url):
     root, _ = lab_storage(tmp_path)
     star = root / "project" / "Select" / "job010" / "particles.star"
-    with running_api(make_settings(tmp_path / "data", DATABASE_URL=db_url, IMPORT_ROOTS=[root])) as api, \
-            api.client() as client:
+    with (
+        running_api(make_settings(tmp_path / "data", DATABASE_URL=db_url, IMPORT_ROOTS=[root])) as api,
+        api.client() as client,
+    ):
         dataset = client.post("/api/datasets/import", json={"path": str(star), "pixel_size": 1.1}).json()
         assert (dataset["pixel_size"], dataset["pixel_size_known"]) == (1.1, True)
         subset = client.post(f"/api/datasets/{dataset['id']}/subsets", json={"indices": [0, 45]})

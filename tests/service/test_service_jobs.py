@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support.api import read_sse, running_api, upload
 from support.settings import make_settings
 
@@ -23,7 +22,9 @@ def dataset_id(api, stack_file) -> str:
 
 def test_create_list_get_cancel_delete(api, dataset_id):
     with api.client() as client:
-        response = client.post("/api/jobs", json={"dataset_id": dataset_id, "cluster_num": 3, "epoch_num": 2, "round_num": 2})
+        response = client.post(
+            "/api/jobs", json={"dataset_id": dataset_id, "cluster_num": 3, "epoch_num": 2, "round_num": 2}
+        )
         assert response.status_code == 201, response.text
         job = response.json()
         assert job["status"] == "queued" and job["round_num"] == 2 and job["progress"] == 0
@@ -35,7 +36,9 @@ def test_create_list_get_cancel_delete(api, dataset_id):
 
         assert [j["id"] for j in client.get("/api/jobs", params={"status": "queued"}).json()] == [job["id"]]
         assert client.get("/api/jobs", params={"status": "running"}).json() == []
-        assert [j["id"] for j in client.get("/api/jobs", params={"dataset_id": dataset_id}).json()] == [job["id"]]
+        assert [j["id"] for j in client.get("/api/jobs", params={"dataset_id": dataset_id}).json()] == [
+            job["id"]
+        ]
         assert client.get("/api/jobs", params={"dataset_id": "nope"}).json() == []
         assert client.get("/api/jobs", params={"status": "bogus"}).status_code == 422
 
@@ -105,15 +108,25 @@ def test_token_is_required_when_set(tmp_path, stack_file):
             dataset_id = upload(client, stack_file).json()["id"]
         with api.client() as anonymous:
             anonymous.headers.pop("Authorization", None)
-            for path in ("/api/health", "/api/datasets", f"/api/datasets/{dataset_id}/particles/0.png", "/api/jobs"):
+            for path in (
+                "/api/health",
+                "/api/datasets",
+                f"/api/datasets/{dataset_id}/particles/0.png",
+                "/api/jobs",
+            ):
                 response = anonymous.get(path)
                 assert response.status_code == 401, path
                 assert response.headers["www-authenticate"] == "Bearer"
-            assert anonymous.get("/api/datasets", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert (
+                anonymous.get("/api/datasets", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            )
             assert upload(anonymous, stack_file).status_code == 401
             # A token in a URL opens nothing (it would land in histories and logs); the page
             # signs in once and carries an HttpOnly session cookie instead.
-            assert anonymous.get(f"/api/datasets/{dataset_id}/particles/0.png?token=s3cret-token").status_code == 401
+            assert (
+                anonymous.get(f"/api/datasets/{dataset_id}/particles/0.png?token=s3cret-token").status_code
+                == 401
+            )
             assert anonymous.post("/api/session", json={"token": "nope"}).status_code == 401
             signed_in = anonymous.post("/api/session", json={"token": "s3cret-token"})
             assert signed_in.status_code == 200 and "s3cret-token" not in signed_in.headers["set-cookie"]
@@ -122,7 +135,9 @@ def test_token_is_required_when_set(tmp_path, stack_file):
             assert anonymous.get(f"/api/datasets/{dataset_id}/particles/0.png").status_code == 200
             assert anonymous.get("/api/session").json() == {"signed_in": True, "token_required": True}
             # A change by cookie needs this server's Origin (CSRF).
-            foreign = anonymous.delete(f"/api/datasets/{dataset_id}", headers={"Origin": "http://evil.example"})
+            foreign = anonymous.delete(
+                f"/api/datasets/{dataset_id}", headers={"Origin": "http://evil.example"}
+            )
             assert foreign.status_code == 403
             assert anonymous.delete("/api/session").status_code == 204
             anonymous.cookies.clear()  # what the browser does with the expired cookie
@@ -190,4 +205,6 @@ def test_backend_never_imports_torch(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
     # worker/__init__ must stay free of celery (the engine imports the package).
-    subprocess.run([sys.executable, "-c", "import sys, worker; assert 'celery' not in sys.modules"], check=True)
+    subprocess.run(
+        [sys.executable, "-c", "import sys, worker; assert 'celery' not in sys.modules"], check=True
+    )

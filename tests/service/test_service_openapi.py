@@ -8,7 +8,6 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
-
 from support.api import running_api, upload
 from support.settings import make_settings
 from support.stacks import write_stack

@@ -14,7 +14,6 @@ import zipfile
 import httpx
 import mrcfile
 import pytest
-
 from support.api import read_sse, running_api, upload, wait_for_job
 from support.databases import REDIS_URL
 from support.net import require_port
@@ -26,17 +25,39 @@ TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 16, "siz
 
 
 def celery_command(settings, name: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "cryoclust.core.celery_app", "worker", "-Q", settings.QUEUE,
-            "--pool", "solo", "-c", "1", "--without-mingle", "--without-gossip", "-n", f"{name}@%h",
-            "--loglevel", "INFO"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "cryoclust.core.celery_app",
+        "worker",
+        "-Q",
+        settings.QUEUE,
+        "--pool",
+        "solo",
+        "-c",
+        "1",
+        "--without-mingle",
+        "--without-gossip",
+        "-n",
+        f"{name}@%h",
+        "--loglevel",
+        "INFO",
+    ]
 
 
 @pytest.fixture
 def redis_settings(tmp_path, db_url):
     """The shared Redis as broker; SQLite or PostgreSQL (db_url runs each test on both)."""
     require_port(6379, "Redis")
-    return make_settings(tmp_path / "data", BROKER_URL=REDIS_URL, DATABASE_URL=db_url, HEARTBEAT_SECONDS=1.0,
-                         STALE_AFTER_SECONDS=4.0)
+    return make_settings(
+        tmp_path / "data",
+        BROKER_URL=REDIS_URL,
+        DATABASE_URL=db_url,
+        HEARTBEAT_SECONDS=1.0,
+        STALE_AFTER_SECONDS=4.0,
+    )
 
 
 def check_results(client, job_id: str, n: int, folder) -> None:
@@ -67,14 +88,22 @@ def check_results(client, job_id: str, n: int, folder) -> None:
     star = client.get(f"/api/jobs/{job_id}/particles.star").text
     assert "_rlnClassNumber" in star and "_rlnImageName" in star
     archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/jobs/{job_id}/rounds/final/archive.zip").content))
-    assert {"job", "labels.csv", "classes.json", "class_averages.mrcs"} - {n.split("/")[-1] for n in archive.namelist()} == {"job"}
+    assert {"job", "labels.csv", "classes.json", "class_averages.mrcs"} - {
+        n.split("/")[-1] for n in archive.namelist()
+    } == {"job"}
 
-    chosen = client.post(f"/api/jobs/{job_id}/subset", json={"round": "final", "classes": [1], "format": "star"})
+    chosen = client.post(
+        f"/api/jobs/{job_id}/subset", json={"round": "final", "classes": [1], "format": "star"}
+    )
     assert chosen.status_code == 200 and "attachment" in chosen.headers["content-disposition"]
     rows = [line for line in chosen.text.splitlines() if "@particles.mrcs" in line]
     assert len(rows) == members["total"]
     subset = folder / "subset.mrcs"
-    subset.write_bytes(client.post(f"/api/jobs/{job_id}/subset", json={"round": 1, "classes": [1, 2], "format": "mrcs"}).content)
+    subset.write_bytes(
+        client.post(
+            f"/api/jobs/{job_id}/subset", json={"round": 1, "classes": [1, 2], "format": "mrcs"}
+        ).content
+    )
     with mrcfile.open(subset) as mrc:
         assert mrc.data.shape == (classes[0]["count"] + classes[1]["count"], 32, 32)
     assert client.post(f"/api/jobs/{job_id}/subset", json={"classes": [9]}).status_code == 422
@@ -94,7 +123,11 @@ def test_redis_worker_runs_a_job_streams_events_and_cancels(redis_settings, work
         ids = [int(e["id"]) for e in events]
         assert ids == sorted(set(ids))
         data = [json.loads(e["data"]) for e in events]
-        assert [d["status"] for d, k in zip(data, kinds) if k == "status"] == ["queued", "running", "succeeded"]
+        assert [d["status"] for d, k in zip(data, kinds) if k == "status"] == [
+            "queued",
+            "running",
+            "succeeded",
+        ]
         loss = next(d for d, k in zip(data, kinds) if k == "loss")
         assert set(loss) == {"round", "epoch", "step", "pairs_done", "loss"} and loss["round"] == 1
         summary = next(d for d, k in zip(data, kinds) if k == "round")
@@ -159,7 +192,9 @@ def test_killed_worker_job_resumes_on_a_new_worker(redis_settings, workers, tmp_
         assert (after.st_ino, after.st_mtime_ns) == (round_one.st_ino, round_one.st_mtime_ns)
         events = read_sse(client, f"/api/jobs/{job['id']}/events")
         data = [(e["event"], json.loads(e["data"])) for e in events]
-        second_run = next(i for i, (k, d) in enumerate(data) if k == "status" and "attempt 2" in d.get("message", ""))
+        second_run = next(
+            i for i, (k, d) in enumerate(data) if k == "status" and "attempt 2" in d.get("message", "")
+        )
         assert any("lost" in d.get("message", "") for k, d in data[:second_run] if k == "status")
         restarted = [d["round"] for k, d in data[second_run:] if k == "round_started"]
         assert restarted and restarted[0] > 1 and restarted[-1] == 3
@@ -203,8 +238,11 @@ def test_filesystem_broker_end_to_end_with_cryoclust_serve(tmp_path, db_url):
 
         serve.start(has_worker, timeout=60)
         with httpx.Client(base_url=serve.url, timeout=60) as client:
-            stopped = [json.loads(e["data"]) for e in read_sse(client, f"/api/jobs/{job['id']}/events")
-                       if e["event"] == "status"]
+            stopped = [
+                json.loads(e["data"])
+                for e in read_sse(client, f"/api/jobs/{job['id']}/events")
+                if e["event"] == "status"
+            ]
             assert any("stopped; requeued" in d.get("message", "") for d in stopped), stopped
             finished = client.get(f"/api/jobs/{job['id']}").json()
             # A worker asked to stop does not count as a lost attempt.

@@ -20,13 +20,22 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 def create(client: httpx.Client, name: str, length: int, **headers: str) -> httpx.Response:
     metadata = f"filename {base64.b64encode(name.encode()).decode()}"
-    return client.post("/api/uploads", headers={**TUS, "Upload-Length": str(length), "Upload-Metadata": metadata,
-                                                **headers})
+    return client.post(
+        "/api/uploads", headers={**TUS, "Upload-Length": str(length), "Upload-Metadata": metadata, **headers}
+    )
 
 
 def patch(client: httpx.Client, location: str, offset: int, data: bytes, **headers: str) -> httpx.Response:
-    return client.patch(location, content=data, headers={**TUS, "Upload-Offset": str(offset),
-                                                         "Content-Type": "application/offset+octet-stream", **headers})
+    return client.patch(
+        location,
+        content=data,
+        headers={
+            **TUS,
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+            **headers,
+        },
+    )
 
 
 def offset_of(client: httpx.Client, location: str) -> int:
@@ -39,8 +48,10 @@ def offset_of(client: httpx.Client, location: str) -> int:
 def send_part_and_drop(url: str, location: str, data: bytes, part: int) -> None:
     """A PATCH that announces all of `data`, sends `part` bytes and closes the connection."""
     parts = urlsplit(url)
-    head = (f"PATCH {location} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
-            f"Content-Type: application/offset+octet-stream\r\nContent-Length: {len(data)}\r\n\r\n")
+    head = (
+        f"PATCH {location} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+        f"Content-Type: application/offset+octet-stream\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall(head.encode() + data[:part])
 
@@ -87,7 +98,9 @@ def test_upload_dropped_midway_resumes_after_a_restart_with_the_same_sha256(tmp_
         resumed = patch(client, location, offset, data[offset:])
         assert resumed.status_code == 204, resumed.text
         assert int(resumed.headers["upload-offset"]) == len(data)
-        finish = client.post("/api/datasets/from-uploads", json={"uploads": [location.rsplit("/", 1)[1]], "name": "resumed"})
+        finish = client.post(
+            "/api/datasets/from-uploads", json={"uploads": [location.rsplit("/", 1)[1]], "name": "resumed"}
+        )
         assert finish.status_code == 201, finish.text
         dataset = finish.json()
         assert dataset["sha256"] == hashlib.sha256(data).hexdigest()
@@ -101,8 +114,12 @@ def test_star_and_stacks_as_resumable_uploads_are_checked_like_an_upload(tmp_pat
     from worker.engine.io.star import write_particles_star
 
     first = write_stack(tmp_path / "in" / "a.mrcs", n=5, box=16, seed=1)
-    star = write_particles_star(tmp_path / "in" / "p.star", [f"{i:06d}@a.mrcs" for i in range(1, 6)] +
-                                ["000001@missing.mrcs"], pixel_size=2.0, image_size=16)
+    star = write_particles_star(
+        tmp_path / "in" / "p.star",
+        [f"{i:06d}@a.mrcs" for i in range(1, 6)] + ["000001@missing.mrcs"],
+        pixel_size=2.0,
+        image_size=16,
+    )
     with running_api(make_settings(tmp_path / "data")) as api, api.client() as client:
         ids = []
         for path in (star, first):

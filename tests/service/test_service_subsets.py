@@ -56,24 +56,35 @@ def test_a_derived_subset_job_runs_on_exactly_the_chosen_particles(tmp_path, db_
 
         chosen_classes = sorted({int(classes[0]), int(classes[-1])})
         chosen = np.flatnonzero(np.isin(classes, chosen_classes))
-        response = client.post(f"/api/datasets/{parent['id']}/subsets",
-                               json={"job_id": first["id"], "classes": chosen_classes})
+        response = client.post(
+            f"/api/datasets/{parent['id']}/subsets", json={"job_id": first["id"], "classes": chosen_classes}
+        )
         assert response.status_code == 201, response.text
         derived = response.json()
         assert derived["n_particles"] == chosen.size
-        assert (derived["parent_id"], derived["source_job_id"], derived["source_round"],
-                derived["source_classes"]) == (parent["id"], first["id"], 1, chosen_classes)
+        assert (
+            derived["parent_id"],
+            derived["source_job_id"],
+            derived["source_round"],
+            derived["source_classes"],
+        ) == (parent["id"], first["id"], 1, chosen_classes)
         assert derived["files"] == ["indices.npy"] and derived["size_bytes"] < 2000  # no particle copied
 
         # The subset export as .cs carries the same particles as the derived dataset.
-        export_cs = client.post(f"/api/jobs/{first['id']}/subset", json={"classes": chosen_classes, "format": "cs"})
+        export_cs = client.post(
+            f"/api/jobs/{first['id']}/subset", json={"classes": chosen_classes, "format": "cs"}
+        )
         assert export_cs.status_code == 200
-        np.testing.assert_array_equal(load_cs(export_cs.content, tmp_path, "sub.cs")["uid"], export.uids[chosen])
+        np.testing.assert_array_equal(
+            load_cs(export_cs.content, tmp_path, "sub.cs")["uid"], export.uids[chosen]
+        )
 
         # Thumbnails of the derived dataset are the parent's chosen particles.
         last = int(chosen[-1])
-        assert (client.get(f"/api/datasets/{derived['id']}/particles/{chosen.size - 1}.png").content
-                == client.get(f"/api/datasets/{parent['id']}/particles/{last}.png").content)
+        assert (
+            client.get(f"/api/datasets/{derived['id']}/particles/{chosen.size - 1}.png").content
+            == client.get(f"/api/datasets/{parent['id']}/particles/{last}.png").content
+        )
 
         second = client.post("/api/jobs", json={"dataset_id": derived["id"], **TINY, "cluster_num": 2}).json()
         assert wait_for_job(client, second["id"])["status"] == "succeeded"
@@ -88,8 +99,10 @@ def test_a_derived_subset_job_runs_on_exactly_the_chosen_particles(tmp_path, db_
         assert response.status_code == 201, response.text
         grandchild = response.json()
         assert grandchild["n_particles"] == 2 and grandchild["parent_id"] == derived["id"]
-        assert (client.get(f"/api/datasets/{grandchild['id']}/particles/1.png").content
-                == client.get(f"/api/datasets/{parent['id']}/particles/{int(chosen[2])}.png").content)
+        assert (
+            client.get(f"/api/datasets/{grandchild['id']}/particles/1.png").content
+            == client.get(f"/api/datasets/{parent['id']}/particles/{int(chosen[2])}.png").content
+        )
 
         # The parent's files are in use: it cannot go before what was derived from it.
         assert client.delete(f"/api/datasets/{parent['id']}").status_code == 409
@@ -118,8 +131,13 @@ def test_pixel_size_given_at_upload_wins_and_an_unset_one_is_reported(api, tmp_p
     with api.client() as client:
         plain = upload(client, unset).json()
         assert plain["pixel_size_known"] is False
-        given = client.post("/api/datasets", params={"pixel_size": 1.06},
-                            files=[("files", (unset.name, unset.read_bytes()))]).json()
+        given = client.post(
+            "/api/datasets", params={"pixel_size": 1.06}, files=[("files", (unset.name, unset.read_bytes()))]
+        ).json()
         assert (given["pixel_size"], given["pixel_size_known"]) == (1.06, True)
-        assert client.post("/api/datasets", params={"pixel_size": 0},
-                           files=[("files", (unset.name, unset.read_bytes()))]).status_code == 422
+        assert (
+            client.post(
+                "/api/datasets", params={"pixel_size": 0}, files=[("files", (unset.name, unset.read_bytes()))]
+            ).status_code
+            == 422
+        )

@@ -66,8 +66,9 @@ def upload_id(client: httpx.Client, *paths: Path) -> str:
     return response.json()["id"]
 
 
-def wait_for_job(client: httpx.Client, job_id: str, statuses: Iterable[str] = TERMINAL, timeout: float = 120,
-                 logs=()) -> dict:
+def wait_for_job(
+    client: httpx.Client, job_id: str, statuses: Iterable[str] = TERMINAL, timeout: float = 120, logs=()
+) -> dict:
     """The job once its status is one of `statuses`; `logs` (processes) are shown on a timeout."""
     deadline = time.monotonic() + timeout
     while True:

@@ -27,11 +27,15 @@ class CsExport:
 def write_cs_export(folder: Path, per_stack: int = 30, box: int = 32, pixel_size: float = 1.7) -> CsExport:
     """Two stacks of `per_stack` particles; the .cs lists them interleaved, with blob paths
     relative to a cryoSPARC project (J3/extract/...) as cryoSPARC writes them."""
-    stacks = [write_stack(folder / f"{name}.mrc", n=per_stack, box=box, seed=seed, pixel_size=0.0)
-              for seed, name in enumerate(("mic1_particles", "mic2_particles"))]
+    stacks = [
+        write_stack(folder / f"{name}.mrc", n=per_stack, box=box, seed=seed, pixel_size=0.0)
+        for seed, name in enumerate(("mic1_particles", "mic2_particles"))
+    ]
     rows = [(s, k) for k in range(per_stack) for s in range(2)]
-    data = Dataset.allocate(len(rows), [("blob/path", "O"), ("blob/idx", "u4"), ("blob/shape", "u4", (2,)),
-                                        ("blob/psize_A", "f4")])
+    data = Dataset.allocate(
+        len(rows),
+        [("blob/path", "O"), ("blob/idx", "u4"), ("blob/shape", "u4", (2,)), ("blob/psize_A", "f4")],
+    )
     paths = [f"J3/extract/{stacks[s].name}" for s, _ in rows]
     data["blob/path"] = paths
     data["blob/idx"] = [k for _, k in rows]

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 MODES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
 # Header words (4 bytes each): nx, ny, nz, mode, mx(7), ispg(22), nsymbt(23).
 HEADER_WORDS = {"nx": 0, "ny": 1, "nz": 2, "mode": 3, "mx": 7, "cella_x": 10, "ispg": 22, "nsymbt": 23}
-ABSURD = st.sampled_from([0, -1, 1, 2, 3, 4, 101, 255, 10**9, 2**31 - 1, -(2**31)]) | st.integers(-(2**31), 2**31 - 1)
+ABSURD = st.sampled_from([0, -1, 1, 2, 3, 4, 101, 255, 10**9, 2**31 - 1, -(2**31)]) | st.integers(
+    -(2**31), 2**31 - 1
+)
 
 
 @st.composite
@@ -72,11 +74,35 @@ def mutate(raw: bytes, steps: list[tuple]) -> bytes:
 
 OUTSIDE = "outside.mrcs"
 INSIDE = "a.mrcs"
-PATHS = [INSIDE, f"{INSIDE}:mrcs", f"./{INSIDE}", f"sub/../{INSIDE}", f"../{OUTSIDE}", f"sub/../../{OUTSIDE}",
-         "link.mrcs", "missing.mrcs", "", " ", "@", "sub", "/etc/passwd", "/dev/zero", "OUTSIDE_ABS"]
+PATHS = [
+    INSIDE,
+    f"{INSIDE}:mrcs",
+    f"./{INSIDE}",
+    f"sub/../{INSIDE}",
+    f"../{OUTSIDE}",
+    f"sub/../../{OUTSIDE}",
+    "link.mrcs",
+    "missing.mrcs",
+    "",
+    " ",
+    "@",
+    "sub",
+    "/etc/passwd",
+    "/dev/zero",
+    "OUTSIDE_ABS",
+]
 NUMBERS = ["1", "2", "3", "4", "0", "-1", "000001", "1000000000", "abc", "", "1.5", "nan"]
-COLUMNS = ["rlnImageName", "rlnOpticsGroup", "rlnImagePixelSize", "rlnDefocusU", "rlnDefocusV",
-           "rlnVoltage", "rlnClassNumber", "rlnDetectorPixelSize", "rlnMagnification"]
+COLUMNS = [
+    "rlnImageName",
+    "rlnOpticsGroup",
+    "rlnImagePixelSize",
+    "rlnDefocusU",
+    "rlnDefocusV",
+    "rlnVoltage",
+    "rlnClassNumber",
+    "rlnDetectorPixelSize",
+    "rlnMagnification",
+]
 VALUES = ["1", "2", "0", "-3", "1.5", "nan", "inf", "abc", "1e30", '""']
 
 
@@ -99,13 +125,21 @@ def star_texts(draw, outside_abs: str):
     lines = []
     if draw(st.booleans()):
         group = draw(st.sampled_from(["1", "2", "x"]))
-        lines += ["data_optics", "", "loop_", "_rlnOpticsGroup #1", "_rlnImagePixelSize #2",
-                  "_rlnVoltage #3", f"{group} {draw(st.sampled_from(VALUES))} 300", ""]
+        lines += [
+            "data_optics",
+            "",
+            "loop_",
+            "_rlnOpticsGroup #1",
+            "_rlnImagePixelSize #2",
+            "_rlnVoltage #3",
+            f"{group} {draw(st.sampled_from(VALUES))} 300",
+            "",
+        ]
     lines += [f"data_{draw(st.sampled_from(['particles', 'images', '']))}", "", "loop_"]
     lines += [f"_{column} #{i + 1}" for i, column in enumerate(columns)]
     lines += [" ".join(value if value.strip() else '""' for value in row) for row in rows]
     text = "\n".join(lines) + "\n"
     if draw(st.booleans()):  # damage the text itself
         cut = draw(st.integers(0, len(text)))
-        text = text[:cut] + draw(st.text(max_size=8)) + text[cut + draw(st.integers(0, 8)):]
+        text = text[:cut] + draw(st.text(max_size=8)) + text[cut + draw(st.integers(0, 8)) :]
     return text

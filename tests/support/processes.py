@@ -31,8 +31,9 @@ class Process:
         self.command = command
         self.log = log
         self._out = open(log, "ab")
-        self.process = subprocess.Popen(command, env=env, stdout=self._out, stderr=subprocess.STDOUT,
-                                        start_new_session=True, cwd=REPO)
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+        )
 
     @property
     def pid(self) -> int:
@@ -70,8 +71,13 @@ def start_worker(settings: Settings, log: Path, name: str, command: list[str] | 
     return Process(command or worker_command(name), log, child_env(settings))
 
 
-def wait_for_health(url: str, process: Process, ready: Callable[[dict], bool] = lambda h: True,
-                    timeout: float = 90, headers: dict | None = None) -> dict:
+def wait_for_health(
+    url: str,
+    process: Process,
+    ready: Callable[[dict], bool] = lambda h: True,
+    timeout: float = 90,
+    headers: dict | None = None,
+) -> dict:
     """/api/health once `ready(health)` holds; fails with the log if the process exits first."""
     deadline = time.monotonic() + timeout
     health = None
@@ -85,7 +91,9 @@ def wait_for_health(url: str, process: Process, ready: Callable[[dict], bool] = 
         except httpx.TransportError:
             pass
         if not process.alive():
-            raise AssertionError(f"{process.command} exited with {process.process.returncode}:\n{process.tail()}")
+            raise AssertionError(
+                f"{process.command} exited with {process.process.returncode}:\n{process.tail()}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"not ready after {timeout} s (health {health}):\n{process.tail()}")
         time.sleep(0.2)
@@ -119,8 +127,9 @@ class ServeProcess:
 
     def logs(self) -> str:
         """The output of every start so far."""
-        return "".join((self.folder / f"serve{i}.log").read_text(errors="replace")
-                       for i in range(1, self.starts + 1))
+        return "".join(
+            (self.folder / f"serve{i}.log").read_text(errors="replace") for i in range(1, self.starts + 1)
+        )
 
     def kill(self) -> None:
         if self.process:
@@ -149,10 +158,22 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   *persistence, "--dir", str(self.folder)]
+    def start(self) -> RedisServer:
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        )
+        command = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            *persistence,
+            "--dir",
+            str(self.folder),
+        ]
         self.process = Process(command, self.folder / "redis.log")
         deadline = time.monotonic() + 10
         while not port_open(self.port):
@@ -166,13 +187,13 @@ class RedisServer:
             self.process.kill()
             self.process.stop()
 
-    def restart(self) -> "RedisServer":
+    def restart(self) -> RedisServer:
         """Stop (SIGTERM: a persistent server writes its file out) and start on the same port."""
         if self.process:
             self.process.stop(20)
         return self.start()
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

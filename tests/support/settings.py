@@ -31,5 +31,11 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
 
     One torch thread: the test machine's two cores are shared by parallel test runs.
     """
-    return {**os.environ, **settings.env(), "CRYOCLUST_API_TOKEN": settings.API_TOKEN,
-            "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra}
+    return {
+        **os.environ,
+        **settings.env(),
+        "CRYOCLUST_API_TOKEN": settings.API_TOKEN,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }

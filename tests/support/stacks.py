@@ -25,7 +25,11 @@ def three_kinds(n: int = 60, box: int = 32, seed: int = 0, noise: float = 0.3) -
     """A disc, a vertical bar and a horizontal bar in turn, plus noise: classifiable in an epoch."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:box, :box] - box / 2
-    shapes = [np.exp(-(xx**2 + yy**2) / (box / 6) ** 2), (np.abs(xx) < box / 6) * 1.0, (np.abs(yy) < box / 8) * 1.0]
+    shapes = [
+        np.exp(-(xx**2 + yy**2) / (box / 6) ** 2),
+        (np.abs(xx) < box / 6) * 1.0,
+        (np.abs(yy) < box / 8) * 1.0,
+    ]
     images = np.stack([shapes[i % 3] for i in range(n)]) + noise * rng.normal(size=(n, box, box))
     return images.astype(np.float32)
 

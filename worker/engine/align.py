@@ -54,8 +54,13 @@ def transform(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor) 
     matrix = torch.cat([rotation, (2.0 / size) * offset[..., None]], -1)  # (B, 2, 3)
     # affine_grid's own arithmetic as one batched product (its CPU kernel is several times slower)
     grid = (_base_grid(size, images.device) @ matrix.transpose(1, 2)).reshape(b, size, size, 2)
-    out = F.grid_sample(images.reshape(b, 1, size, size).float(), grid, mode=INTERPOLATION,
-                        padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(
+        images.reshape(b, 1, size, size).float(),
+        grid,
+        mode=INTERPOLATION,
+        padding_mode="zeros",
+        align_corners=False,
+    )
     return out[:, 0]
 
 
@@ -94,8 +99,9 @@ def template_bank(reference: torch.Tensor, angles: torch.Tensor, radius: int) ->
     device = reference.device
     masked = reference * soft_mask(size, 0.45 * size - radius, device)
     angles = angles.to(device).float()
-    rotated = transform(masked.expand(len(angles), size, size), -angles,
-                        torch.zeros(len(angles), 2, device=device))
+    rotated = transform(
+        masked.expand(len(angles), size, size), -angles, torch.zeros(len(angles), 2, device=device)
+    )
     w = 2 * radius + 1
     # One gather for all rolls: template[t][y, x] = rotated[(y - ty) % S, (x - tx) % S].
     steps = torch.arange(-radius, radius + 1, device=device)
@@ -209,8 +215,9 @@ def align_to_reference(
         angles.append(angle % 360.0)
         shifts.append(shift)
         scores.append(score)
-    return AlignParams(torch.cat(angles).cpu().numpy(), torch.cat(shifts).cpu().numpy(),
-                       torch.cat(scores).cpu().numpy())
+    return AlignParams(
+        torch.cat(angles).cpu().numpy(), torch.cat(shifts).cpu().numpy(), torch.cat(scores).cpu().numpy()
+    )
 
 
 def apply_alignment(images: torch.Tensor, params: AlignParams) -> torch.Tensor:
@@ -220,9 +227,11 @@ def apply_alignment(images: torch.Tensor, params: AlignParams) -> torch.Tensor:
     out = torch.empty(images.shape, dtype=torch.float32, device=device)
     for start in range(0, len(images), BATCH):
         stop = start + BATCH
-        out[start:stop] = transform(images[start:stop],
-                                    torch.as_tensor(params.angles[start:stop], device=device),
-                                    torch.as_tensor(params.shifts[start:stop], device=device))
+        out[start:stop] = transform(
+            images[start:stop],
+            torch.as_tensor(params.angles[start:stop], device=device),
+            torch.as_tensor(params.shifts[start:stop], device=device),
+        )
     return out
 
 
@@ -250,7 +259,9 @@ def centre(reference: torch.Tensor, max_shift: float) -> torch.Tensor:
 
 
 def align_class(
-    images: torch.Tensor, iterations: int = 4, max_shift: float | None = None,
+    images: torch.Tensor,
+    iterations: int = 4,
+    max_shift: float | None = None,
     angle_step: float = 6.0,
 ) -> tuple[torch.Tensor, AlignParams]:
     """Iterative reference-free alignment of one class; returns (average, params)."""

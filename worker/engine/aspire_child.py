@@ -39,15 +39,23 @@ def main(argv: list[str]) -> int:
     k, pixel_size, out = int(argv[1]), float(argv[2]), Path(argv[3])
     src = ArrayImageSource(images, pixel_size=pixel_size)
     n = len(images)
-    rir = RIRClass2D(src, fspca_components=min(400, n // 2),
-                     bispectrum_components=min(300, n // 2), n_nbor=min(NEIGHBOURS, n), seed=0)
+    rir = RIRClass2D(
+        src,
+        fspca_components=min(400, n // 2),
+        bispectrum_components=min(300, n // 2),
+        n_nbor=min(NEIGHBOURS, n),
+        seed=0,
+    )
     neighbours, mirrored, _ = rir.classify()
     rows = np.repeat(np.arange(n), neighbours.shape[1])
     keep = ~mirrored.ravel() & (neighbours.ravel() != rows)
     graph = csr_matrix((np.ones(keep.sum()), (rows[keep], neighbours.ravel()[keep])), shape=(n, n))
     graph = graph + graph.T
-    labels = SpectralClustering(k, affinity="precomputed", assign_labels="cluster_qr",
-                                random_state=0).fit_predict(graph).astype(np.int64)
+    labels = (
+        SpectralClustering(k, affinity="precomputed", assign_labels="cluster_qr", random_state=0)
+        .fit_predict(graph)
+        .astype(np.int64)
+    )
 
     basis = FFBBasis2D(src.L, dtype=src.dtype)
     averager = BFSRAverager2D(basis, src)

@@ -34,8 +34,9 @@ def cache_paths(anchor: str, key: str, results: Path = RESULTS) -> tuple[Path, P
     return folder / f"{key}.json", folder / f"{key}-classes.mrcs"
 
 
-def load_cached(anchor: str, name: str, seed: int, n: int, data_hash: str,
-                results: Path = RESULTS) -> tuple[dict, np.ndarray] | None:
+def load_cached(
+    anchor: str, name: str, seed: int, n: int, data_hash: str, results: Path = RESULTS
+) -> tuple[dict, np.ndarray] | None:
     """The cached record and class averages, or None when absent or made from other data."""
     from worker.engine.io.particles import ParticleStack
 
@@ -43,8 +44,10 @@ def load_cached(anchor: str, name: str, seed: int, n: int, data_hash: str,
     if not (record_path.is_file() and classes_path.is_file()):
         return None
     record = json.loads(record_path.read_text())
-    if (record.get("params_hash") != families.params_hash(name, seed, n)
-            or record.get("data_hash") != data_hash):
+    if (
+        record.get("params_hash") != families.params_hash(name, seed, n)
+        or record.get("data_hash") != data_hash
+    ):
         return None
     with ParticleStack.open(classes_path) as stack:
         averages = stack.read()
@@ -94,9 +97,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def anchor_result(anchor: str, name: str, seed: int, n: int, sim, work: Path = WORK,
-                  results: Path = RESULTS, run_missing: bool = True,
-                  log=print) -> tuple[dict, np.ndarray] | None:
+def anchor_result(
+    anchor: str,
+    name: str,
+    seed: int,
+    n: int,
+    sim,
+    work: Path = WORK,
+    results: Path = RESULTS,
+    run_missing: bool = True,
+    log=print,
+) -> tuple[dict, np.ndarray] | None:
     """Cached result of one anchor on one stack; run it (and cache it) when missing."""
     data_hash = families.data_hash(sim)
     cached = load_cached(anchor, name, seed, n, data_hash, results)
@@ -116,9 +127,16 @@ def anchor_result(anchor: str, name: str, seed: int, n: int, sim, work: Path = W
             from worker.engine.bench_aspire import run_aspire
 
             record, averages = run_aspire(sim, k, work / anchor / key)
-    record.update(family=name, seed=seed, n=n, k=k, pixel_size=sim.pixel_size,
-                  params_hash=families.params_hash(name, seed, n), data_hash=data_hash,
-                  date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    record.update(
+        family=name,
+        seed=seed,
+        n=n,
+        k=k,
+        pixel_size=sim.pixel_size,
+        params_hash=families.params_hash(name, seed, n),
+        data_hash=data_hash,
+        date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
     try:
         from worker.engine.bench_metrics import score
 
@@ -142,11 +160,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.families:
             sim = families.simulate_family(name, seed, args.n)
             try:
-                anchor_result(args.anchor, name, seed, args.n, sim,
-                              log=lambda text: print(time.strftime("%H:%M:%S"), text, flush=True))
+                anchor_result(
+                    args.anchor,
+                    name,
+                    seed,
+                    args.n,
+                    sim,
+                    log=lambda text: print(time.strftime("%H:%M:%S"), text, flush=True),
+                )
             except Exception as err:  # noqa: BLE001  one failed stack must not stop the others
-                print(f"{args.anchor}: {name} seed {seed} failed: {type(err).__name__}: {err}",
-                      flush=True)
+                print(f"{args.anchor}: {name} seed {seed} failed: {type(err).__name__}: {err}", flush=True)
     return 0
 
 

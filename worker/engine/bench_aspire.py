@@ -31,8 +31,9 @@ def aspire_python() -> Path:
 
 def aspire_version(python: Path) -> str:
     code = "from importlib.metadata import version; print(version('aspire'))"
-    return subprocess.run([str(python), "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def flipped_particles(sim) -> np.ndarray:
@@ -53,8 +54,14 @@ def run_aspire(sim, k: int, folder: Path) -> tuple[dict, np.ndarray]:
     folder.mkdir(parents=True, exist_ok=True)
     particles = folder / "particles.npy"
     np.save(particles, flipped_particles(sim))
-    command = [str(python), str(CHILD.resolve()), str(particles), str(k), f"{sim.pixel_size:g}",
-               str(folder / "result")]
+    command = [
+        str(python),
+        str(CHILD.resolve()),
+        str(particles),
+        str(k),
+        f"{sim.pixel_size:g}",
+        str(folder / "result"),
+    ]
     started, cpu, load = time.perf_counter(), child_cpu_seconds(), os.getloadavg()[0]
     with open(folder / "aspire.log", "w") as log:  # ASPIRE writes its logs/ into the cwd
         subprocess.run(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -68,9 +75,10 @@ def run_aspire(sim, k: int, folder: Path) -> tuple[dict, np.ndarray]:
         "seconds": seconds,
         "cpu_seconds": cpu,  # the machine may be shared: CPU time says what the run itself cost
         "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],  # at start and end
-        "command": " ".join([Path(python).name, "aspire_child.py", "particles.npy", str(k),
-                             f"{sim.pixel_size:g}", "result"]),
+        "command": " ".join(
+            [Path(python).name, "aspire_child.py", "particles.npy", str(k), f"{sim.pixel_size:g}", "result"]
+        ),
         "version": f"ASPIRE {aspire_version(python)} (RIRClass2D neighbour graph cut by "
-                   "spectral clustering, BFSRAverager2D averages)",
+        "spectral clustering, BFSRAverager2D averages)",
     }
     return record, averages

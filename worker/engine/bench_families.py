@@ -42,10 +42,12 @@ REALISTIC = dict(
 FAMILIES: dict[str, dict] = {
     "easy": dict(box=64, pixel_size=2.0, k=4, snr=1.0, rotate=False, shift=0.0, ctf=False),
     "blobs10": dict(REALISTIC, molecule="blobs", k=10, close_pairs=2, snr=0.1),
-    "ring10-pink-junk": dict(REALISTIC, molecule="ring", k=10, close_pairs=2, snr=0.1,
-                             noise="pink", junk=0.1),
-    "blobs10-lowsnr-pink": dict(REALISTIC, molecule="blobs", k=10, close_pairs=3, snr=0.05,
-                                noise="pink", junk=0.05),
+    "ring10-pink-junk": dict(
+        REALISTIC, molecule="ring", k=10, close_pairs=2, snr=0.1, noise="pink", junk=0.1
+    ),
+    "blobs10-lowsnr-pink": dict(
+        REALISTIC, molecule="blobs", k=10, close_pairs=3, snr=0.05, noise="pink", junk=0.05
+    ),
     "ring30-junk": dict(REALISTIC, molecule="ring", k=30, close_pairs=5, snr=0.1, junk=0.05),
 }
 QUICK_FAMILY = "easy"

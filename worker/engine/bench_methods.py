@@ -53,8 +53,9 @@ def _run_method(name: str, images: torch.Tensor, k: int, config: ClassifyConfig,
     return labels
 
 
-def _average_match(images: torch.Tensor, labels: np.ndarray, truth: np.ndarray,
-                   views: np.ndarray, k: int) -> dict:
+def _average_match(
+    images: torch.Tensor, labels: np.ndarray, truth: np.ndarray, views: np.ndarray, k: int
+) -> dict:
     """Mean view match of each class average with the true view most of its members come from."""
     out = {}
     for kind, averages in (
@@ -82,10 +83,18 @@ def compare_methods(
     on_progress: Callable[[str], None] | None = None,
 ) -> dict:
     """ARI/NMI per method and class-average fidelity per simulated set (see module docstring)."""
-    config = ClassifyConfig(cluster_num=k, epoch_num=epochs, round_num=rounds, size=size,
-                            seed=seed, device="cpu")
-    report: dict = {"n": n, "k": k, "size": size, "rounds": rounds, "epochs": epochs, "seed": seed,
-                    "sets": {}}
+    config = ClassifyConfig(
+        cluster_num=k, epoch_num=epochs, round_num=rounds, size=size, seed=seed, device="cpu"
+    )
+    report: dict = {
+        "n": n,
+        "k": k,
+        "size": size,
+        "rounds": rounds,
+        "epochs": epochs,
+        "seed": seed,
+        "sets": {},
+    }
     for set_name in sets:
         params = SETS[set_name]
         sim = simulate(n, k, size, seed=seed, **params)
@@ -100,20 +109,25 @@ def compare_methods(
             else:
                 labels = _run_method(name, images, k, config, rounds)
             labels_of[name] = labels
-            entry["methods"][name] = {**_scores(sim.views, labels),
-                                      "seconds": time.perf_counter() - started}
+            entry["methods"][name] = {**_scores(sim.views, labels), "seconds": time.perf_counter() - started}
             if on_progress:
                 row = entry["methods"][name]
-                on_progress(f"{set_name:5s} {name:10s} ARI {row['ari']:.3f} NMI {row['nmi']:.3f} "
-                            f"({row['seconds']:.1f} s)")
+                on_progress(
+                    f"{set_name:5s} {name:10s} ARI {row['ari']:.3f} NMI {row['nmi']:.3f} "
+                    f"({row['seconds']:.1f} s)"
+                )
         best = "invariant" if "invariant" in labels_of else next(iter(labels_of))
-        entry["averages"] = {"labels": best, **_average_match(images, labels_of[best], sim.views,
-                                                              sim.clean_views, k)}
+        entry["averages"] = {
+            "labels": best,
+            **_average_match(images, labels_of[best], sim.views, sim.clean_views, k),
+        }
         if on_progress:
             a = entry["averages"]
-            on_progress(f"{set_name:5s} averages ({best} labels): view-specific correlation "
-                        f"aligned {a['aligned']['anisotropic']:.3f}, "
-                        f"unaligned {a['unaligned']['anisotropic']:.3f}")
+            on_progress(
+                f"{set_name:5s} averages ({best} labels): view-specific correlation "
+                f"aligned {a['aligned']['anisotropic']:.3f}, "
+                f"unaligned {a['unaligned']['anisotropic']:.3f}"
+            )
         report["sets"][set_name] = entry
     return report
 

@@ -44,8 +44,9 @@ def _same_size(averages: np.ndarray, size: int) -> torch.Tensor:
     return fourier_crop(tensor, size) if tensor.shape[-1] > size else tensor
 
 
-def view_correlations(truth: np.ndarray, labels: np.ndarray, averages: np.ndarray,
-                      clean_views: np.ndarray) -> list[float]:
+def view_correlations(
+    truth: np.ndarray, labels: np.ndarray, averages: np.ndarray, clean_views: np.ndarray
+) -> list[float]:
     """Per true view: view-specific correlation of its majority class's average (see above)."""
     truth, labels = np.asarray(truth), np.asarray(labels)
     views = low_pass(torch.as_tensor(np.asarray(clean_views, dtype=np.float32)), LOW_PASS_SIGMA)

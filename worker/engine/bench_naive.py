@@ -64,10 +64,22 @@ class PairFolder(Dataset):
         else:
             second = random.randrange(len(self.paths))
         unlike = float(self.labels[first] != self.labels[second])
-        return load_image(self.paths[first], self.size), load_image(self.paths[second], self.size), torch.tensor(unlike)
+        return (
+            load_image(self.paths[first], self.size),
+            load_image(self.paths[second], self.size),
+            torch.tensor(unlike),
+        )
 
 
-def run_naive_round(paths: list[Path], labels: np.ndarray, size: int, epochs: int, batch_size: int, learning_rate: float, seed: int) -> dict:
+def run_naive_round(
+    paths: list[Path],
+    labels: np.ndarray,
+    size: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+) -> dict:
     """Train and embed like the original program; return timings."""
     random.seed(seed)
     torch.manual_seed(seed)

@@ -67,19 +67,39 @@ def write_relion_inputs(sim, folder: Path, diameter: float) -> Path:
     # RELION 3.1 needs voltage and Cs in the optics table even without --ctf; a stack without
     # a CTF gets the simulator's optics and a nominal defocus, which RELION then ignores.
     ctf = sim.ctf if sim.ctf is not None else CtfParams.uniform(np.full(sim.n, 10000.0))
-    return write_particles_star(folder / "particles.star", names, None, sim.pixel_size,
-                                ctf=ctf, image_size=box)
+    return write_particles_star(
+        folder / "particles.star", names, None, sim.pixel_size, ctf=ctf, image_size=box
+    )
 
 
-def relion_command(k: int, diameter: float, ctf: bool, iterations: int = ITERATIONS,
-                   threads: int = THREADS) -> list[str]:
+def relion_command(
+    k: int, diameter: float, ctf: bool, iterations: int = ITERATIONS, threads: int = THREADS
+) -> list[str]:
     command = [BINARY, "--i", "particles.star", "--o", f"{OUTPUT}/run", "--K", str(k)]
     if ctf:
         command.append("--ctf")
-    command += ["--iter", str(iterations), "--psi_step", "12", "--offset_range", "5",
-                "--offset_step", "1", "--particle_diameter", f"{diameter:g}", "--zero_mask",
-                "--tau2_fudge", "2", "--dont_combine_weights_via_disc", "--pool", "30",
-                "--j", str(threads), "--random_seed", "0"]
+    command += [
+        "--iter",
+        str(iterations),
+        "--psi_step",
+        "12",
+        "--offset_range",
+        "5",
+        "--offset_step",
+        "1",
+        "--particle_diameter",
+        f"{diameter:g}",
+        "--zero_mask",
+        "--tau2_fudge",
+        "2",
+        "--dont_combine_weights_via_disc",
+        "--pool",
+        "30",
+        "--j",
+        str(threads),
+        "--random_seed",
+        "0",
+    ]
     return command
 
 
@@ -93,8 +113,9 @@ def relion_version() -> str:
     return text.strip()
 
 
-def run_relion(sim, k: int, folder: Path, iterations: int = ITERATIONS,
-               threads: int = THREADS) -> tuple[dict, np.ndarray]:
+def run_relion(
+    sim, k: int, folder: Path, iterations: int = ITERATIONS, threads: int = THREADS
+) -> tuple[dict, np.ndarray]:
     """Run Class2D in folder; return (record with labels, seconds, command, version), averages."""
     from worker.engine.io.relion_run import read_class2d
 

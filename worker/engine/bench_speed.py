@@ -38,7 +38,7 @@ class AnonymousPeak:
             self.peak = max(self.peak, self._read())
             time.sleep(interval)
 
-    def __enter__(self) -> "AnonymousPeak":
+    def __enter__(self) -> AnonymousPeak:
         self._thread.start()
         return self
 
@@ -57,7 +57,9 @@ def _peak_rss_bytes() -> int:
     return 0
 
 
-def measure_engine(stack_path: str, k: int, epochs: int, size: int, device: str, precision: str, seed: int = 0) -> dict:
+def measure_engine(
+    stack_path: str, k: int, epochs: int, size: int, device: str, precision: str, seed: int = 0
+) -> dict:
     """One round of the engine: preprocess, initial labels, train, embed, KMeans, averages."""
     import torch
 
@@ -72,7 +74,9 @@ def measure_engine(stack_path: str, k: int, epochs: int, size: int, device: str,
     from worker.engine.train import embed, fresh_network, train_network
 
     dev, _ = resolve_device(device)
-    config = ClassifyConfig(cluster_num=k, epoch_num=epochs, size=size, seed=seed, device=str(dev), precision=precision)
+    config = ClassifyConfig(
+        cluster_num=k, epoch_num=epochs, size=size, seed=seed, device=str(dev), precision=precision
+    )
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with AnonymousPeak() as anon:
         t0 = time.perf_counter()

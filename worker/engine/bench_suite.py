@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.engine.version import __version__
 from worker.engine import bench_families as families
 from worker.engine.bench_metrics import score
+from worker.engine.version import __version__
 
 # Explicit parameters where a method's pipeline defaults would not suit a 2-core benchmark;
 # methods not listed run with their ClassifyConfig defaults (what a user gets).
@@ -34,8 +34,7 @@ METHOD_PARAMS: dict[str, dict] = {
     "reference": {"epoch_num": 5, "round_num": 3},
 }
 BASELINE = "pca-kmeans"
-SUMMARY_KEYS = ("ari", "nmi", "view_correlation", "junk_caught", "particles_kept", "seconds",
-                "cpu_seconds")
+SUMMARY_KEYS = ("ari", "nmi", "view_correlation", "junk_caught", "particles_kept", "seconds", "cpu_seconds")
 
 
 def registered_methods() -> tuple[str, ...]:
@@ -44,8 +43,9 @@ def registered_methods() -> tuple[str, ...]:
     return tuple(METHODS)
 
 
-def run_pipeline_method(method: str, star: Path, k: int, device: str, out_dir: Path,
-                        overrides: dict | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def run_pipeline_method(
+    method: str, star: Path, k: int, device: str, out_dir: Path, overrides: dict | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(labels, class averages, seconds) of one method through the real pipeline."""
     from worker.engine.config import ClassifyConfig
     from worker.engine.io.particles import ParticleStack
@@ -73,19 +73,26 @@ def run_pca_kmeans(star: Path, k: int, device: str) -> tuple[np.ndarray, np.ndar
         started = time.perf_counter()
         flip = None
         if stack.ctf is not None:
+
             def flip(chunk, rows):
-                return phase_flip(chunk, stack.ctf.subset(np.arange(rows.start, rows.stop)),
-                                  stack.pixel_size)
+                return phase_flip(chunk, stack.ctf.subset(np.arange(rows.start, rows.stop)), stack.pixel_size)
+
         images = preprocess(stack, stack.box, device, before_normalise=flip)
         labels = initial_labels(images[:, 0].cpu().numpy(), k, 0)
         averages = AlignedAverager().average(images[:, 0], labels, k)
         return labels, averages, time.perf_counter() - started
 
 
-def _row(family: str, seed: int, method: str, kind: str, metrics: dict, seconds: float,
-         **extra) -> dict:
-    return {"family": family, "seed": seed, "method": method, "kind": kind,
-            "seconds": float(seconds), **metrics, **extra}
+def _row(family: str, seed: int, method: str, kind: str, metrics: dict, seconds: float, **extra) -> dict:
+    return {
+        "family": family,
+        "seed": seed,
+        "method": method,
+        "kind": kind,
+        "seconds": float(seconds),
+        **metrics,
+        **extra,
+    }
 
 
 def run_suite(
@@ -122,31 +129,65 @@ def run_suite(
                         kind = "baseline"
                     else:
                         labels, averages, seconds = run_pipeline_method(
-                            method, star, k, device, Path(tmp) / key / f"run-{method}",
-                            method_overrides)
+                            method, star, k, device, Path(tmp) / key / f"run-{method}", method_overrides
+                        )
                         kind = "cryoclust"
-                    rows.append(_row(name, seed, method, kind, score(sim, labels, averages), seconds,
-                                     cpu_seconds=time.process_time() - cpu))
+                    rows.append(
+                        _row(
+                            name,
+                            seed,
+                            method,
+                            kind,
+                            score(sim, labels, averages),
+                            seconds,
+                            cpu_seconds=time.process_time() - cpu,
+                        )
+                    )
                     on_progress(_progress(rows[-1]))
                 for anchor in anchors:
                     try:
-                        found = anchor_result(anchor, name, seed, n, sim, results=results or RESULTS,
-                                              run_missing=run_missing_anchors, log=on_progress)
+                        found = anchor_result(
+                            anchor,
+                            name,
+                            seed,
+                            n,
+                            sim,
+                            results=results or RESULTS,
+                            run_missing=run_missing_anchors,
+                            log=on_progress,
+                        )
                     except Exception as err:  # noqa: BLE001  an anchor failing is reported, not fatal
                         on_progress(f"{key} {anchor}: failed ({type(err).__name__}: {err})")
                         found = None
                     if found is None:
-                        rows.append({"family": name, "seed": seed, "method": anchor,
-                                     "kind": "anchor", "missing": True})
+                        rows.append(
+                            {
+                                "family": name,
+                                "seed": seed,
+                                "method": anchor,
+                                "kind": "anchor",
+                                "missing": True,
+                            }
+                        )
                         on_progress(f"{key} {anchor}: no cached result")
                         continue
                     record, averages = found
                     metrics = score(sim, np.asarray(record["labels"]), averages)
-                    rows.append(_row(name, seed, anchor, "anchor", metrics, record["seconds"],
-                                     cpu_seconds=record.get("cpu_seconds"), cached=True,
-                                     command=record.get("command"),
-                                     anchor_version=record.get("version"),
-                                     load_average=record.get("load_average")))
+                    rows.append(
+                        _row(
+                            name,
+                            seed,
+                            anchor,
+                            "anchor",
+                            metrics,
+                            record["seconds"],
+                            cpu_seconds=record.get("cpu_seconds"),
+                            cached=True,
+                            command=record.get("command"),
+                            anchor_version=record.get("version"),
+                            load_average=record.get("load_average"),
+                        )
+                    )
                     on_progress(_progress(rows[-1]))
     return {
         "version": __version__,
@@ -155,13 +196,20 @@ def run_suite(
         "date": time.strftime("%Y-%m-%d"),
         "n": n,
         "seeds": seeds,
-        "seed_set": ("held-out" if set(seeds) <= set(families.HELD_OUT_SEEDS)
-                     else "development" if set(seeds) <= set(families.DEVELOPMENT_SEEDS)
-                     else "mixed"),
-        "families": {name: {**families.family_params(name), "classes": families.class_count(name)}
-                     for name in family_names},
-        "method_params": {m: {**METHOD_PARAMS.get(m, {}), **(method_overrides or {})}
-                          for m in methods if m != BASELINE},
+        "seed_set": (
+            "held-out"
+            if set(seeds) <= set(families.HELD_OUT_SEEDS)
+            else "development"
+            if set(seeds) <= set(families.DEVELOPMENT_SEEDS)
+            else "mixed"
+        ),
+        "families": {
+            name: {**families.family_params(name), "classes": families.class_count(name)}
+            for name in family_names
+        },
+        "method_params": {
+            m: {**METHOD_PARAMS.get(m, {}), **(method_overrides or {})} for m in methods if m != BASELINE
+        },
         "load_average": list(os.getloadavg()),  # at the end: a busy machine slows everything
         "runs": rows,
         "summary": summarise(rows),
@@ -171,11 +219,16 @@ def run_suite(
 
 
 def _progress(row: dict) -> str:
-    junk = "" if row.get("junk_caught") is None else (
-        f" junk {row['junk_caught']:.2f} kept {row['particles_kept']:.2f}")
-    return (f"{row['family']}-seed{row['seed']} {row['method']:12s} ARI {row['ari']:.3f} "
-            f"NMI {row['nmi']:.3f} views {row['view_correlation']:.3f}{junk} "
-            f"({row['seconds']:.0f} s)")
+    junk = (
+        ""
+        if row.get("junk_caught") is None
+        else (f" junk {row['junk_caught']:.2f} kept {row['particles_kept']:.2f}")
+    )
+    return (
+        f"{row['family']}-seed{row['seed']} {row['method']:12s} ARI {row['ari']:.3f} "
+        f"NMI {row['nmi']:.3f} views {row['view_correlation']:.3f}{junk} "
+        f"({row['seconds']:.0f} s)"
+    )
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -213,9 +266,11 @@ def bars(summary: dict, method: str, anchor: str = "relion") -> list[dict]:
         row: dict = {"family": family, "method": method, "anchor": anchor}
         if mine and theirs:
             ari_ok = mine["ari"] >= theirs["ari"] - 0.02 and (theirs["ari"] < 0.85 or mine["ari"] >= 0.85)
-            row.update(ari=ari_ok,
-                       view_correlation=mine["view_correlation"] >= theirs["view_correlation"],
-                       time=mine["seconds"] <= theirs["seconds"] / 5)
+            row.update(
+                ari=ari_ok,
+                view_correlation=mine["view_correlation"] >= theirs["view_correlation"],
+                time=mine["seconds"] <= theirs["seconds"] / 5,
+            )
         else:
             row.update(ari=None, view_correlation=None, time=None)
         if family == "easy":
@@ -227,20 +282,25 @@ def bars(summary: dict, method: str, anchor: str = "relion") -> list[dict]:
 def markdown_table(report: dict) -> str:
     """family x method: ARI, NMI, view correlation, junk caught / particles kept, seconds (wall
     and CPU: on a shared machine the wall time of a run depends on what else was running)."""
-    lines = ["| family | method | ARI | NMI | averages vs views | junk caught | particles kept | seconds | CPU seconds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| family | method | ARI | NMI | averages vs views | junk caught | particles kept | seconds | CPU seconds |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
 
     def fmt(value, pattern="{:.3f}"):
         return "-" if value is None else pattern.format(value)
 
     for family, methods in report["summary"].items():
         for method, m in methods.items():
-            lines.append(f"| {family} | {method} | {fmt(m['ari'])} | {fmt(m['nmi'])} | "
-                         f"{fmt(m['view_correlation'])} | {fmt(m['junk_caught'], '{:.2f}')} | "
-                         f"{fmt(m['particles_kept'], '{:.2f}')} | {fmt(m['seconds'], '{:,.0f}')} | "
-                         f"{fmt(m['cpu_seconds'], '{:,.0f}')} |")
-    missing = sorted({f"{r['method']} ({r['family']}, seed {r['seed']})"
-                      for r in report["runs"] if r.get("missing")})
+            lines.append(
+                f"| {family} | {method} | {fmt(m['ari'])} | {fmt(m['nmi'])} | "
+                f"{fmt(m['view_correlation'])} | {fmt(m['junk_caught'], '{:.2f}')} | "
+                f"{fmt(m['particles_kept'], '{:.2f}')} | {fmt(m['seconds'], '{:,.0f}')} | "
+                f"{fmt(m['cpu_seconds'], '{:,.0f}')} |"
+            )
+    missing = sorted(
+        {f"{r['method']} ({r['family']}, seed {r['seed']})" for r in report["runs"] if r.get("missing")}
+    )
     if missing:
         lines += ["", "No result yet: " + "; ".join(missing)]
 
@@ -250,8 +310,10 @@ def markdown_table(report: dict) -> str:
     if report.get("bars"):
         lines.append("")
     for row in report.get("bars", []):
-        text = (f"Bars, {row['method']} vs {row['anchor']} on {row['family']}: ARI {mark(row['ari'])}, "
-                f"averages {mark(row['view_correlation'])}, time {mark(row['time'])}")
+        text = (
+            f"Bars, {row['method']} vs {row['anchor']} on {row['family']}: ARI {mark(row['ari'])}, "
+            f"averages {mark(row['view_correlation'])}, time {mark(row['time'])}"
+        )
         if "easy_all_methods" in row:
             text += f"; every method ARI >= 0.95 {mark(row['easy_all_methods'])}"
         lines.append(text)

@@ -10,8 +10,9 @@ here and nowhere else; adding a method is one word in METHODS.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Callable
+from typing import Any
 
 METHODS = ("reference", "invariant", "pose", "pose-em")
 PRECISIONS = ("fp32", "bf16")
@@ -72,7 +73,9 @@ class Param:
             if self.above is not None and value <= self.above:
                 return f"must be above {self.above:g}"
             if self.multiple_of and value % self.multiple_of:
-                return "must be even" if self.multiple_of == 2 else f"must be a multiple of {self.multiple_of}"
+                return (
+                    "must be even" if self.multiple_of == 2 else f"must be a multiple of {self.multiple_of}"
+                )
             return None
         if not isinstance(value, str):
             return "must be text"
@@ -86,53 +89,155 @@ class Param:
         """The help text with the default (or the auto rule), as the CLI and OpenAPI show it."""
         if self.default is AUTO:
             return f"{self.help} Default: auto ({self.auto})."
-        return f"{self.help} Default: {self.default!r}." if self.kind is str else f"{self.help} Default: {self.default:g}."
+        return (
+            f"{self.help} Default: {self.default!r}."
+            if self.kind is str
+            else f"{self.help} Default: {self.default:g}."
+        )
 
     def to_json(self) -> dict:
         """The definition as the page reads it from GET /api/parameters."""
         kinds = {int: "integer", float: "number", str: "string", bool: "boolean"}
         return {
-            "name": self.name, "type": kinds[self.kind], "default": self.default, "label": self.label, "help": self.help,
-            "minimum": self.minimum, "maximum": self.maximum, "exclusive_minimum": self.above,
-            "multiple_of": self.multiple_of, "choices": list(self.choices) if self.choices else None,
-            "pattern": self.pattern, "pattern_hint": self.pattern_hint, "auto": self.auto,
+            "name": self.name,
+            "type": kinds[self.kind],
+            "default": self.default,
+            "label": self.label,
+            "help": self.help,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "exclusive_minimum": self.above,
+            "multiple_of": self.multiple_of,
+            "choices": list(self.choices) if self.choices else None,
+            "pattern": self.pattern,
+            "pattern_hint": self.pattern_hint,
+            "auto": self.auto,
             "examples": list(self.examples) or None,
         }
 
 
 PARAMETERS: tuple[Param, ...] = (
-    Param("method", str, DEFAULT_METHOD, "Method", choices=METHODS,
-          help="pose: likelihood search over class, in-plane angle and shift with the CTF, then the "
-               "Siamese network on the aligned particles; pose-em: the same without the network; "
-               "reference: the original Siamese network + KMeans; invariant: rotation/shift-invariant "
-               "profiles + KMeans."),
-    Param("cluster_num", int, 4, "Classes", flags=("-c", "--cluster_num"), minimum=2, maximum=1000,
-          help="Number of 2D classes (KMeans k), at most the number of particles."),
-    Param("learning_rate", float, 5e-4, "Learning rate", flags=("-l", "--learning_rate"), above=0, maximum=1,
-          help="Adam step size of the network."),
-    Param("epoch_num", int, 20, "Epochs", flags=("-e", "--epoch_num"), minimum=1, maximum=1000,
-          help="Training epochs per round; one epoch is N image pairs."),
-    Param("batch_size", int, 128, "Batch size", flags=("-b", "--batch_size"), minimum=2, maximum=65536,
-          help="Image pairs per training step (batch normalisation needs 2)."),
-    Param("round_num", int, 5, "Rounds", flags=("-r", "--round_num"), minimum=1, maximum=100,
-          help="Train-then-cluster rounds; each trains a fresh network on the last labels."),
-    Param("size", int, 64, "Model size (px)", minimum=8, maximum=512, multiple_of=2,
-          help="Images are Fourier-cropped to this even size before training."),
-    Param("seed", int, 0, "Random seed", minimum=0, maximum=2**31 - 1,
-          help="Same seed, same data and same device give the same classes."),
-    Param("device", str, AUTO, "Device", flags=("-g", "--gpu", "--device"), pattern=DEVICE_PATTERN,
-          pattern_hint="cpu, cuda or cuda:N", examples=("cuda:0", "cuda:1", "cpu"),
-          auto=f"{DEFAULT_DEVICE} from the command line, the worker's CRYOCLUST_DEVICE for a job",
-          resolve=lambda values: DEFAULT_DEVICE,
-          help="cpu, cuda or cuda:N; a GPU that is missing falls back to cpu."),
-    Param("precision", str, "fp32", "Precision", choices=PRECISIONS,
-          help="Network arithmetic; bf16 autocasts the network for speed."),
-    Param("phase_flip", bool, AUTO, "Phase flip (CTF)", flags=("--phase-flip",),
-          auto="on unless the method is reference", resolve=_on_unless_reference,
-          help="Flip phases with the CTF from the .star before training (needs defocus columns)."),
-    Param("align_averages", bool, AUTO, "Aligned averages", flags=("--align",),
-          auto="on unless the method is reference", resolve=_on_unless_reference,
-          help="Align members in-plane before averaging, for sharper class averages."),
+    Param(
+        "method",
+        str,
+        DEFAULT_METHOD,
+        "Method",
+        choices=METHODS,
+        help="pose: likelihood search over class, in-plane angle and shift with the CTF, then the "
+        "Siamese network on the aligned particles; pose-em: the same without the network; "
+        "reference: the original Siamese network + KMeans; invariant: rotation/shift-invariant "
+        "profiles + KMeans.",
+    ),
+    Param(
+        "cluster_num",
+        int,
+        4,
+        "Classes",
+        flags=("-c", "--cluster_num"),
+        minimum=2,
+        maximum=1000,
+        help="Number of 2D classes (KMeans k), at most the number of particles.",
+    ),
+    Param(
+        "learning_rate",
+        float,
+        5e-4,
+        "Learning rate",
+        flags=("-l", "--learning_rate"),
+        above=0,
+        maximum=1,
+        help="Adam step size of the network.",
+    ),
+    Param(
+        "epoch_num",
+        int,
+        20,
+        "Epochs",
+        flags=("-e", "--epoch_num"),
+        minimum=1,
+        maximum=1000,
+        help="Training epochs per round; one epoch is N image pairs.",
+    ),
+    Param(
+        "batch_size",
+        int,
+        128,
+        "Batch size",
+        flags=("-b", "--batch_size"),
+        minimum=2,
+        maximum=65536,
+        help="Image pairs per training step (batch normalisation needs 2).",
+    ),
+    Param(
+        "round_num",
+        int,
+        5,
+        "Rounds",
+        flags=("-r", "--round_num"),
+        minimum=1,
+        maximum=100,
+        help="Train-then-cluster rounds; each trains a fresh network on the last labels.",
+    ),
+    Param(
+        "size",
+        int,
+        64,
+        "Model size (px)",
+        minimum=8,
+        maximum=512,
+        multiple_of=2,
+        help="Images are Fourier-cropped to this even size before training.",
+    ),
+    Param(
+        "seed",
+        int,
+        0,
+        "Random seed",
+        minimum=0,
+        maximum=2**31 - 1,
+        help="Same seed, same data and same device give the same classes.",
+    ),
+    Param(
+        "device",
+        str,
+        AUTO,
+        "Device",
+        flags=("-g", "--gpu", "--device"),
+        pattern=DEVICE_PATTERN,
+        pattern_hint="cpu, cuda or cuda:N",
+        examples=("cuda:0", "cuda:1", "cpu"),
+        auto=f"{DEFAULT_DEVICE} from the command line, the worker's CRYOCLUST_DEVICE for a job",
+        resolve=lambda values: DEFAULT_DEVICE,
+        help="cpu, cuda or cuda:N; a GPU that is missing falls back to cpu.",
+    ),
+    Param(
+        "precision",
+        str,
+        "fp32",
+        "Precision",
+        choices=PRECISIONS,
+        help="Network arithmetic; bf16 autocasts the network for speed.",
+    ),
+    Param(
+        "phase_flip",
+        bool,
+        AUTO,
+        "Phase flip (CTF)",
+        flags=("--phase-flip",),
+        auto="on unless the method is reference",
+        resolve=_on_unless_reference,
+        help="Flip phases with the CTF from the .star before training (needs defocus columns).",
+    ),
+    Param(
+        "align_averages",
+        bool,
+        AUTO,
+        "Aligned averages",
+        flags=("--align",),
+        auto="on unless the method is reference",
+        resolve=_on_unless_reference,
+        help="Align members in-plane before averaging, for sharper class averages.",
+    ),
 )
 BY_NAME = {p.name: p for p in PARAMETERS}
 
@@ -173,7 +278,7 @@ class ClassifyConfig:
     def aligns_averages(self) -> bool:
         return self.resolved().align_averages
 
-    def resolved(self, device: str | None = None) -> "ClassifyConfig":
+    def resolved(self, device: str | None = None) -> ClassifyConfig:
         """The effective parameters: every "auto" decided, `device` (the one really used) set."""
         values = self.to_dict()
         if device is not None:
@@ -187,7 +292,7 @@ class ClassifyConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ClassifyConfig":
+    def from_dict(cls, data: dict) -> ClassifyConfig:
         """A config from a job's parameters; unknown keys are ignored, None means auto."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}

@@ -33,7 +33,7 @@ class CtfParams:
     amplitude_contrast: np.ndarray
     phase_shift: np.ndarray  # degrees; zeros when the star has none
 
-    def subset(self, index: np.ndarray) -> "CtfParams":
+    def subset(self, index: np.ndarray) -> CtfParams:
         return CtfParams(**{k: np.asarray(v)[index] for k, v in self.__dict__.items()})
 
     def __len__(self) -> int:
@@ -49,7 +49,7 @@ class CtfParams:
         spherical_aberration: float = 2.7,
         amplitude_contrast: float = 0.1,
         phase_shift: float = 0.0,
-    ) -> "CtfParams":
+    ) -> CtfParams:
         """Parameters for N particles from defocus arrays and scalar optics (broadcast to N)."""
         du = np.atleast_1d(np.asarray(defocus_u, dtype=np.float64))
         n = len(du)
@@ -126,9 +126,7 @@ def _filter(images, ctf: CtfParams, pixel_size: float, transfer) -> np.ndarray:
     return out
 
 
-def wiener_average(
-    images: np.ndarray, ctf: CtfParams, pixel_size: float, snr: float = 1.0
-) -> np.ndarray:
+def wiener_average(images: np.ndarray, ctf: CtfParams, pixel_size: float, snr: float = 1.0) -> np.ndarray:
     """CTF-corrected average: sum(CTF_i F_i) / (sum(CTF_i^2) + 1/snr), back in real space.
 
     The images must already be aligned (same orientation and centre); `snr` is the spectral

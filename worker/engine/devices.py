@@ -18,7 +18,9 @@ def resolve_device(requested: str) -> tuple[torch.device, str | None]:
         if not torch.cuda.is_available():
             return torch.device("cpu"), f"no CUDA GPU available; {requested} falls back to cpu"
         if (device.index or 0) >= torch.cuda.device_count():
-            return torch.device("cpu"), f"{requested} does not exist ({torch.cuda.device_count()} GPUs); using cpu"
+            return torch.device(
+                "cpu"
+            ), f"{requested} does not exist ({torch.cuda.device_count()} GPUs); using cpu"
         return device, None
     if device.type == "mps" and not torch.backends.mps.is_available():
         return torch.device("cpu"), f"{requested} is not available; using cpu"

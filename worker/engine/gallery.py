@@ -47,8 +47,12 @@ def thumbnail_png(image: np.ndarray, size: int = 64) -> bytes:
     return _png(_scaled(to_uint8(image), size))
 
 
-def gallery_png(images: np.ndarray | Sequence[np.ndarray], captions: Sequence[str] | None = None,
-                columns: int | None = None, tile: int = 128) -> bytes:
+def gallery_png(
+    images: np.ndarray | Sequence[np.ndarray],
+    captions: Sequence[str] | None = None,
+    columns: int | None = None,
+    tile: int = 128,
+) -> bytes:
     """A grid of images (each scaled to tile x tile with its own contrast) with a caption under each."""
     pictures = [np.asarray(image) for image in images]
     if not pictures:

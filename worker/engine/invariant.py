@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worker.engine.align import best_template, align_class, template_bank
+from worker.engine.align import align_class, best_template, template_bank
 from worker.engine.config import ClassifyConfig
 from worker.engine.events import Callback, EpochDone, LossPoint
 from worker.engine.model import EMBEDDING_DIM

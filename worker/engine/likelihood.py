@@ -81,7 +81,9 @@ def ring_mean(values: torch.Tensor, size: int) -> torch.Tensor:
     flat = values.reshape(-1, index.numel()) * weights
     sums = torch.zeros(flat.shape[0], size // 2 + 1, device=values.device, dtype=flat.dtype)
     sums.index_add_(1, index, flat)
-    counts = torch.zeros(size // 2 + 1, device=values.device, dtype=flat.dtype).index_add_(0, index, weights.to(flat.dtype))
+    counts = torch.zeros(size // 2 + 1, device=values.device, dtype=flat.dtype).index_add_(
+        0, index, weights.to(flat.dtype)
+    )
     return (sums / counts.clamp(min=1)).reshape(*values.shape[:-2], size // 2 + 1)
 
 
@@ -90,8 +92,9 @@ def on_grid(profile: torch.Tensor, size: int) -> torch.Tensor:
     return profile[..., rings(size, profile.device)]
 
 
-def particle_ctfs(ctf: CtfParams | None, n: int, size: int, pixel_size: float, flipped: bool,
-                  device=None) -> torch.Tensor:
+def particle_ctfs(
+    ctf: CtfParams | None, n: int, size: int, pixel_size: float, flipped: bool, device=None
+) -> torch.Tensor:
     """Each particle's isotropic CTF on the rfft2 grid of the search size (N, S, S//2+1).
 
     Phase-flipped particles carry |CTF|; without CTF parameters the filter is 1.
@@ -99,8 +102,15 @@ def particle_ctfs(ctf: CtfParams | None, n: int, size: int, pixel_size: float, f
     if ctf is None:
         return torch.ones((n, size, size // 2 + 1), device=device)
     mean = (np.asarray(ctf.defocus_u) + np.asarray(ctf.defocus_v)) / 2
-    isotropic = CtfParams(mean, mean, np.zeros(n), ctf.voltage, ctf.spherical_aberration,
-                          ctf.amplitude_contrast, ctf.phase_shift)
+    isotropic = CtfParams(
+        mean,
+        mean,
+        np.zeros(n),
+        ctf.voltage,
+        ctf.spherical_aberration,
+        ctf.amplitude_contrast,
+        ctf.phase_shift,
+    )
     values = torch.as_tensor(ctf_values(isotropic, size, pixel_size), device=device)
     return values.abs() if flipped else values
 
@@ -138,7 +148,9 @@ def rotate_sharp(images: torch.Tensor, angles: torch.Tensor, factor: int = 2) ->
     return transform_sharp(images, angles, torch.zeros(len(images), 2, device=images.device), factor)
 
 
-def transform_sharp(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor, factor: int = 2) -> torch.Tensor:
+def transform_sharp(
+    images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor, factor: int = 2
+) -> torch.Tensor:
     """align.transform on a grid `factor` times finer (Fourier padded), cropped back: bilinear
     interpolation then barely attenuates the frequencies of the original grid."""
     size = images.shape[-1]
@@ -222,8 +234,10 @@ def expectation(
         out["weights"].append(kept.float())
         out["class_probs"].append(torch.exp(per_class - total[:, None]).float())
         out["ll"].append(total)
-    return Posterior(*(torch.cat(out[key]) for key in ("classes", "angles", "shifts", "weights", "class_probs")),
-                     torch.cat(out["ll"]))
+    return Posterior(
+        *(torch.cat(out[key]) for key in ("classes", "angles", "shifts", "weights", "class_probs")),
+        torch.cat(out["ll"]),
+    )
 
 
 @torch.no_grad()
@@ -259,8 +273,9 @@ def maximisation(
             keep = w > 1e-4
             if not bool(keep.any()):
                 continue
-            aligned = move(x[keep], posterior.angles[start:stop, p][keep],
-                                posterior.shifts[start:stop, p][keep] * scale)
+            aligned = move(
+                x[keep], posterior.angles[start:stop, p][keep], posterior.shifts[start:stop, p][keep] * scale
+            )
             # (K x B) one-hot weights times the spectra: a matrix product, not a scatter
             assign = torch.nn.functional.one_hot(posterior.classes[start:stop, p][keep], k).T * w[keep]
             ck = c[keep]
@@ -286,8 +301,13 @@ def resample(profile: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def update_noise(images: torch.Tensor, ctfs: torch.Tensor, references: torch.Tensor,
-                 posterior: Posterior, floor: torch.Tensor) -> torch.Tensor:
+def update_noise(
+    images: torch.Tensor,
+    ctfs: torch.Tensor,
+    references: torch.Tensor,
+    posterior: Posterior,
+    floor: torch.Tensor,
+) -> torch.Tensor:
     """sigma2 per ring: the particles' power less the power their best class explains."""
     size = images.shape[-1]
     power = torch.zeros(size, size // 2 + 1, device=images.device, dtype=torch.float64)

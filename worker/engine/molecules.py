@@ -55,25 +55,32 @@ def make_ring_model(box: int, rng: np.random.Generator) -> BlobModel:
     radius = 0.14 * box
     phases = 2 * np.pi * np.arange(RING_SUBUNITS) / RING_SUBUNITS
     phases = phases + rng.uniform(-0.05, 0.05, RING_SUBUNITS)  # a real ring is not perfect
-    outer = np.stack([radius * np.cos(phases), radius * np.sin(phases),
-                      np.full(RING_SUBUNITS, 0.03 * box)], axis=1)
-    inner = np.stack([0.75 * radius * np.cos(phases), 0.75 * radius * np.sin(phases),
-                      np.full(RING_SUBUNITS, -0.05 * box)], axis=1)
+    outer = np.stack(
+        [radius * np.cos(phases), radius * np.sin(phases), np.full(RING_SUBUNITS, 0.03 * box)], axis=1
+    )
+    inner = np.stack(
+        [0.75 * radius * np.cos(phases), 0.75 * radius * np.sin(phases), np.full(RING_SUBUNITS, -0.05 * box)],
+        axis=1,
+    )
     # The arm leaves subunit 0 outwards and upwards, ending in a larger knob.
     direction = np.array([np.cos(phases[0]), np.sin(phases[0]), 0.0])
     steps = np.arange(1, 4)[:, None]
     arm = outer[0] + steps * (0.045 * box * direction + np.array([0.0, 0.0, 0.035 * box]))
     centres = _fit_inside(np.concatenate([outer, inner, arm]), box)
-    sigmas = np.concatenate([
-        np.full(RING_SUBUNITS, 0.04 * box),
-        np.full(RING_SUBUNITS, 0.03 * box),
-        np.array([0.022, 0.022, 0.04]) * box,
-    ])
-    weights = np.concatenate([
-        rng.uniform(0.9, 1.1, RING_SUBUNITS),
-        rng.uniform(0.5, 0.7, RING_SUBUNITS),
-        np.array([0.35, 0.35, 1.2]),
-    ])
+    sigmas = np.concatenate(
+        [
+            np.full(RING_SUBUNITS, 0.04 * box),
+            np.full(RING_SUBUNITS, 0.03 * box),
+            np.array([0.022, 0.022, 0.04]) * box,
+        ]
+    )
+    weights = np.concatenate(
+        [
+            rng.uniform(0.9, 1.1, RING_SUBUNITS),
+            rng.uniform(0.5, 0.7, RING_SUBUNITS),
+            np.array([0.35, 0.35, 1.2]),
+        ]
+    )
     return BlobModel(centres, sigmas, weights)
 
 
@@ -118,14 +125,20 @@ def tilt_frames(frames: np.ndarray, tilts: np.ndarray, azimuths: np.ndarray) -> 
     a = np.deg2rad(tilts)[:, None]
 
     def turn(v: np.ndarray) -> np.ndarray:  # Rodrigues' formula, axis perpendicular or not
-        return (v * np.cos(a) + np.cross(axis, v) * np.sin(a)
-                + axis * np.sum(axis * v, axis=1, keepdims=True) * (1 - np.cos(a)))
+        return (
+            v * np.cos(a)
+            + np.cross(axis, v) * np.sin(a)
+            + axis * np.sum(axis * v, axis=1, keepdims=True) * (1 - np.cos(a))
+        )
 
     return np.stack([turn(e1), turn(e2)], axis=1)
 
 
 def views_with_close_pairs(
-    k: int, pairs: int, rng: np.random.Generator, extra: np.random.Generator,
+    k: int,
+    pairs: int,
+    rng: np.random.Generator,
+    extra: np.random.Generator,
     separation: tuple[float, float] = (8.0, 12.0),
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """k frames: k - pairs far-apart views, then `pairs` partners, each `separation` degrees
@@ -136,8 +149,9 @@ def views_with_close_pairs(
     if pairs == 0:
         return base, []
     chosen = np.sort(extra.choice(k - pairs, pairs, replace=False))
-    partners = tilt_frames(base[chosen], extra.uniform(*separation, pairs),
-                           extra.uniform(0.0, 2 * np.pi, pairs))
+    partners = tilt_frames(
+        base[chosen], extra.uniform(*separation, pairs), extra.uniform(0.0, 2 * np.pi, pairs)
+    )
     index_pairs = [(int(c), k - pairs + i) for i, c in enumerate(chosen)]
     return np.concatenate([base, partners]), index_pairs
 

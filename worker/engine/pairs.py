@@ -21,7 +21,7 @@ class PairSampler:
     counts: torch.Tensor  # size of each particle's label segment
 
     @classmethod
-    def from_labels(cls, labels: torch.Tensor) -> "PairSampler":
+    def from_labels(cls, labels: torch.Tensor) -> PairSampler:
         labels = labels.long()
         order = torch.argsort(labels, stable=True)
         _, segment_sizes = torch.unique_consecutive(labels[order], return_counts=True)
@@ -31,7 +31,9 @@ class PairSampler:
         segment_of = torch.searchsorted(values, labels)
         return cls(labels, order, segment_starts[segment_of], segment_sizes[segment_of])
 
-    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (first, second, unlike) index tensors for one batch of pairs."""
         n = self.labels.shape[0]
         device = self.labels.device

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worker.engine.version import __version__
 from worker.engine import outputs
 from worker.engine.averages import MeanAverager
 from worker.engine.cluster import initial_labels, kmeans_labels, project_2d
@@ -31,6 +30,7 @@ from worker.engine.io.particles import ParticleStack
 from worker.engine.methods import get_method
 from worker.engine.preprocess import model_size, preprocess
 from worker.engine.quality import class_resolutions
+from worker.engine.version import __version__
 
 
 @dataclass
@@ -59,7 +59,9 @@ def _phase_flipper(stack: ParticleStack, config: ClassifyConfig):
         return None
     from worker.engine.ctf import phase_flip
 
-    return lambda chunk, rows: phase_flip(chunk, stack.ctf.subset(np.arange(rows.start, rows.stop)), stack.pixel_size)
+    return lambda chunk, rows: phase_flip(
+        chunk, stack.ctf.subset(np.arange(rows.start, rows.stop)), stack.pixel_size
+    )
 
 
 def _class_quality(images: torch.Tensor, labels: np.ndarray, k: int, pixel_size: float, averager) -> list:
@@ -124,8 +126,17 @@ def classify(
     method = get_method(config.method)
     if hasattr(method, "set_optics"):
         method.set_optics(stack.ctf, pixel_size, config.flips_phase and stack.ctf is not None)
-    run = _Run(stack, config, out_dir, images, pixel_size, method, _averager(config, method),
-               torch.Generator(device=device), on_event)
+    run = _Run(
+        stack,
+        config,
+        out_dir,
+        images,
+        pixel_size,
+        method,
+        _averager(config, method),
+        torch.Generator(device=device),
+        on_event,
+    )
 
     done, rounds, labels = _resume(run)
     for r in range(len(done) + 1, config.round_num + 1):
@@ -142,7 +153,11 @@ def _resume(run: _Run) -> tuple[list[int], list[dict], np.ndarray]:
     done = outputs.completed_rounds(run.out_dir)
     rounds = [_read_json(outputs.round_dir(run.out_dir, r) / "round.json") for r in done]
     if not done:
-        return done, rounds, initial_labels(run.images[:, 0].cpu().numpy(), run.config.cluster_num, run.config.seed)
+        return (
+            done,
+            rounds,
+            initial_labels(run.images[:, 0].cpu().numpy(), run.config.cluster_num, run.config.seed),
+        )
     last = outputs.round_dir(run.out_dir, done[-1])
     state = last / STATE_FILE
     if hasattr(run.method, "load_state") and state.is_file():
@@ -161,7 +176,9 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
 
     def record(event: Event) -> None:
         if isinstance(event, LossPoint):
-            losses.append({"epoch": event.epoch, "step": event.step, "pairs_done": event.pairs_done, "loss": event.loss})
+            losses.append(
+                {"epoch": event.epoch, "step": event.step, "pairs_done": event.pairs_done, "loss": event.loss}
+            )
         run.on_event(event)
 
     epochs = run.method.epochs(config) if hasattr(run.method, "epochs") else config.epoch_num
@@ -171,9 +188,15 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     labels = kmeans_labels(embedding, k, config.seed + r)
     clustered = time.perf_counter()
     averages = run.averager.average(run.images, labels, k)
-    classes = outputs.class_table(labels, k, _class_quality(run.images, labels, k, run.pixel_size, run.averager))
+    classes = outputs.class_table(
+        labels, k, _class_quality(run.images, labels, k, run.pixel_size, run.averager)
+    )
     averaged = time.perf_counter()
-    timings = {"train_embed": trained - round_started, "kmeans": clustered - trained, "averages": averaged - clustered}
+    timings = {
+        "train_embed": trained - round_started,
+        "kmeans": clustered - trained,
+        "averages": averaged - clustered,
+    }
     info = {
         "round": r,
         "counts": [row["count"] for row in classes],
@@ -202,7 +225,9 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     return labels, info
 
 
-def _summary(run: _Run, device, size: int, preprocess_seconds: float, rounds: list[dict], total: float) -> dict:
+def _summary(
+    run: _Run, device, size: int, preprocess_seconds: float, rounds: list[dict], total: float
+) -> dict:
     return {
         "parameters": run.config.to_dict(),
         "device": str(device),

@@ -20,8 +20,6 @@ are refined independently from the same low-passed start, for a gold-standard FR
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -29,7 +27,14 @@ from worker.engine.align import transform
 from worker.engine.config import ClassifyConfig
 from worker.engine.ctf import CtfParams
 from worker.engine.events import Callback, EpochDone, LossPoint
-from worker.engine.likelihood import Posterior, expectation, maximisation, particle_ctfs, resample, search_mask
+from worker.engine.likelihood import (
+    Posterior,
+    expectation,
+    maximisation,
+    particle_ctfs,
+    resample,
+    search_mask,
+)
 from worker.engine.model import EMBEDDING_DIM
 from worker.engine.pairs import PairSampler
 from worker.engine.poses import (
@@ -79,14 +84,24 @@ class PoseMethod:
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything the next round needs beyond the labels (saved for resuming)."""
         s, p = self.state, self.state.posterior
-        tensors = {"references": s.references, "sigma2": s.sigma2, "log_prior": s.log_prior,
-                   "classes": p.classes, "angles": p.angles, "shifts": p.shifts, "weights": p.weights,
-                   "class_probs": p.class_probs, "log_likelihood": p.log_likelihood}
+        tensors = {
+            "references": s.references,
+            "sigma2": s.sigma2,
+            "log_prior": s.log_prior,
+            "classes": p.classes,
+            "angles": p.angles,
+            "shifts": p.shifts,
+            "weights": p.weights,
+            "class_probs": p.class_probs,
+            "log_likelihood": p.log_likelihood,
+        }
         return {key: value.cpu().numpy() for key, value in tensors.items()}
 
     def load_state(self, arrays: dict[str, np.ndarray], device) -> None:
         t = {key: torch.as_tensor(value, device=device) for key, value in arrays.items()}
-        posterior = Posterior(t["classes"], t["angles"], t["shifts"], t["weights"], t["class_probs"], t["log_likelihood"])
+        posterior = Posterior(
+            t["classes"], t["angles"], t["shifts"], t["weights"], t["class_probs"], t["log_likelihood"]
+        )
         self.state = EmState(t["references"], t["sigma2"], t["log_prior"], posterior)
 
     # -- one round --------------------------------------------------------------------------
@@ -95,8 +110,9 @@ class PoseMethod:
             size = images.shape[-1]
             search = min(SEARCH_SIZE, size)
             self._small = fourier_crop(images.reshape(-1, size, size).float(), search)
-            self._ctfs = particle_ctfs(self.ctf, len(images), search, self.pixel_size * size / search,
-                                       self.flipped, images.device)
+            self._ctfs = particle_ctfs(
+                self.ctf, len(images), search, self.pixel_size * size / search, self.flipped, images.device
+            )
 
     def train_round(
         self,
@@ -140,8 +156,12 @@ class PoseMethod:
         aligned = self.aligned_particles()
         network = fresh_network(aligned.shape[-1], aligned.device, config.seed + round_index)
         sampler = PairSampler.from_labels(self.state.posterior.classes[:, 0].contiguous())
-        short = replace(config, epoch_num=self.epochs(config), batch_size=min(config.batch_size, NETWORK_BATCH))
-        loss = train_network(network, aligned, sampler, short, round_index, generator, on_event, augment=_repose)
+        short = replace(
+            config, epoch_num=self.epochs(config), batch_size=min(config.batch_size, NETWORK_BATCH)
+        )
+        loss = train_network(
+            network, aligned, sampler, short, round_index, generator, on_event, augment=_repose
+        )
         embedding = embed(network, aligned, config.precision, on_event, round_index)
         return embedding, {"network": network, "loss": loss}
 
@@ -170,19 +190,41 @@ class PoseMethod:
         for h, members in enumerate((~parity, parity)):
             reference = start
             for _ in range(HALF_ITERATIONS):
-                posterior = expectation(small, ctfs, reference, state.sigma2, torch.zeros(k, device=full.device),
-                                        angle_grid(FINE_STEP, full.device), SHIFT_RADIUS, allowed=allowed)
+                posterior = expectation(
+                    small,
+                    ctfs,
+                    reference,
+                    state.sigma2,
+                    torch.zeros(k, device=full.device),
+                    angle_grid(FINE_STEP, full.device),
+                    SHIFT_RADIUS,
+                    allowed=allowed,
+                )
                 reference, _ = maximisation(small, ctfs, posterior, k, state.sigma2, members=members.float())
-            halves[:, h], _ = maximisation(full, full_ctfs, _best_only(posterior), k, sigma2_full, scale,
-                                           members=members.float(), sharp=True)
+            halves[:, h], _ = maximisation(
+                full,
+                full_ctfs,
+                _best_only(posterior),
+                k,
+                sigma2_full,
+                scale,
+                members=members.float(),
+                sharp=True,
+            )
         self.half_averages = halves.cpu().numpy()
         return averages.cpu().numpy().astype(np.float32)
 
 
 def _best_only(posterior: Posterior) -> Posterior:
     p = posterior
-    return Posterior(p.classes[:, :1], p.angles[:, :1], p.shifts[:, :1], torch.ones_like(p.weights[:, :1]),
-                     p.class_probs, p.log_likelihood)
+    return Posterior(
+        p.classes[:, :1],
+        p.angles[:, :1],
+        p.shifts[:, :1],
+        torch.ones_like(p.weights[:, :1]),
+        p.class_probs,
+        p.log_likelihood,
+    )
 
 
 def _low_passed(images: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -58,8 +58,14 @@ def random_references(images: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     return sums / torch.bincount(groups, minlength=k)[:, None, None].clamp(min=1)
 
 
-def references_from_labels(images: torch.Tensor, ctfs: torch.Tensor, labels: np.ndarray, k: int,
-                           state: EmState, angle_step: float = FINE_STEP) -> torch.Tensor:
+def references_from_labels(
+    images: torch.Tensor,
+    ctfs: torch.Tensor,
+    labels: np.ndarray,
+    k: int,
+    state: EmState,
+    angle_step: float = FINE_STEP,
+) -> torch.Tensor:
     """References for new labels: each label class's particles aligned to the existing reference
     that most of them were assigned to, then averaged with their CTFs."""
     labels_t = torch.as_tensor(labels, device=images.device)
@@ -72,9 +78,16 @@ def references_from_labels(images: torch.Tensor, ctfs: torch.Tensor, labels: np.
     # One E-step where particle i may only take the reference of its label's majority class.
     allowed = torch.zeros((len(images), k), dtype=torch.bool, device=images.device)
     allowed[torch.arange(len(images)), labels_t] = True
-    posterior = expectation(images, ctfs, state.references[target], state.sigma2,
-                            torch.zeros(k, device=images.device), angle_grid(angle_step, images.device),
-                            SHIFT_RADIUS, allowed=allowed)
+    posterior = expectation(
+        images,
+        ctfs,
+        state.references[target],
+        state.sigma2,
+        torch.zeros(k, device=images.device),
+        angle_grid(angle_step, images.device),
+        SHIFT_RADIUS,
+        allowed=allowed,
+    )
     references, _ = maximisation(images, ctfs, posterior, k, state.sigma2)
     state.posterior = posterior
     return references
@@ -128,20 +141,35 @@ def run_em(
     device = images.device
     if state is None:
         sigma2 = noise_spectrum(images)
-        state = EmState(random_references(images, k, seed), sigma2, torch.full((k,), -float(np.log(k)), device=device))
+        state = EmState(
+            random_references(images, k, seed), sigma2, torch.full((k,), -float(np.log(k)), device=device)
+        )
     floor = 0.2 * state.sigma2
     reseeded = False
     for iteration in range(1, iterations + 1):
         step = COARSE_STEP if iteration <= coarse_iterations else FINE_STEP
         allowed = None
-        if iteration > coarse_iterations and state.posterior is not None and k > PRUNE_CLASSES and not reseeded:
+        if (
+            iteration > coarse_iterations
+            and state.posterior is not None
+            and k > PRUNE_CLASSES
+            and not reseeded
+        ):
             # Once the classes have formed, a particle's likely classes change little: score
             # only its PRUNE_CLASSES most probable ones (K / PRUNE_CLASSES times less work).
             top = state.posterior.class_probs.topk(PRUNE_CLASSES, dim=1).indices
             allowed = torch.zeros((len(images), k), dtype=torch.bool, device=device)
             allowed.scatter_(1, top, True)
-        posterior = expectation(images, ctfs, state.references, state.sigma2, state.log_prior,
-                                angle_grid(step, device), SHIFT_RADIUS, allowed=allowed)
+        posterior = expectation(
+            images,
+            ctfs,
+            state.references,
+            state.sigma2,
+            state.log_prior,
+            angle_grid(step, device),
+            SHIFT_RADIUS,
+            allowed=allowed,
+        )
         references, _ = maximisation(images, ctfs, posterior, k, state.sigma2)
         state.sigma2 = update_noise(images, ctfs, references, posterior, floor)
         counts = posterior.class_probs.sum(0)

@@ -51,7 +51,7 @@ ChunkHook = Callable[[np.ndarray, slice], np.ndarray]
 
 
 def preprocess(
-    stack: "ParticleStack",
+    stack: ParticleStack,
     size: int,
     device: torch.device | str = "cpu",
     *,

@@ -98,6 +98,7 @@ def class_resolutions(
 
 def sort_order(classes: list[dict]) -> list[int]:
     """Class indices best first: finest resolution, then largest; classes without one last."""
+
     def key(i: int):
         quality = classes[i].get("quality")
         return (quality is None, quality if quality is not None else 0.0, -classes[i]["count"])
@@ -127,6 +128,7 @@ def view_match(average: np.ndarray, view: np.ndarray) -> dict[str, float]:
     aligned = apply_alignment(image, pose)[0]
     return {
         "correlation": _correlation(aligned.numpy(), truth.numpy()),
-        "anisotropic": _correlation((aligned - rotational_average(aligned)).numpy(),
-                                    (truth - rotational_average(truth)).numpy()),
+        "anisotropic": _correlation(
+            (aligned - rotational_average(aligned)).numpy(), (truth - rotational_average(truth)).numpy()
+        ),
     }

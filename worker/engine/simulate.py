@@ -32,12 +32,9 @@ import numpy as np
 from worker.engine.ctf import CtfParams, apply_ctf
 from worker.engine.molecules import (  # make_model, render, view_rotations: public here too
     MOLECULES,
-    BlobModel,
-    make_model,
     molecule_model,
     render,
     tilt_frames,
-    view_rotations,
     views_with_close_pairs,
 )
 from worker.engine.simulate_junk import (
@@ -88,8 +85,9 @@ class Simulation:
         return self.views < 0
 
 
-def _check(n, k, box, snr, shift, pixel_size, ctf, low, molecule, close_pairs, view_jitter,
-           junk, noise) -> None:
+def _check(
+    n, k, box, snr, shift, pixel_size, ctf, low, molecule, close_pairs, view_jitter, junk, noise
+) -> None:
     if n < 1 or k < 1 or k > n:
         raise ValueError(f"need 1 <= k <= n, got n={n}, k={k}")
     if box < 16 or box % 2:
@@ -142,8 +140,7 @@ def simulate(
     "pink" (1/f power spectrum).
     """
     low, high = sorted(float(d) for d in defocus_range)
-    _check(n, k, box, snr, shift, pixel_size, ctf, low, molecule, close_pairs, view_jitter,
-           junk, noise)
+    _check(n, k, box, snr, shift, pixel_size, ctf, low, molecule, close_pairs, view_jitter, junk, noise)
 
     rng = np.random.default_rng(seed)
     # Draws for the newer options come from a second stream, so that without them a seed
@@ -190,8 +187,7 @@ def simulate(
         images[part] = draw(frames, angles[part], shifts[part])
         rows = np.flatnonzero(views[part] < 0)
         if len(rows):
-            images[start + rows] = junk_boxes(junk_kinds[start + rows], rotations, draw, box,
-                                              peak, extra)
+            images[start + rows] = junk_boxes(junk_kinds[start + rows], rotations, draw, box, peak, extra)
         if ctf_params is not None:
             chunk_ctf = ctf_params.subset(np.arange(part.start, part.stop))
             images[part] = apply_ctf(images[part], chunk_ctf, pixel_size)
@@ -255,8 +251,16 @@ def write_simulation(sim: Simulation, out_dir: str | Path) -> dict[str, Path]:
         for i in range(sim.n):
             du = f"{ctf.defocus_u[i]:.2f}" if ctf is not None else ""
             dv = f"{ctf.defocus_v[i]:.2f}" if ctf is not None else ""
-            row = [i, names[i], int(sim.views[i]) + 1, f"{sim.angles[i]:.4f}",
-                   f"{sim.shifts[i, 0]:.4f}", f"{sim.shifts[i, 1]:.4f}", du, dv]
+            row = [
+                i,
+                names[i],
+                int(sim.views[i]) + 1,
+                f"{sim.angles[i]:.4f}",
+                f"{sim.shifts[i, 0]:.4f}",
+                f"{sim.shifts[i, 1]:.4f}",
+                du,
+                dv,
+            ]
             if has_junk:
                 kind = int(sim.junk_kinds[i])
                 row.append(JUNK_KINDS[kind] if kind >= 0 else "")

@@ -69,8 +69,9 @@ def cut_particle(frames: np.ndarray, draw: Draw, box: int, rng: np.random.Genera
     return draw(frames[rng.integers(0, len(frames), 1)], rng.uniform(0, 360, 1), shift)[0]
 
 
-def junk_boxes(kinds: np.ndarray, frames: np.ndarray, draw: Draw, box: int, peak: float,
-               rng: np.random.Generator) -> np.ndarray:
+def junk_boxes(
+    kinds: np.ndarray, frames: np.ndarray, draw: Draw, box: int, peak: float, rng: np.random.Generator
+) -> np.ndarray:
     """Noise-free junk images (len(kinds), box, box) for kind indices into JUNK_KINDS."""
     out = np.zeros((len(kinds), box, box), dtype=np.float32)  # "ice" stays empty
     for i, kind in enumerate(JUNK_KINDS[int(j)] for j in kinds):

@@ -25,8 +25,9 @@ def run() -> None:
 
 def _migrate(connection) -> None:
     # render_as_batch: SQLite alters a table by copying it; Alembic's batch mode does that.
-    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
-                      compare_type=True)
+    context.configure(
+        connection=connection, target_metadata=Base.metadata, render_as_batch=True, compare_type=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

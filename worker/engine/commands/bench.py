@@ -40,24 +40,73 @@ from worker.engine.version import __version__
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 50000], help="stack sizes N for the speed runs")
-    parser.add_argument("--naive-n", type=int, default=10000, help="N for the naive-pipeline comparison (0 skips it)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[2000, 10000, 50000], help="stack sizes N for the speed runs"
+    )
+    parser.add_argument(
+        "--naive-n", type=int, default=10000, help="N for the naive-pipeline comparison (0 skips it)"
+    )
     parser.add_argument("--epochs", type=int, default=1, help="epochs per measured round (default 1)")
     parser.add_argument("--box", type=int, default=64, help="box of the simulated particles (default 64)")
     parser.add_argument("--size", type=int, default=64, help="model size S (default 64)")
     parser.add_argument("-g", "--gpu", default="cuda:0", help="device (default cuda:0, falls back to cpu)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32", "bf16"], help="precisions to measure")
-    parser.add_argument("--accuracy-n", type=int, default=2000, help="particles in the accuracy sets (0 skips them)")
-    parser.add_argument("--methods", action="store_true", help="run the methods benchmark on the simulated families instead")
-    parser.add_argument("--families", nargs="+", metavar="NAME", help="--methods: families to run (default all)")
-    parser.add_argument("--seeds", choices=("held-out", "development"), default="held-out", help="--methods: seed set (default held-out; tune on development)")
-    parser.add_argument("--seed-count", type=int, metavar="N", help="--methods: only the first N seeds of the set (default all)")
-    parser.add_argument("-n", "--num", type=int, default=2000, help="--methods: particles per stack, up to 10000 (default 2000)")
-    parser.add_argument("--methods-only", nargs="+", metavar="NAME", help="--methods: run only these methods (registered names or pca-kmeans)")
-    parser.add_argument("--anchors", nargs="*", choices=("relion", "aspire"), default=["relion", "aspire"], help="--methods: anchors to include (default relion aspire; none for --anchors)")
-    parser.add_argument("--cached-anchors", action="store_true", help="--methods: use cached anchor results only, never start RELION or ASPIRE")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        nargs="+",
+        default=["fp32", "bf16"],
+        help="precisions to measure",
+    )
+    parser.add_argument(
+        "--accuracy-n", type=int, default=2000, help="particles in the accuracy sets (0 skips them)"
+    )
+    parser.add_argument(
+        "--methods", action="store_true", help="run the methods benchmark on the simulated families instead"
+    )
+    parser.add_argument(
+        "--families", nargs="+", metavar="NAME", help="--methods: families to run (default all)"
+    )
+    parser.add_argument(
+        "--seeds",
+        choices=("held-out", "development"),
+        default="held-out",
+        help="--methods: seed set (default held-out; tune on development)",
+    )
+    parser.add_argument(
+        "--seed-count",
+        type=int,
+        metavar="N",
+        help="--methods: only the first N seeds of the set (default all)",
+    )
+    parser.add_argument(
+        "-n",
+        "--num",
+        type=int,
+        default=2000,
+        help="--methods: particles per stack, up to 10000 (default 2000)",
+    )
+    parser.add_argument(
+        "--methods-only",
+        nargs="+",
+        metavar="NAME",
+        help="--methods: run only these methods (registered names or pca-kmeans)",
+    )
+    parser.add_argument(
+        "--anchors",
+        nargs="*",
+        choices=("relion", "aspire"),
+        default=["relion", "aspire"],
+        help="--methods: anchors to include (default relion aspire; none for --anchors)",
+    )
+    parser.add_argument(
+        "--cached-anchors",
+        action="store_true",
+        help="--methods: use cached anchor results only, never start RELION or ASPIRE",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"), help="folder for the JSON results")
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("benchmarks/results"), help="folder for the JSON results"
+    )
 
 
 def _simulated_stack(folder: Path, n: int, box: int, seed: int) -> Path:
@@ -120,9 +169,11 @@ def table(results: dict) -> str:
     if "accuracy" in results:
         acc = results["accuracy"]
         lines.append("")
-        lines.append(f"Accuracy ({acc['set']}): reference ARI {acc['reference']['ari']:.3f} NMI {acc['reference']['nmi']:.3f} "
-                     f"({acc['reference']['epochs']} epochs x {acc['reference']['rounds']} rounds); "
-                     f"PCA+KMeans ARI {acc['pca_kmeans']['ari']:.3f} NMI {acc['pca_kmeans']['nmi']:.3f}")
+        lines.append(
+            f"Accuracy ({acc['set']}): reference ARI {acc['reference']['ari']:.3f} NMI {acc['reference']['nmi']:.3f} "
+            f"({acc['reference']['epochs']} epochs x {acc['reference']['rounds']} rounds); "
+            f"PCA+KMeans ARI {acc['pca_kmeans']['ari']:.3f} NMI {acc['pca_kmeans']['nmi']:.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -150,9 +201,16 @@ def methods_main(args: argparse.Namespace, device) -> int:
     known = set(registered_methods()) | {BASELINE}
     if methods and not set(methods) <= known:
         raise SystemExit(f"unknown method(s) {sorted(set(methods) - known)}; choose from {sorted(known)}")
-    report = run_suite(names, list(seeds), n=n, device=str(device), methods=methods,
-                       anchors=anchors, run_missing_anchors=run_missing,
-                       on_progress=lambda text: print(text, flush=True))
+    report = run_suite(
+        names,
+        list(seeds),
+        n=n,
+        device=str(device),
+        methods=methods,
+        anchors=anchors,
+        run_missing_anchors=run_missing,
+        on_progress=lambda text: print(text, flush=True),
+    )
     report["command"] = " ".join(getattr(args, "argv", None) or ["cryoclust", "bench", "--methods"])
     args.output.mkdir(parents=True, exist_ok=True)
     path = args.output / f"methods-{device.type}{'-quick' if args.quick else ''}.json"
@@ -189,27 +247,59 @@ def main(args: argparse.Namespace) -> int:
         for n in args.sizes:
             for precision in args.precision:
                 print(f"engine {precision}: N={n:,} ...", flush=True)
-                results["speed"].append(run_child("engine", stack=stacks[n], epochs=args.epochs, size=args.size, device=device, precision=precision))
+                results["speed"].append(
+                    run_child(
+                        "engine",
+                        stack=stacks[n],
+                        epochs=args.epochs,
+                        size=args.size,
+                        device=device,
+                        precision=precision,
+                    )
+                )
         if args.naive_n:
             print(f"naive pipeline: N={args.naive_n:,} ...", flush=True)
-            naive = run_child("naive", stack=stacks[args.naive_n], epochs=args.epochs, size=args.size, workdir=work / "naive")
+            naive = run_child(
+                "naive",
+                stack=stacks[args.naive_n],
+                epochs=args.epochs,
+                size=args.size,
+                workdir=work / "naive",
+            )
             results["speed"].append(naive)
             for precision in args.precision:
-                engine = [r for r in results["speed"] if r["pipeline"] == "engine" and r["n"] == args.naive_n and r["precision"] == precision]
+                engine = [
+                    r
+                    for r in results["speed"]
+                    if r["pipeline"] == "engine" and r["n"] == args.naive_n and r["precision"] == precision
+                ]
                 if not engine:
-                    engine = [run_child("engine", stack=stacks[args.naive_n], epochs=args.epochs, size=args.size, device=device, precision=precision)]
+                    engine = [
+                        run_child(
+                            "engine",
+                            stack=stacks[args.naive_n],
+                            epochs=args.epochs,
+                            size=args.size,
+                            device=device,
+                            precision=precision,
+                        )
+                    ]
                     results["speed"].append(engine[0])
                 e = engine[0]
-                results["speedup"].append({
-                    "n": args.naive_n,
-                    "precision": precision,
-                    "train": e["pairs_per_second"] / naive["pairs_per_second"],
-                    "embed": e["embed_per_second"] / naive["embed_per_second"],
-                    "round": naive["round_seconds"] / e["round_seconds"],
-                })
+                results["speedup"].append(
+                    {
+                        "n": args.naive_n,
+                        "precision": precision,
+                        "train": e["pairs_per_second"] / naive["pairs_per_second"],
+                        "embed": e["embed_per_second"] / naive["embed_per_second"],
+                        "round": naive["round_seconds"] / e["round_seconds"],
+                    }
+                )
         if args.accuracy_n:
             print(f"accuracy: N={args.accuracy_n:,} ...", flush=True)
-            results["accuracy"] = accuracy(args.accuracy_n, epochs=5, rounds=3, device=str(device), workdir=work)
+            results["accuracy"] = accuracy(
+                args.accuracy_n, epochs=5, rounds=3, device=str(device), workdir=work
+            )
     args.output.mkdir(parents=True, exist_ok=True)
     name = f"bench-{device.type}{'-quick' if args.quick else ''}.json"
     (args.output / name).write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -70,12 +70,16 @@ def select_classes(stack, classes: list[int]):
     import numpy as np
 
     if stack.class_numbers is None:
-        raise CommandError(f"{stack.source}: --classes needs a .star with _rlnClassNumber "
-                           "(the particles.star of a cryoclust run, for example)")
+        raise CommandError(
+            f"{stack.source}: --classes needs a .star with _rlnClassNumber "
+            "(the particles.star of a cryoclust run, for example)"
+        )
     chosen = np.flatnonzero(np.isin(stack.class_numbers, classes))
     if chosen.size == 0:
         present = sorted(set(stack.class_numbers.tolist()))
-        raise CommandError(f"{stack.source}: no particle is in classes {classes} (classes present: {present})")
+        raise CommandError(
+            f"{stack.source}: no particle is in classes {classes} (classes present: {present})"
+        )
     return stack.subset(chosen)
 
 
@@ -90,23 +94,53 @@ def add_job_parameters(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("job parameters (the same as the API's and the page's)")
     for p in PARAMETERS:
         if p.kind is bool:
-            group.add_argument(*p.cli_flags, dest=p.name, action=argparse.BooleanOptionalAction, default=p.default, help=p.describe())
+            group.add_argument(
+                *p.cli_flags,
+                dest=p.name,
+                action=argparse.BooleanOptionalAction,
+                default=p.default,
+                help=p.describe(),
+            )
         elif p.choices:
-            group.add_argument(*p.cli_flags, dest=p.name, choices=p.choices, default=p.default, help=p.describe())
+            group.add_argument(
+                *p.cli_flags, dest=p.name, choices=p.choices, default=p.default, help=p.describe()
+            )
         else:
             metavar = p.name.upper() if p.default is AUTO or p.kind is str else None
-            group.add_argument(*p.cli_flags, dest=p.name, type=_checked(p), default=p.default, metavar=metavar, help=p.describe())
+            group.add_argument(
+                *p.cli_flags,
+                dest=p.name,
+                type=_checked(p),
+                default=p.default,
+                metavar=metavar,
+                help=p.describe(),
+            )
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", nargs="?", type=Path, help="particle stack (.mrcs/.mrc), RELION .star, cryoSPARC .cs, or folder")
+    parser.add_argument(
+        "input",
+        nargs="?",
+        type=Path,
+        help="particle stack (.mrcs/.mrc), RELION .star, cryoSPARC .cs, or folder",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    parser.add_argument("-d", "--dataset_dir", type=Path, help="folder of stacks or images (instead of INPUT)")
+    parser.add_argument(
+        "-d", "--dataset_dir", type=Path, help="folder of stacks or images (instead of INPUT)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--classes", type=_class_list, metavar="2,5,7",
-                        help="only the particles of these classes (_rlnClassNumber of the input .star)")
-    parser.add_argument("--apix", type=_positive, metavar="Å",
-                        help="pixel size in Å, when the input does not say it (or says it wrong)")
+    parser.add_argument(
+        "--classes",
+        type=_class_list,
+        metavar="2,5,7",
+        help="only the particles of these classes (_rlnClassNumber of the input .star)",
+    )
+    parser.add_argument(
+        "--apix",
+        type=_positive,
+        metavar="Å",
+        help="pixel size in Å, when the input does not say it (or says it wrong)",
+    )
     add_job_parameters(parser)
 
 
@@ -125,7 +159,14 @@ class ProgressPrinter:
 
         if isinstance(event, RoundStarted) and not self.quiet:
             self.done = 0
-            self.bar = tqdm(total=event.pairs_total, desc=f"round {event.round}/{event.round_num}", unit="pair", unit_scale=True, leave=False, file=sys.stderr)
+            self.bar = tqdm(
+                total=event.pairs_total,
+                desc=f"round {event.round}/{event.round_num}",
+                unit="pair",
+                unit_scale=True,
+                leave=False,
+                file=sys.stderr,
+            )
         elif isinstance(event, LossPoint) and self.bar is not None:
             total_done = event.pairs_done
             self.bar.update(total_done - self.done)
@@ -138,7 +179,9 @@ class ProgressPrinter:
                 self.bar.close()
                 self.bar = None
             counts = " / ".join(f"{c:,}" for c in event.counts)
-            print(f"round {event.round}/{event.round_num}: {event.seconds:.1f} s, loss {event.loss:.4f}, class sizes {counts}")
+            print(
+                f"round {event.round}/{event.round_num}: {event.seconds:.1f} s, loss {event.loss:.4f}, class sizes {counts}"
+            )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -175,7 +218,9 @@ def main(args: argparse.Namespace) -> int:
         if args.apix:
             stack.set_pixel_size(args.apix)
         chosen = f" (classes {','.join(map(str, args.classes))} of {len(opened):,})" if args.classes else ""
-        print(f"{stack.source}: {len(stack):,} particles{chosen}, box {stack.box}, {describe_pixel_size(stack)}")
+        print(
+            f"{stack.source}: {len(stack):,} particles{chosen}, box {stack.box}, {describe_pixel_size(stack)}"
+        )
         result = classify(
             stack,
             config,

@@ -49,10 +49,22 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         help="defocus range in Å with --ctf (default 10000 25000)",
     )
     parser.add_argument("--molecule", choices=MOLECULES, default="blobs", help="3-D model (default blobs)")
-    parser.add_argument("--close-pairs", type=int, default=0, help="views that get a partner 8-12 degrees away (default 0)")
-    parser.add_argument("--view-jitter", type=float, default=0.0, help="tilt each particle's view by up to this many degrees")
-    parser.add_argument("--junk", type=float, default=0.0, metavar="FRACTION", help="fraction of boxes without a proper particle (class 0 in truth.csv)")
-    parser.add_argument("--noise", choices=NOISES, default="white", help="noise spectrum: white or pink (1/f) (default white)")
+    parser.add_argument(
+        "--close-pairs", type=int, default=0, help="views that get a partner 8-12 degrees away (default 0)"
+    )
+    parser.add_argument(
+        "--view-jitter", type=float, default=0.0, help="tilt each particle's view by up to this many degrees"
+    )
+    parser.add_argument(
+        "--junk",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="fraction of boxes without a proper particle (class 0 in truth.csv)",
+    )
+    parser.add_argument(
+        "--noise", choices=NOISES, default="white", help="noise spectrum: white or pink (1/f) (default white)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("-o", "--out", required=True, help="output folder")
 
@@ -82,6 +94,8 @@ def main(args: argparse.Namespace) -> int:
         json.dump(params, handle, indent=2)
     seconds = time.perf_counter() - started
     junk = int(sim.is_junk.sum())
-    print(f"wrote {sim.n} particles ({sim.k} views, {args.box} px"
-          f"{f', {junk} junk boxes' if junk else ''}) to {paths['particles']} in {seconds:.1f} s")
+    print(
+        f"wrote {sim.n} particles ({sim.k} views, {args.box} px"
+        f"{f', {junk} junk boxes' if junk else ''}) to {paths['particles']} in {seconds:.1f} s"
+    )
     return 0

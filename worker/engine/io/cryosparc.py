@@ -40,8 +40,9 @@ def _dataset_class():
     try:
         from cryosparc.dataset import Dataset
     except ImportError:
-        raise InputError("reading or writing cryoSPARC .cs files needs cryosparc-tools: "
-                         "pip install 'cryoclust[cryosparc]'") from None
+        raise InputError(
+            "reading or writing cryoSPARC .cs files needs cryosparc-tools: pip install 'cryoclust[cryosparc]'"
+        ) from None
     return Dataset
 
 
@@ -55,8 +56,10 @@ def read_particles_cs(path: Path) -> CsParticles:
     fields = set(data.fields())
     missing = [f for f in ("uid", "blob/path", "blob/idx") if f not in fields]
     if missing:
-        raise InputError(f"{path}: has no {', '.join(missing)} field(s); a particle .cs file "
-                         "names each particle's stack (blob/path) and place in it (blob/idx)")
+        raise InputError(
+            f"{path}: has no {', '.join(missing)} field(s); a particle .cs file "
+            "names each particle's stack (blob/path) and place in it (blob/idx)"
+        )
     if len(data) == 0:
         raise InputError(f"{path}: the particle table lists no particles")
     paths = [str(p).strip() for p in data["blob/path"]]
@@ -67,8 +70,9 @@ def read_particles_cs(path: Path) -> CsParticles:
         sizes = np.asarray(data["blob/psize_A"], dtype=np.float64)
         if np.all(sizes > 0):
             pixel_size = float(sizes[0])
-    return CsParticles(np.asarray(data["uid"], dtype=np.uint64), paths, frames, pixel_size,
-                       _ctf(path, data, fields))
+    return CsParticles(
+        np.asarray(data["uid"], dtype=np.uint64), paths, frames, pixel_size, _ctf(path, data, fields)
+    )
 
 
 def _ctf(path: Path, data, fields: set[str]) -> CtfParams | None:
@@ -78,8 +82,11 @@ def _ctf(path: Path, data, fields: set[str]) -> CtfParams | None:
     if missing:
         raise InputError(f"{path}: has ctf/df1_A but no {', '.join(missing)} (needed for the CTF)")
     values = {f: np.asarray(data[f], dtype=np.float64) for f in CTF_FIELDS}
-    phase = (np.asarray(data["ctf/phase_shift_rad"], dtype=np.float64)
-             if "ctf/phase_shift_rad" in fields else np.zeros(len(data)))
+    phase = (
+        np.asarray(data["ctf/phase_shift_rad"], dtype=np.float64)
+        if "ctf/phase_shift_rad" in fields
+        else np.zeros(len(data))
+    )
     return CtfParams(
         defocus_u=values["ctf/df1_A"],
         defocus_v=values["ctf/df2_A"],
@@ -154,8 +161,9 @@ def split_image_names(names: list[str]) -> tuple[list[str], np.ndarray]:
     return paths, frames
 
 
-def write_stack_cs(path: Path, stack, image_names: list[str], uid_key: str,
-                   classes: np.ndarray | None = None) -> Path:
+def write_stack_cs(
+    path: Path, stack, image_names: list[str], uid_key: str, classes: np.ndarray | None = None
+) -> Path:
     """A ParticleStack's particles as a .cs file: their uids (the .cs input's own, else
     stable_uids(uid_key, ...)), blob paths and frames from `image_names` (paths as the reader
     should find them), pixel size, CTF and, given 1-based `classes`, alignments2D/class."""

@@ -19,8 +19,9 @@ def image_shape(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             if getattr(img, "n_frames", 1) > 1:
-                raise InputError(f"{path}: has {img.n_frames} frames; use one image per file "
-                                 "or an .mrcs stack")
+                raise InputError(
+                    f"{path}: has {img.n_frames} frames; use one image per file or an .mrcs stack"
+                )
             return img.height, img.width
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None

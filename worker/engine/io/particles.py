@@ -63,9 +63,16 @@ class ParticleStack:
 
     max_open_files = MAX_OPEN_FILES  # per instance if need be (tests, tight descriptor limits)
 
-    def __init__(self, source: Path, files: list[MrcHeader | _PictureFile], file_index: np.ndarray,
-                 frame: np.ndarray, names: Sequence[str] | None = None, pixel_size: float | None = None,
-                 ctf: CtfParams | None = None):
+    def __init__(
+        self,
+        source: Path,
+        files: list[MrcHeader | _PictureFile],
+        file_index: np.ndarray,
+        frame: np.ndarray,
+        names: Sequence[str] | None = None,
+        pixel_size: float | None = None,
+        ctf: CtfParams | None = None,
+    ):
         self.source = source
         self._files = files
         self._file_index = file_index
@@ -80,8 +87,10 @@ class ParticleStack:
             if f.nx != f.ny:
                 raise InputError(f"{f.path}: images are {f.nx} x {f.ny}; particles must be square")
             if f.nx != first.nx:
-                raise InputError(f"{source}: box sizes differ: {first.path.name} is {first.nx} px, "
-                                 f"{f.path.name} is {f.nx} px")
+                raise InputError(
+                    f"{source}: box sizes differ: {first.path.name} is {first.nx} px, "
+                    f"{f.path.name} is {f.nx} px"
+                )
         self.box = int(first.nx)
         stated = pixel_size is not None  # a .star or .cs column
         if pixel_size is None:
@@ -120,15 +129,15 @@ class ParticleStack:
         if path.suffix.lower() == ".cs":
             return cls._open_cs(path, root)
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            return cls(path, [_PictureFile(path)], np.zeros(1, np.int32), np.zeros(1, np.int64),
-                       [path.name])
+            return cls(path, [_PictureFile(path)], np.zeros(1, np.int32), np.zeros(1, np.int64), [path.name])
         header = _stack_header(path)
         return cls(path, [header], np.zeros(header.nz, np.int32), np.arange(header.nz))
 
     @classmethod
     def _open_folder(cls, folder: Path, root: Path | None) -> ParticleStack:
-        entries = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
-                         key=_natural_key)
+        entries = sorted(
+            (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=_natural_key
+        )
         for entry in entries:
             _require_inside(entry, root, folder)
         stacks = [p for p in entries if p.suffix.lower() in STACK_SUFFIXES]
@@ -142,8 +151,9 @@ class ParticleStack:
         if pictures:
             files = [_PictureFile(p) for p in pictures]
             n = len(files)
-            return cls(folder, files, np.arange(n, dtype=np.int32), np.zeros(n, np.int64),
-                       [p.name for p in pictures])
+            return cls(
+                folder, files, np.arange(n, dtype=np.int32), np.zeros(n, np.int64), [p.name for p in pictures]
+            )
         raise InputError(f"{folder}: no .mrcs/.mrc stacks or .png/.jpg/.tif images in this folder")
 
     @classmethod
@@ -186,9 +196,15 @@ class ParticleStack:
             bad = idx[(idx < 0) | (idx >= self.n)][0]
             raise InputError(f"{self.source}: particle index {bad} is outside 0..{self.n - 1}")
         names = self.image_names
-        part = ParticleStack(self.source, self._files, self._file_index[idx], self._frame[idx],
-                             [names[i] for i in idx.tolist()], self.pixel_size,
-                             self.ctf.subset(idx) if self.ctf is not None else None)
+        part = ParticleStack(
+            self.source,
+            self._files,
+            self._file_index[idx],
+            self._frame[idx],
+            [names[i] for i in idx.tolist()],
+            self.pixel_size,
+            self.ctf.subset(idx) if self.ctf is not None else None,
+        )
         part.pixel_size_known = self.pixel_size_known
         part.uids = self.uids[idx] if self.uids is not None else None
         part.class_numbers = self.class_numbers[idx] if self.class_numbers is not None else None
@@ -209,8 +225,9 @@ class ParticleStack:
         return self.n
 
     def __repr__(self) -> str:
-        return (f"ParticleStack({str(self.source)!r}, n={self.n}, box={self.box}, "
-                f"pixel_size={self.pixel_size:g})")
+        return (
+            f"ParticleStack({str(self.source)!r}, n={self.n}, box={self.box}, pixel_size={self.pixel_size:g})"
+        )
 
     @property
     def files(self) -> list[Path]:
@@ -282,8 +299,9 @@ class ParticleStack:
         if not np.isfinite(out).all():
             bad = int(np.flatnonzero(~np.isfinite(out).all(axis=(1, 2)))[0])
             path = self._files[files[bad]].path
-            raise InputError(f"{path}: image {frames[bad] + 1} (particle index {idx[bad]}) "
-                             "contains NaN or Inf values")
+            raise InputError(
+                f"{path}: image {frames[bad] + 1} (particle index {idx[bad]}) contains NaN or Inf values"
+            )
         return out
 
     def _read_file(self, f: int, frames: np.ndarray, out: np.ndarray, where: slice | np.ndarray) -> None:
@@ -294,7 +312,7 @@ class ParticleStack:
         data = self._data(f)
         first = int(frames[0])
         if len(frames) == 1 or (frames[-1] - first == len(frames) - 1 and (np.diff(frames) == 1).all()):
-            out[where] = data[first:first + len(frames)]  # a contiguous range: one slice of the map
+            out[where] = data[first : first + len(frames)]  # a contiguous range: one slice of the map
         else:
             out[where] = data[frames]
         _release_pages(data)
@@ -336,8 +354,10 @@ def _stack_header(path: Path) -> MrcHeader:
     """Header of a file opened as a stack: .mrcs always is one; a .mrc must not be a volume."""
     header = read_header(path)
     if path.suffix.lower() != ".mrcs" and header.is_volume:
-        raise InputError(f"{path}: is a 3-D volume (nz = {header.nz}, ispg = {header.ispg}), not a "
-                         "particle stack; rename it to .mrcs if it really is a stack of images")
+        raise InputError(
+            f"{path}: is a 3-D volume (nz = {header.nz}, ispg = {header.ispg}), not a "
+            "particle stack; rename it to .mrcs if it really is a stack of images"
+        )
     return header
 
 
@@ -347,8 +367,9 @@ def _require_inside(path: Path, root: Path | None, source: Path) -> None:
         raise InputError(f"{source}: refers to {path}, which is outside {root}")
 
 
-def _locate_stacks(table: Path, stack_names: Sequence[str], frames: np.ndarray, root: Path | None,
-                   labels: Sequence[str]) -> tuple[list[MrcHeader], np.ndarray]:
+def _locate_stacks(
+    table: Path, stack_names: Sequence[str], frames: np.ndarray, root: Path | None, labels: Sequence[str]
+) -> tuple[list[MrcHeader], np.ndarray]:
     """Headers of the stacks a particle table names, and each particle's index into them;
     InputError for a frame past the end of its stack (labels name the rows in messages)."""
     headers: list[MrcHeader] = []
@@ -360,8 +381,10 @@ def _locate_stacks(table: Path, stack_names: Sequence[str], frames: np.ndarray, 
             headers.append(read_header(_resolve_stack(table, name, row, root)))
         f = file_index[row] = by_name[name]
         if not 0 <= frames[row] < headers[f].nz:
-            raise InputError(f"{table}: row {row + 1} ({labels[row]}) points past the end of "
-                             f"{headers[f].path}, which holds {headers[f].nz} images")
+            raise InputError(
+                f"{table}: row {row + 1} ({labels[row]}) points past the end of "
+                f"{headers[f].path}, which holds {headers[f].nz} images"
+            )
     return headers, file_index
 
 

@@ -216,16 +216,21 @@ def _pixel_size(path: Path, particles: pd.DataFrame) -> float | None:
         if {"rlnDetectorPixelSize", "rlnMagnification"} <= set(particles.columns):
             # RELION 3.0: detector pixel in µm, magnification unitless.
             with np.errstate(divide="ignore", invalid="ignore"):  # 0 is refused just below
-                values = (_numbers(path, particles, "rlnDetectorPixelSize") * 1e4
-                          / _numbers(path, particles, "rlnMagnification"))
+                values = (
+                    _numbers(path, particles, "rlnDetectorPixelSize")
+                    * 1e4
+                    / _numbers(path, particles, "rlnMagnification")
+                )
     if values is None:
         return None
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise InputError(f"{path}: pixel size must be a positive number")
     low, high = float(values.min()), float(values.max())
     if high > low * 1.01:
-        raise InputError(f"{path}: particles have different pixel sizes ({low:g} to {high:g} Å); "
-                         "rescale them to one pixel size first")
+        raise InputError(
+            f"{path}: particles have different pixel sizes ({low:g} to {high:g} Å); "
+            "rescale them to one pixel size first"
+        )
     return float(values[0])
 
 
@@ -252,6 +257,7 @@ def _numbers(path: Path, table: pd.DataFrame, label: str) -> np.ndarray:
     values = pd.to_numeric(table[label], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
-        raise InputError(f"{path}: _{label} is not a number in row {bad[0] + 1} "
-                         f"({table[label].iloc[bad[0]]!r})")
+        raise InputError(
+            f"{path}: _{label} is not a number in row {bad[0] + 1} ({table[label].iloc[bad[0]]!r})"
+        )
     return values

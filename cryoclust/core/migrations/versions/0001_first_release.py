@@ -24,7 +24,8 @@ def _tables() -> list[sa.Table]:
     meta = sa.MetaData()
     when = sa.DateTime(timezone=True)
     datasets = sa.Table(
-        "datasets", meta,
+        "datasets",
+        meta,
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("path", sa.String(300), nullable=False),
@@ -39,7 +40,8 @@ def _tables() -> list[sa.Table]:
         sa.Column("created_at", when, nullable=False),
     )
     jobs = sa.Table(
-        "jobs", meta,
+        "jobs",
+        meta,
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("dataset_id", sa.String(32), sa.ForeignKey("datasets.id"), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
@@ -61,9 +63,12 @@ def _tables() -> list[sa.Table]:
         sa.Index("ix_jobs_status", "status"),
     )
     job_events = sa.Table(
-        "job_events", meta,
+        "job_events",
+        meta,
         # AUTOINCREMENT on SQLite: ids are never reused, so Last-Event-ID stays meaningful.
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
         sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
@@ -72,7 +77,8 @@ def _tables() -> list[sa.Table]:
         sqlite_autoincrement=True,
     )
     workers = sa.Table(
-        "workers", meta,
+        "workers",
+        meta,
         sa.Column("name", sa.String(200), primary_key=True),
         sa.Column("device", sa.String(32), nullable=False),
         sa.Column("queue", sa.String(200), nullable=False),

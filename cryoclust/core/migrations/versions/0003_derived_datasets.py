@@ -23,7 +23,9 @@ COLUMNS = ("pixel_size_known", "parent_id", "base_id", "source_job_id", "source_
 
 def upgrade() -> None:
     # Datasets uploaded before this revision keep showing their pixel size as they did.
-    op.add_column("datasets", sa.Column("pixel_size_known", sa.Boolean(), nullable=False, server_default=sa.true()))
+    op.add_column(
+        "datasets", sa.Column("pixel_size_known", sa.Boolean(), nullable=False, server_default=sa.true())
+    )
     op.add_column("datasets", sa.Column("parent_id", sa.String(32), nullable=True))
     op.add_column("datasets", sa.Column("base_id", sa.String(32), nullable=True))
     op.add_column("datasets", sa.Column("source_job_id", sa.String(32), nullable=True))
