@@ -12,8 +12,9 @@ from worker.engine.align import (
     apply_alignment,
     transform,
 )
+from worker.engine.molecules import make_model, render, view_rotations
 from worker.engine.quality import view_match
-from worker.engine.simulate import make_model, render, simulate, view_rotations
+from worker.engine.simulate import simulate
 
 
 def correlation(a, b) -> float:

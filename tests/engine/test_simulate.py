@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import time
 
 import mrcfile
 import numpy as np
@@ -12,7 +11,8 @@ import pytest
 from cryoclust.cli import parse_args
 from worker.engine.commands import simulate as simulate_command
 from worker.engine.ctf import CtfParams
-from worker.engine.simulate import make_model, read_truth, render, simulate, view_rotations
+from worker.engine.molecules import make_model, render, view_rotations
+from worker.engine.simulate import read_truth, simulate
 
 
 def centred_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -101,12 +101,12 @@ def test_bad_parameters_raise(kwargs, message):
         simulate(**{"n": 10, "k": 2, "box": 32, **kwargs})
 
 
-def test_ten_thousand_particles_in_a_few_seconds():
-    started = time.perf_counter()
+def test_ten_thousand_particles_come_out_whole_and_in_every_view():
+    # Its speed is a benchmark figure (README), not a timed test.
     sim = simulate(10000, 4, 64, snr=0.1, rotate=True, shift=3, ctf=True, seed=0)
-    seconds = time.perf_counter() - started
-    assert sim.images.shape == (10000, 64, 64)
-    assert seconds < 10, f"simulating 10,000 particles took {seconds:.1f} s"
+    assert sim.images.shape == (10000, 64, 64) and sim.images.dtype == np.float32
+    assert np.isfinite(sim.images).all()
+    assert np.bincount(sim.views, minlength=4).tolist() == [2500] * 4
 
 
 def test_command_writes_stack_star_truth_and_views(tmp_path, capsys):

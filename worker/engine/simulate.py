@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.engine.ctf import CtfParams, apply_ctf
-from worker.engine.molecules import (  # make_model, render, view_rotations: public here too
+from worker.engine.molecules import (
     MOLECULES,
     molecule_model,
     render,
