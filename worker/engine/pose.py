@@ -43,7 +43,7 @@ from worker.engine.poses import (
 )
 from worker.engine.preprocess import fourier_crop, normalise
 
-FIRST_ITERATIONS = 12  # EM iterations in round 1 (from random subsets)
+FIRST_ITERATIONS = 10  # EM iterations in round 1 (from random subsets)
 LATER_ITERATIONS = 2  # EM iterations in later rounds (from the previous labels)
 MAX_EPOCHS = 5  # the network's epochs per round (fewer when epoch_num is smaller)
 REPOSE_ANGLE = 8.0  # degrees: the re-posed copy's largest extra rotation
