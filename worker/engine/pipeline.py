@@ -22,6 +22,7 @@ from worker.engine import outputs
 from worker.engine.averages import MeanAverager
 from worker.engine.cluster import initial_labels, kmeans_labels, project_2d
 from worker.engine.config import ClassifyConfig
+from worker.engine.convergence import label_churn, stop_reason
 from worker.engine.devices import resolve_device
 from worker.engine.errors import InputError
 from worker.engine.events import Callback, Event, LossPoint, RoundDone, RoundStarted, ignore
@@ -39,9 +40,13 @@ class ClassifyResult:
     labels: np.ndarray  # final labels, 0-based
     rounds: list[dict] = field(default_factory=list)  # each round's round.json
     device: str = "cpu"
+    stopped: str | None = None  # why the rounds ended before round_num, if they did
 
 
-STATE_FILE = "method_state.npz"  # a method's between-round state, for exact resuming
+STATE_FILE = "method_state.npz"
+SCORE_KEYS = (
+    "mean_log_likelihood",
+)  # a method's per-round scores (round_scores), as named  # a method's between-round state, for exact resuming
 
 
 def _averager(config: ClassifyConfig, method):
@@ -139,13 +144,25 @@ def classify(
     )
 
     done, rounds, labels = _resume(run)
-    for r in range(len(done) + 1, config.round_num + 1):
+    stopped = _stop_reason(config, rounds[-1]) if rounds else None
+    r = len(done)
+    while stopped is None and r < config.round_num:
+        r += 1
         labels, info = _one_round(run, r, labels)
         rounds.append(info)
+        stopped = _stop_reason(config, info)
 
     summary = _summary(run, device, size, preprocess_seconds, rounds, time.perf_counter() - started)
-    outputs.write_final(out_dir, config.round_num, stack, summary)
-    return ClassifyResult(out_dir, labels, rounds, str(device))
+    summary["stopped"] = stopped
+    outputs.write_final(out_dir, rounds[-1]["round"], stack, summary)
+    return ClassifyResult(out_dir, labels, rounds, str(device), stopped)
+
+
+def _stop_reason(config: ClassifyConfig, info: dict) -> str | None:
+    churn = info.get("churn")
+    if churn is None:
+        return None
+    return stop_reason(churn, config.stop_when_churn_below, info["round"])
 
 
 def _resume(run: _Run) -> tuple[list[int], list[dict], np.ndarray]:
@@ -185,7 +202,9 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     run.on_event(RoundStarted(r, config.round_num, epochs * n))
     embedding, state = run.method.train_round(run.images, labels, config, r, run.generator, record)
     trained = time.perf_counter()
+    previous = labels
     labels = kmeans_labels(embedding, k, config.seed + r)
+    churn = label_churn(previous, labels)
     clustered = time.perf_counter()
     averages = run.averager.average(run.images, labels, k)
     classes = outputs.class_table(
@@ -200,7 +219,9 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     info = {
         "round": r,
         "counts": [row["count"] for row in classes],
+        "churn": churn,
         "loss": state["loss"],
+        **(run.method.round_scores() if hasattr(run.method, "round_scores") else {}),
         "seconds": averaged - round_started,
         "timings": timings,
     }
@@ -221,7 +242,10 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     )
     if "network" in state:
         _save_weights(run.out_dir / "model.pt", state["network"], r)
-    run.on_event(RoundDone(r, config.round_num, info["counts"], info["seconds"], state["loss"], timings))
+    scores = {key: info[key] for key in SCORE_KEYS if key in info}
+    run.on_event(
+        RoundDone(r, config.round_num, info["counts"], info["seconds"], state["loss"], timings, churn, scores)
+    )
     return labels, info
 
 

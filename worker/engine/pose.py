@@ -104,6 +104,11 @@ class PoseMethod:
         )
         self.state = EmState(t["references"], t["sigma2"], t["log_prior"], posterior)
 
+    def round_scores(self) -> dict[str, float]:
+        """The round's convergence figure: the mean over particles of the log-likelihood summed
+        over every pose (at the search size; it rises as the references fit better)."""
+        return {"mean_log_likelihood": float(self.state.posterior.log_likelihood.mean())}
+
     # -- one round --------------------------------------------------------------------------
     def _prepare(self, images: torch.Tensor) -> None:
         if self._small is None or len(self._small) != len(images):
