@@ -169,6 +169,19 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     )
     assert steps == [[p["step"] for p in r["points"]] for r in history["rounds"]]
 
+    # Convergence beside the loss: churn per round (a line) and the class sizes (stacked bars).
+    page.wait_for_function(
+        "() => (document.getElementById('convergence-plot').data || []).some((t) => t.name === 'churn' && t.x.length === 2)"
+    )
+    convergence = page.evaluate(
+        "() => document.getElementById('convergence-plot').data.map((t) => [t.name, t.x, t.y])"
+    )
+    churn = next(t for t in convergence if t[0] == "churn")
+    assert churn[1] == [1, 2] and all(0 <= c <= 1 for c in churn[2])
+    bars = [t for t in convergence if t[0].startswith("class ")]
+    assert [sum(t[2][i] for t in bars) for i in range(2)] == [200, 200]
+    assert {int(t[0].split()[1]): t[2][1] for t in bars} == classes
+
     # The scatter of the last round: every particle once, coloured by class.
     expect(page.locator("#scatter-plot")).to_have_attribute("data-round", "2")
     expect(page.locator("#gallery-grid")).to_have_attribute("data-round", "2")
