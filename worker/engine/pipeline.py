@@ -152,10 +152,46 @@ def classify(
         rounds.append(info)
         stopped = _stop_reason(config, info)
 
+    full_size = _full_size_averages(run, rounds[-1]["round"], labels, on_notice)
     summary = _summary(run, device, size, preprocess_seconds, rounds, time.perf_counter() - started)
     summary["stopped"] = stopped
+    summary["full_size_averages"] = full_size
     outputs.write_final(out_dir, rounds[-1]["round"], stack, summary)
     return ClassifyResult(out_dir, labels, rounds, str(device), stopped)
+
+
+FULL_SIZE_FILE = "class_averages_full.mrcs"
+FULL_SIZE_BYTES = 4 << 30  # the full-size particles are held at once; a larger stack goes without
+
+
+def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notice) -> dict | None:
+    """The last round's class averages at the input's box and pixel size, from the poses found at
+    the model size (methods with `average_at`), into the round's folder and OUT/. Returns their
+    box and pixel size for summary.json, or None when the method or the memory does not allow."""
+    from worker.engine.io.mrc import write_stack
+
+    stack, method = run.stack, run.method
+    if not hasattr(method, "average_at"):
+        return None
+    box = model_size(stack.box, stack.box)  # an odd box loses one pixel, as at the model size
+    pixel_size = stack.pixel_size * stack.box / box
+    found = {"file": FULL_SIZE_FILE, "box": box, "pixel_size": pixel_size}
+    round_file = outputs.round_dir(run.out_dir, last_round) / FULL_SIZE_FILE
+    if round_file.is_file() and (run.out_dir / FULL_SIZE_FILE).is_file():
+        return found  # a run resumed after it had finished
+    if len(stack) * box * box * 4 > FULL_SIZE_BYTES:
+        if on_notice:
+            on_notice(
+                f"no full-size class averages: {len(stack):,} particles of {box} px exceed the memory set aside"
+            )
+        return None
+    if getattr(method, "final_poses", None) is None:  # resumed after the last round: its poses again
+        method.average(run.images, labels, run.config.cluster_num)
+    full = preprocess(stack, box, run.images.device, before_normalise=_phase_flipper(stack, run.config))
+    averages = method.average_at(full, pixel_size)
+    write_stack(round_file, averages, pixel_size)
+    write_stack(run.out_dir / FULL_SIZE_FILE, averages, pixel_size)
+    return found
 
 
 def _stop_reason(config: ClassifyConfig, info: dict) -> str | None:
