@@ -373,8 +373,14 @@ export class JobView {
       h("a", { href: apiUrl(path), download: "", class: "download", text }, note ? h("span", { class: "muted", text: ` ${note}` }) : null);
     if (this.round !== null) {
       const base = `/api/jobs/${this.jobId}/rounds/${this.round}`;
+      // The full-size averages (input box and pixel size) exist for the last round of a finished job.
+      const last = this.rounds && this.round === this.rounds[this.rounds.length - 1];
+      const method = (this.job.effective_params || this.job.params || {}).method;
+      if (this.job.status === "succeeded" && last && (method === "pose" || method === "pose-em")) {
+        links.push(link(`${base}/class_averages_full.mrcs`, "Class averages, full size (.mrcs)", `round ${this.round}`));
+      }
       links.push(
-        link(`${base}/class_averages.mrcs`, "Class averages (.mrcs)", `round ${this.round}`),
+        link(`${base}/class_averages.mrcs`, "Class averages at the model size (.mrcs)", `round ${this.round}`),
         link(`${base}/class_averages.png`, "Class averages (PNG)", `round ${this.round}`),
         link(`${base}/labels.csv`, "Labels (CSV)", `round ${this.round}`),
         link(`${base}/archive.zip`, "Everything of the round (.zip)", `round ${this.round}`),

@@ -290,13 +290,21 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     expect(page.locator("#subset-note")).to_contain_text("Saved")
 
     # Downloads of the round: class averages (.mrcs, PNG), labels CSV; the final RELION star.
-    averages = download(page, page.locator("#downloads a", has_text="Class averages (.mrcs)").click)
+    averages = download(
+        page, page.locator("#downloads a", has_text="Class averages at the model size (.mrcs)").click
+    )
     with mrcfile.open(averages, permissive=False) as mrc:
         assert mrc.data.shape[0] == 4  # nz = number of classes
         assert int(mrc.header.mode) == 2
         assert mrc.voxel_size.x == pytest.approx(
             sim_stack.pixel_size * sim_stack.box / mrc.data.shape[-1], rel=1e-3
         )
+        assert np.isfinite(mrc.data).all()
+    # the default method also gives them at the input's box and pixel size
+    full = download(page, page.locator("#downloads a", has_text="Class averages, full size (.mrcs)").click)
+    with mrcfile.open(full, permissive=False) as mrc:
+        assert mrc.data.shape == (4, sim_stack.box, sim_stack.box)
+        assert mrc.voxel_size.x == pytest.approx(sim_stack.pixel_size, rel=1e-3)
         assert np.isfinite(mrc.data).all()
     png = download(page, page.locator("#downloads a", has_text="Class averages (PNG)").click)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
