@@ -238,5 +238,8 @@ def main(args: argparse.Namespace) -> int:
             written += ", particles.cs"
     if result.stopped:
         print(f"stopped early: {result.stopped}")
-    print(f"done on {result.device}: results in {result.out_dir}/ ({written}, class_averages.mrcs)")
+    averages = "class_averages.mrcs"
+    if (Path(result.out_dir) / "class_averages_full.mrcs").is_file():
+        averages = "class_averages_full.mrcs at full size, class_averages.mrcs"
+    print(f"done on {result.device}: results in {result.out_dir}/ ({written}, {averages})")
     return 0
