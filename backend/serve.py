@@ -6,7 +6,7 @@ queue and the files; no Redis or PostgreSQL is needed. The server listens on 127
 server and the worker (a running job goes back to the queue and resumes on the next start).
 
 Example:
-  cryoclust serve --demo                     # first start: adds a simulated demo dataset
+  cryoclust serve --demo                     # first start: a simulated dataset and a job on it
   cryoclust serve --port 8080 --device cpu
   CRYOCLUST_API_TOKEN=secret cryoclust serve --host 0.0.0.0 --no-worker
 """
@@ -23,6 +23,16 @@ from pathlib import Path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEMO_MARK = ".demo_created"
+# The demo: realistic simulated particles (random in-plane rotation, shifts, CTF, SNR 0.1 and a
+# little junk), small enough for its job to finish in a few minutes on two CPU cores.
+DEMO_PARTICLES = 1000
+DEMO_VIEWS = 6
+DEMO_SIMULATION = [
+    *("-n", str(DEMO_PARTICLES), "-k", str(DEMO_VIEWS), "--box", "64", "--snr", "0.1"),
+    *("--rotate", "--shift", "3", "--ctf", "--junk", "0.05", "--seed", "0"),
+]
+DEMO_NAME = f"demo (simulated: {DEMO_VIEWS} views, rotated, shifted, CTF, SNR 0.1, 5% junk)"
+DEMO_JOB = {"cluster_num": DEMO_VIEWS, "round_num": 3}  # everything else: the defaults (method pose)
 WORKER_STOP_SECONDS = 20
 
 
@@ -30,15 +40,22 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--no-worker", action="store_true", help="serve only; workers run elsewhere")
-    parser.add_argument("--demo", action="store_true", help="on first start, add a simulated demo dataset")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="on first start, add a simulated demo dataset and queue a job on it with the default method",
+    )
     parser.add_argument("--device", help="device of the local worker (default: CRYOCLUST_DEVICE or cuda:0)")
     parser.add_argument("--data-dir", help="DATA_DIR (default: CRYOCLUST_DATA_DIR or ./data)")
     parser.add_argument("--access-log", action="store_true", help="print a line per HTTP request")
 
 
-def make_demo(app) -> str | None:
-    """Simulate a small stack with known classes and register it, once per DATA_DIR."""
+def make_demo(app) -> tuple[str, str] | None:
+    """Simulate a realistic small dataset, register it and queue a job on it with the default
+    method, once per DATA_DIR; returns (dataset id, job id), or None when it was done before."""
+    from backend.schemas import JobCreate
     from backend.services.datasets import add as add_dataset
+    from backend.services.jobs import create as create_job
     from backend.storage import ReceivedFile
 
     settings, storage = app.state.settings, app.state.storage
@@ -49,38 +66,27 @@ def make_demo(app) -> str | None:
     try:
         # A separate process: the simulator's imports stay out of the server.
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cryoclust",
-                "simulate",
-                "-n",
-                "2000",
-                "-k",
-                "4",
-                "--box",
-                "64",
-                "--snr",
-                "1",
-                "--seed",
-                "0",
-                "-o",
-                str(work / "sim"),
-            ],
+            [sys.executable, "-m", "cryoclust", "simulate", *DEMO_SIMULATION, "-o", str(work / "sim")],
             check=True,
             stdout=subprocess.DEVNULL,
         )
         upload = storage.new_tmp_dir("upload-")
-        target = upload / "demo_particles.mrcs"
-        shutil.move(work / "sim" / "particles.mrcs", target)
-        received = ReceivedFile("demo_particles.mrcs", target, target.stat().st_size, _sha256(target))
+        received = []
+        for name in ("particles.star", "particles.mrcs"):  # the .star carries the CTF
+            target = upload / name
+            shutil.move(work / "sim" / name, target)
+            received.append(ReceivedFile(name, target, target.stat().st_size, _sha256(target)))
         try:
             with app.state.db.session() as session:
-                dataset = add_dataset(session, storage, upload, [received], "demo (simulated, 4 views)")
+                dataset = add_dataset(session, storage, upload, received, DEMO_NAME)
+                dataset_id = dataset.id
         finally:
             storage.remove(upload)
-        mark.write_text(dataset.id + "\n")
-        return dataset.id
+        params = JobCreate(dataset_id=dataset_id, **DEMO_JOB).model_dump(exclude={"dataset_id"})
+        with app.state.db.session() as session:
+            job_id = create_job(session, app.state.dispatcher, dataset_id, params).id
+        mark.write_text(f"{dataset_id}\n{job_id}\n")
+        return dataset_id, job_id
     finally:
         storage.remove(work)
 
@@ -156,9 +162,9 @@ def main(args: argparse.Namespace) -> int:
     port = args.port or settings.PORT
     app = create_app(settings)
     if args.demo:
-        dataset_id = make_demo(app)
-        if dataset_id:
-            print(f"cryoclust: added the demo dataset {dataset_id}", flush=True)
+        demo = make_demo(app)
+        if demo:
+            print(f"cryoclust: added the demo dataset {demo[0]} and queued job {demo[1]} on it", flush=True)
     if host in LOOPBACK:
         print(
             f"cryoclust: listening on {host} only (this machine); use --host 0.0.0.0 to open it "

@@ -167,6 +167,8 @@ class JobRecorder:
                             "seconds": e.seconds,
                             "loss": e.loss,
                             "timings": dict(e.timings),
+                            "churn": e.churn,
+                            **dict(e.scores),
                         },
                     )
                 )
@@ -222,9 +224,9 @@ def classify(self, job_id: str) -> str:
     if heartbeat:
         heartbeat.job_id = job_id
     recorder = JobRecorder(db, job_id, worker, round_num)
-    status, error = "failed", None
+    status, error, message = "failed", None, None
     try:
-        status, error = _run(settings, dataset, job_id, params, device, recorder)
+        status, error, message = _run(settings, dataset, job_id, params, device, recorder)
     except WorkerStopping:
         recorder.flush()
         with db.session() as session:
@@ -244,7 +246,7 @@ def classify(self, job_id: str) -> str:
     with db.session() as session:
         job = session.get(Job, job_id)
         if job is not None:
-            jobstate.finish(session, job, status, error)
+            jobstate.finish(session, job, status, error, message)
             session.commit()
     return status
 
@@ -252,9 +254,9 @@ def classify(self, job_id: str) -> str:
 def _run(
     settings: Settings, dataset: Dataset | None, job_id: str, params: dict, device: str, recorder: JobRecorder
 ):
-    """The engine run itself; returns (status, error)."""
+    """The engine run itself; returns (status, error, message: why the rounds stopped early)."""
     if dataset is None:
-        return "failed", "the job's dataset was deleted"
+        return "failed", "the job's dataset was deleted", None
     try:
         from cryoclust.core.datasets import open_stack
         from worker.engine.config import ClassifyConfig
@@ -268,7 +270,7 @@ def _run(
         recorder.set_effective(config.to_dict())
         out_dir = settings.data_dir / "jobs" / job_id
         with open_stack(settings.data_dir, dataset) as stack:  # a derived dataset: its subset
-            run_pipeline(
+            result = run_pipeline(
                 stack,
                 config,
                 out_dir,
@@ -276,11 +278,11 @@ def _run(
                 on_notice=recorder.notice,
                 command=["cryoclust", "worker", f"job={job_id}"],
             )
-        return "succeeded", None
+        return "succeeded", None, result.stopped and f"stopped: {result.stopped}"
     except JobCancelled:
-        return "cancelled", None
+        return "cancelled", None, None
     except (WorkerStopping, Superseded):
         raise
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        return "failed", failure_message(exc)
+        return "failed", failure_message(exc), None

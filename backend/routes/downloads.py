@@ -23,6 +23,7 @@ from cryoclust.core.tables import Dataset
 router = APIRouter(tags=["downloads"])
 
 ROUND_FILES = {
+    "class_averages_full.mrcs": "application/octet-stream",  # the last round's, at the input box
     "class_averages.mrcs": "application/octet-stream",
     "class_averages.png": "image/png",
     "labels.csv": "text/csv",
@@ -74,11 +75,13 @@ async def round_archive(
 def round_file(  # after archive.zip: {filename} would shadow it
     job_id: str,
     round_ref: str,
-    filename: Literal["class_averages.mrcs", "class_averages.png", "labels.csv"],
+    filename: Literal["class_averages_full.mrcs", "class_averages.mrcs", "class_averages.png", "labels.csv"],
     session: SessionDep,
     storage: StorageDep,
 ) -> FileResponse:
-    """Class averages (.mrcs, PNG gallery) or labels CSV of a round (`final` = last complete)."""
+    """Class averages (.mrcs at the model size, PNG gallery; class_averages_full.mrcs at the
+    input's box and pixel size, for the last round of a finished job) or labels CSV of a round
+    (`final` = last complete)."""
     job = jobs.get(session, job_id)
     number, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
     path = folder / filename

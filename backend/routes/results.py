@@ -96,14 +96,20 @@ def class_average_png(
     storage: StorageDep,
     stacks: StacksDep,
     size: int = Query(128, ge=16, le=512),
+    model_size: bool = Query(
+        False, description="the average at the model size even when a full-size one exists"
+    ),
 ) -> Response:
-    """One class average as a PNG."""
+    """One class average as a PNG: at the input's full box when the round has it, else at the
+    model size."""
     from worker.engine.gallery import thumbnail_png
 
     job = jobs.get(session, job_id)
     _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
     artifacts.check_classes(folder, [class_number])
-    image = stacks.read(folder / "class_averages.mrcs", lambda s: s.read(class_number - 1, class_number)[0])
+    full = folder / "class_averages_full.mrcs"
+    path = full if full.is_file() and not model_size else folder / "class_averages.mrcs"
+    image = stacks.read(path, lambda s: s.read(class_number - 1, class_number)[0])
     return Response(thumbnail_png(image, size), media_type="image/png")
 
 

@@ -27,8 +27,12 @@ def status_event(session: Session, job: Job, message: str | None = None) -> None
     add_event(session, job.id, "status", data)
 
 
-def finish(session: Session, job: Job, status: str, error: str | None = None) -> None:
-    """Move a job to a terminal status; its event stream ends here. The caller commits."""
+def finish(
+    session: Session, job: Job, status: str, error: str | None = None, message: str | None = None
+) -> None:
+    """Move a job to a terminal status; its event stream ends here. The caller commits.
+
+    `message` says more in the final status event (e.g. why the rounds stopped early)."""
     assert status in TERMINAL
     job.status = status
     job.error = error
@@ -36,7 +40,7 @@ def finish(session: Session, job: Job, status: str, error: str | None = None) ->
     job.heartbeat_at = None
     if status == "succeeded":
         job.progress = 1.0
-    status_event(session, job)
+    status_event(session, job, message)
     add_event(session, job.id, "end", {"status": status})
 
 

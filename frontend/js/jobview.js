@@ -7,6 +7,7 @@ import { datasetOrigin } from "./datasets.js";
 import { fetchEmbedding } from "./embedding.js";
 import { ClassGallery } from "./gallery.js";
 import { ACTIVE } from "./jobs.js";
+import { ConvergencePlot } from "./convergence.js";
 import { LossPlot } from "./lossplot.js";
 import { drawingFor, EmbeddingScatter, HOVER_SAMPLE } from "./scatter.js";
 
@@ -46,6 +47,7 @@ export class JobView {
     this.build();
     this.renderHead();
     this.loss = new LossPlot(this.lossEl, this.dataset.n_particles);
+    this.convergence = new ConvergencePlot(this.convergenceEl);
     try {
       this.loss.setRounds((await api(`/api/jobs/${this.jobId}/loss`)).rounds);
     } catch {
@@ -63,6 +65,7 @@ export class JobView {
   build() {
     this.headEl = h("div", { class: "job-head panel" });
     this.lossEl = h("div", { class: "plot", id: "loss-plot" });
+    this.convergenceEl = h("div", { class: "plot", id: "convergence-plot" });
     this.scatterEl = h("div", { class: "plot", id: "scatter-plot" });
     this.previewEl = h(
       "div",
@@ -88,7 +91,14 @@ export class JobView {
       h(
         "div",
         { class: "plots" },
-        h("section", { class: "panel" }, h("h3", { text: "Training loss" }), this.lossEl),
+        h(
+          "section",
+          { class: "panel" },
+          h("h3", { text: "Training loss" }),
+          this.lossEl,
+          h("h3", { text: "Convergence: churn and class sizes per round" }),
+          this.convergenceEl,
+        ),
         h(
           "section",
           { class: "panel" },
@@ -161,6 +171,7 @@ export class JobView {
       h("p", { class: "muted params", text: params.join(" · ") }),
       this.originLine(),
       times.length ? h("p", { class: "muted", text: times.join(" · ") }) : null,
+      this.stopped ? h("p", { class: "muted", id: "job-stopped", text: this.stopped }) : null,
       job.error ? h("p", { class: "error", id: "job-error", text: job.error }) : null,
     );
   }
@@ -246,12 +257,14 @@ export class JobView {
       this.live.epoch = Number(data.epoch);
     } else if (type === "round") {
       this.job.round = Math.max(this.job.round || 0, Number(data.round));
+      this.convergence.add(data);
       this.refreshJob();
       this.refreshRounds();
       this.reloadLoss(Number(data.round));
     } else if (type === "status") {
       this.job.status = data.status || this.job.status;
       if (data.error) this.job.error = data.error;
+      if (typeof data.message === "string" && data.message.startsWith("stopped:")) this.stopped = data.message;
       this.renderHead();
       if (!ACTIVE.has(this.job.status)) this.refreshJob();
     } else if (type === "end") {
@@ -360,8 +373,14 @@ export class JobView {
       h("a", { href: apiUrl(path), download: "", class: "download", text }, note ? h("span", { class: "muted", text: ` ${note}` }) : null);
     if (this.round !== null) {
       const base = `/api/jobs/${this.jobId}/rounds/${this.round}`;
+      // The full-size averages (input box and pixel size) exist for the last round of a finished job.
+      const last = this.rounds && this.round === this.rounds[this.rounds.length - 1];
+      const method = (this.job.effective_params || this.job.params || {}).method;
+      if (this.job.status === "succeeded" && last && (method === "pose" || method === "pose-em")) {
+        links.push(link(`${base}/class_averages_full.mrcs`, "Class averages, full size (.mrcs)", `round ${this.round}`));
+      }
       links.push(
-        link(`${base}/class_averages.mrcs`, "Class averages (.mrcs)", `round ${this.round}`),
+        link(`${base}/class_averages.mrcs`, "Class averages at the model size (.mrcs)", `round ${this.round}`),
         link(`${base}/class_averages.png`, "Class averages (PNG)", `round ${this.round}`),
         link(`${base}/labels.csv`, "Labels (CSV)", `round ${this.round}`),
         link(`${base}/archive.zip`, "Everything of the round (.zip)", `round ${this.round}`),
@@ -407,6 +426,7 @@ export class JobView {
     if (this.source) this.source.close();
     clearTimeout(this.headTimer);
     this.loss?.destroy();
+    this.convergence?.destroy();
     this.scatter?.destroy();
   }
 }

@@ -169,6 +169,19 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     )
     assert steps == [[p["step"] for p in r["points"]] for r in history["rounds"]]
 
+    # Convergence beside the loss: churn per round (a line) and the class sizes (stacked bars).
+    page.wait_for_function(
+        "() => (document.getElementById('convergence-plot').data || []).some((t) => t.name === 'churn' && t.x.length === 2)"
+    )
+    convergence = page.evaluate(
+        "() => document.getElementById('convergence-plot').data.map((t) => [t.name, t.x, t.y])"
+    )
+    churn = next(t for t in convergence if t[0] == "churn")
+    assert churn[1] == [1, 2] and all(0 <= c <= 1 for c in churn[2])
+    bars = [t for t in convergence if t[0].startswith("class ")]
+    assert [sum(t[2][i] for t in bars) for i in range(2)] == [200, 200]
+    assert {int(t[0].split()[1]): t[2][1] for t in bars} == classes
+
     # The scatter of the last round: every particle once, coloured by class.
     expect(page.locator("#scatter-plot")).to_have_attribute("data-round", "2")
     expect(page.locator("#gallery-grid")).to_have_attribute("data-round", "2")
@@ -277,13 +290,21 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     expect(page.locator("#subset-note")).to_contain_text("Saved")
 
     # Downloads of the round: class averages (.mrcs, PNG), labels CSV; the final RELION star.
-    averages = download(page, page.locator("#downloads a", has_text="Class averages (.mrcs)").click)
+    averages = download(
+        page, page.locator("#downloads a", has_text="Class averages at the model size (.mrcs)").click
+    )
     with mrcfile.open(averages, permissive=False) as mrc:
         assert mrc.data.shape[0] == 4  # nz = number of classes
         assert int(mrc.header.mode) == 2
         assert mrc.voxel_size.x == pytest.approx(
             sim_stack.pixel_size * sim_stack.box / mrc.data.shape[-1], rel=1e-3
         )
+        assert np.isfinite(mrc.data).all()
+    # the default method also gives them at the input's box and pixel size
+    full = download(page, page.locator("#downloads a", has_text="Class averages, full size (.mrcs)").click)
+    with mrcfile.open(full, permissive=False) as mrc:
+        assert mrc.data.shape == (4, sim_stack.box, sim_stack.box)
+        assert mrc.voxel_size.x == pytest.approx(sim_stack.pixel_size, rel=1e-3)
         assert np.isfinite(mrc.data).all()
     png = download(page, page.locator("#downloads a", has_text="Class averages (PNG)").click)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -179,6 +179,17 @@ PARAMETERS: tuple[Param, ...] = (
         help="Train-then-cluster rounds; each trains a fresh network on the last labels.",
     ),
     Param(
+        "stop_when_churn_below",
+        float,
+        0.0,
+        "Stop when churn below",
+        flags=("--stop-when-churn-below",),
+        minimum=0,
+        maximum=1,
+        help="End the rounds early once the share of particles that changed class in a round "
+        "falls below this (e.g. 0.01); 0 runs every round.",
+    ),
+    Param(
         "size",
         int,
         64,
@@ -256,6 +267,7 @@ class ClassifyConfig:
     epoch_num: int = default("epoch_num")
     batch_size: int = default("batch_size")
     round_num: int = default("round_num")
+    stop_when_churn_below: float = default("stop_when_churn_below")
     size: int = default("size")
     seed: int = default("seed")
     device: str = DEFAULT_DEVICE  # the engine's "auto" device; the worker passes its own

@@ -50,6 +50,8 @@ class RoundDone:
     seconds: float
     loss: float  # mean loss of the last epoch
     timings: dict[str, float] = field(default_factory=dict)
+    churn: float = 0.0  # share of particles that changed class since the previous round
+    scores: dict[str, float] = field(default_factory=dict)  # e.g. mean_log_likelihood (pose methods)
 
 
 Event = RoundStarted | LossPoint | EpochDone | EmbedProgress | RoundDone

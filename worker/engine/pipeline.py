@@ -22,6 +22,7 @@ from worker.engine import outputs
 from worker.engine.averages import MeanAverager
 from worker.engine.cluster import initial_labels, kmeans_labels, project_2d
 from worker.engine.config import ClassifyConfig
+from worker.engine.convergence import label_churn, stop_reason
 from worker.engine.devices import resolve_device
 from worker.engine.errors import InputError
 from worker.engine.events import Callback, Event, LossPoint, RoundDone, RoundStarted, ignore
@@ -39,9 +40,13 @@ class ClassifyResult:
     labels: np.ndarray  # final labels, 0-based
     rounds: list[dict] = field(default_factory=list)  # each round's round.json
     device: str = "cpu"
+    stopped: str | None = None  # why the rounds ended before round_num, if they did
 
 
-STATE_FILE = "method_state.npz"  # a method's between-round state, for exact resuming
+STATE_FILE = "method_state.npz"
+SCORE_KEYS = (
+    "mean_log_likelihood",
+)  # a method's per-round scores (round_scores), as named  # a method's between-round state, for exact resuming
 
 
 def _averager(config: ClassifyConfig, method):
@@ -139,13 +144,61 @@ def classify(
     )
 
     done, rounds, labels = _resume(run)
-    for r in range(len(done) + 1, config.round_num + 1):
+    stopped = _stop_reason(config, rounds[-1]) if rounds else None
+    r = len(done)
+    while stopped is None and r < config.round_num:
+        r += 1
         labels, info = _one_round(run, r, labels)
         rounds.append(info)
+        stopped = _stop_reason(config, info)
 
+    full_size = _full_size_averages(run, rounds[-1]["round"], labels, on_notice)
     summary = _summary(run, device, size, preprocess_seconds, rounds, time.perf_counter() - started)
-    outputs.write_final(out_dir, config.round_num, stack, summary)
-    return ClassifyResult(out_dir, labels, rounds, str(device))
+    summary["stopped"] = stopped
+    summary["full_size_averages"] = full_size
+    outputs.write_final(out_dir, rounds[-1]["round"], stack, summary)
+    return ClassifyResult(out_dir, labels, rounds, str(device), stopped)
+
+
+FULL_SIZE_FILE = "class_averages_full.mrcs"
+FULL_SIZE_BYTES = 4 << 30  # the full-size particles are held at once; a larger stack goes without
+
+
+def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notice) -> dict | None:
+    """The last round's class averages at the input's box and pixel size, from the poses found at
+    the model size (methods with `average_at`), into the round's folder and OUT/. Returns their
+    box and pixel size for summary.json, or None when the method or the memory does not allow."""
+    from worker.engine.io.mrc import write_stack
+
+    stack, method = run.stack, run.method
+    if not hasattr(method, "average_at"):
+        return None
+    box = model_size(stack.box, stack.box)  # an odd box loses one pixel, as at the model size
+    pixel_size = stack.pixel_size * stack.box / box
+    found = {"file": FULL_SIZE_FILE, "box": box, "pixel_size": pixel_size}
+    round_file = outputs.round_dir(run.out_dir, last_round) / FULL_SIZE_FILE
+    if round_file.is_file() and (run.out_dir / FULL_SIZE_FILE).is_file():
+        return found  # a run resumed after it had finished
+    if len(stack) * box * box * 4 > FULL_SIZE_BYTES:
+        if on_notice:
+            on_notice(
+                f"no full-size class averages: {len(stack):,} particles of {box} px exceed the memory set aside"
+            )
+        return None
+    if getattr(method, "final_poses", None) is None:  # resumed after the last round: its poses again
+        method.average(run.images, labels, run.config.cluster_num)
+    full = preprocess(stack, box, run.images.device, before_normalise=_phase_flipper(stack, run.config))
+    averages = method.average_at(full, pixel_size)
+    write_stack(round_file, averages, pixel_size)
+    write_stack(run.out_dir / FULL_SIZE_FILE, averages, pixel_size)
+    return found
+
+
+def _stop_reason(config: ClassifyConfig, info: dict) -> str | None:
+    churn = info.get("churn")
+    if churn is None:
+        return None
+    return stop_reason(churn, config.stop_when_churn_below, info["round"])
 
 
 def _resume(run: _Run) -> tuple[list[int], list[dict], np.ndarray]:
@@ -185,7 +238,9 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     run.on_event(RoundStarted(r, config.round_num, epochs * n))
     embedding, state = run.method.train_round(run.images, labels, config, r, run.generator, record)
     trained = time.perf_counter()
+    previous = labels
     labels = kmeans_labels(embedding, k, config.seed + r)
+    churn = label_churn(previous, labels)
     clustered = time.perf_counter()
     averages = run.averager.average(run.images, labels, k)
     classes = outputs.class_table(
@@ -200,7 +255,9 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     info = {
         "round": r,
         "counts": [row["count"] for row in classes],
+        "churn": churn,
         "loss": state["loss"],
+        **(run.method.round_scores() if hasattr(run.method, "round_scores") else {}),
         "seconds": averaged - round_started,
         "timings": timings,
     }
@@ -221,7 +278,10 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     )
     if "network" in state:
         _save_weights(run.out_dir / "model.pt", state["network"], r)
-    run.on_event(RoundDone(r, config.round_num, info["counts"], info["seconds"], state["loss"], timings))
+    scores = {key: info[key] for key in SCORE_KEYS if key in info}
+    run.on_event(
+        RoundDone(r, config.round_num, info["counts"], info["seconds"], state["loss"], timings, churn, scores)
+    )
     return labels, info
 
 

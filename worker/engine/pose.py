@@ -72,6 +72,7 @@ class PoseMethod:
         self.state: EmState | None = None
         self._small: torch.Tensor | None = None
         self._ctfs: torch.Tensor | None = None
+        self.final_poses: tuple[Posterior, torch.Tensor, int] | None = None  # set by `average`
 
     # -- the pipeline's hooks ---------------------------------------------------------------
     def set_optics(self, ctf: CtfParams | None, pixel_size: float, flipped: bool) -> None:
@@ -103,6 +104,11 @@ class PoseMethod:
             t["classes"], t["angles"], t["shifts"], t["weights"], t["class_probs"], t["log_likelihood"]
         )
         self.state = EmState(t["references"], t["sigma2"], t["log_prior"], posterior)
+
+    def round_scores(self) -> dict[str, float]:
+        """The round's convergence figure: the mean over particles of the log-likelihood summed
+        over every pose (at the search size; it rises as the references fit better)."""
+        return {"mean_log_likelihood": float(self.state.posterior.log_likelihood.mean())}
 
     # -- one round --------------------------------------------------------------------------
     def _prepare(self, images: torch.Tensor) -> None:
@@ -178,6 +184,7 @@ class PoseMethod:
         references = references_from_labels(small, ctfs, labels, k, state)
         sigma2_full = resample(state.sigma2, size) * (size / small.shape[-1]) ** 2  # per-pixel units
         best = _best_only(state.posterior)  # the neighbours' share of the weight would blur
+        self.final_poses = (best, state.sigma2, k)  # for average_at: the same poses at any size
         averages, _ = maximisation(full, full_ctfs, best, k, sigma2_full, scale, sharp=True)
         labels_t = torch.as_tensor(labels, device=full.device)
         parity = torch.zeros(len(labels), dtype=torch.bool, device=full.device)
@@ -212,6 +219,20 @@ class PoseMethod:
                 sharp=True,
             )
         self.half_averages = halves.cpu().numpy()
+        return averages.cpu().numpy().astype(np.float32)
+
+    def average_at(self, images: torch.Tensor, pixel_size: float) -> np.ndarray:
+        """The last `average`'s classes at another size: every particle of `images` (N, 1, B, B),
+        normalised and phase-flipped as at the model size, moved by its best pose (shifts scaled
+        from the search size by B / search size) and averaged with its CTF at `pixel_size` (Å/px
+        of these images). Used for the averages at the input's full box."""
+        best, sigma2, k = self.final_poses
+        size = images.shape[-1]
+        full = images.reshape(-1, size, size).float()
+        ctfs = particle_ctfs(self.ctf, len(full), size, pixel_size, self.flipped, full.device)
+        search = self._small.shape[-1]
+        sigma2_full = resample(sigma2, size) * (size / search) ** 2  # per-pixel units
+        averages, _ = maximisation(full, ctfs, best, k, sigma2_full, size / search, sharp=True)
         return averages.cpu().numpy().astype(np.float32)
 
 

@@ -179,8 +179,11 @@ class ProgressPrinter:
                 self.bar.close()
                 self.bar = None
             counts = " / ".join(f"{c:,}" for c in event.counts)
+            score = event.scores.get("mean_log_likelihood")
+            likelihood = f", mean log-likelihood {score:.4g}" if score is not None else ""
             print(
-                f"round {event.round}/{event.round_num}: {event.seconds:.1f} s, loss {event.loss:.4f}, class sizes {counts}"
+                f"round {event.round}/{event.round_num}: {event.seconds:.1f} s, loss {event.loss:.4f}, "
+                f"churn {event.churn:.1%}{likelihood}, class sizes {counts}"
             )
 
 
@@ -233,5 +236,10 @@ def main(args: argparse.Namespace) -> int:
         if source.suffix.lower() == ".cs":
             write_final_cs(stack, Path(result.out_dir))
             written += ", particles.cs"
-    print(f"done on {result.device}: results in {result.out_dir}/ ({written}, class_averages.mrcs)")
+    if result.stopped:
+        print(f"stopped early: {result.stopped}")
+    averages = "class_averages.mrcs"
+    if (Path(result.out_dir) / "class_averages_full.mrcs").is_file():
+        averages = "class_averages_full.mrcs at full size, class_averages.mrcs"
+    print(f"done on {result.device}: results in {result.out_dir}/ ({written}, {averages})")
     return 0
