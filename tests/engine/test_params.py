@@ -118,6 +118,8 @@ OTHER_MEANINGS = {
     "worker/engine/simulate.py": "seed: the simulation's own seed",
     "worker/engine/commands/simulate.py": "seed: the simulation's own seed",
     "worker/engine/bench_methods.py": "the benchmark's own settings",
+    "worker/engine/bench_suite.py": "the benchmark's own settings",
+    "worker/engine/aspire_child.py": "seed: the ASPIRE anchor's own seed",
     "worker/engine/bench_speed.py": "the benchmark's own settings",
     "worker/engine/commands/bench.py": "the benchmark's own settings",
     "frontend/js/gallery.js": "size: the size of a thumbnail",
@@ -166,7 +168,7 @@ def test_the_check_above_finds_a_copied_default():
     copies = [
         "cluster_num: int = 4",
         "learning_rate=5e-4",
-        '{ name: "x", method: "reference" }',
+        '{ name: "x", method: "pose" }',
         'parser.add_argument("-e", "--epoch_num", type=int, default=20)',
     ]
     names = ["cluster_num", "learning_rate", "method", "epoch_num"]

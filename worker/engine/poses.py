@@ -1,6 +1,6 @@
 """Expectation-maximisation over classes and poses (worker.engine.likelihood), with its schedule.
 
-    state = run_em(small, ctfs, k=10, iterations=12, seed=0)
+    state = run_em(small, ctfs, k=10, iterations=12, seed=config.seed)
     state.posterior.labels, state.references
 
 Starts from K random subsets of the particles, each particle turned by a random angle (RELION's
