@@ -124,7 +124,9 @@ def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
             picked = cc.create_subset(derived.id, indices=[0, 1], name="two")
             assert picked.n_particles == 2 and picked.source_classes is None
 
-            queued = cc.start_job(picked.id, **{**TINY, "cluster_num": 2, "epoch_num": 50})
+            # Long enough whatever the default method: the reference method trains every epoch asked for.
+            long_job = {**TINY, "method": "reference", "epoch_num": 1000, "round_num": 20}
+            queued = cc.start_job(ds.id, **long_job)
             cancelled = cc.cancel(queued.id)
             assert cancelled.status in ("cancelled", "running")
             assert cc.wait(queued.id, timeout=60).status == "cancelled"
