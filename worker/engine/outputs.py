@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.engine.gallery import gallery_png
-from worker.engine.io.atomic import temporary_sibling
+from worker.engine.io.atomic import temporary_folder, temporary_sibling
 from worker.engine.io.mrc import write_stack
 from worker.engine.io.star import write_particles_star
 
@@ -101,22 +100,17 @@ def write_round(
 ) -> Path:
     """Write every file of a round into a temporary folder, then rename it into place."""
     final = round_dir(out_dir, round_index)
-    tmp = out_dir / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_labels_csv(tmp / "labels.csv", labels, image_names)
-    np.save(tmp / "embedding.npy", embedding.astype(np.float32))
-    np.save(tmp / "embedding_2d.npy", embedding_2d.astype(np.float32))
-    write_stack(tmp / "class_averages.mrcs", averages.astype(np.float32), pixel_size)
-    write_bytes(tmp / "class_averages.png", gallery_png(averages, captions(classes)))
-    write_json(tmp / "classes.json", classes)
-    write_json(tmp / "loss.json", loss)
-    write_json(tmp / "round.json", info)
-    for name, arrays in (extra or {}).items():  # a method's state, e.g. method_state.npz
-        np.savez(tmp / name, **arrays)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with temporary_folder(final) as tmp:
+        write_labels_csv(tmp / "labels.csv", labels, image_names)
+        np.save(tmp / "embedding.npy", embedding.astype(np.float32))
+        np.save(tmp / "embedding_2d.npy", embedding_2d.astype(np.float32))
+        write_stack(tmp / "class_averages.mrcs", averages.astype(np.float32), pixel_size)
+        write_bytes(tmp / "class_averages.png", gallery_png(averages, captions(classes)))
+        write_json(tmp / "classes.json", classes)
+        write_json(tmp / "loss.json", loss)
+        write_json(tmp / "round.json", info)
+        for name, arrays in (extra or {}).items():  # a method's state, e.g. method_state.npz
+            np.savez(tmp / name, **arrays)
     return final
 
 
