@@ -13,6 +13,9 @@ from worker.engine.errors import InputError
 from worker.engine.io.cryosparc import write_particles_cs
 from worker.engine.io.particles import ParticleStack
 
+# A run of a few seconds: 2 classes, 1 epoch, 1 round, 16 px, on the CPU.
+TINY_RUN = ["-c", "2", "-e", "1", "-r", "1", "-g", "cpu", "--size", "16", "-b", "4", "-q"]
+
 
 def _cs_project(tmp_path, make_mrc, imported: bool = False):
     """A cryoSPARC-like project: two extracted stacks under P1/J3/extract/ and a particle file
@@ -136,26 +139,7 @@ def test_class_numbers_must_start_at_one(tmp_path):
 def test_classify_command_reads_a_cs_file(tmp_path, make_mrc, capsys):
     cs, _, _ = _cs_project(tmp_path, make_mrc)
     out = tmp_path / "run"
-    argv = [
-        "classify",
-        str(cs),
-        "-o",
-        str(out),
-        "-c",
-        "2",
-        "-e",
-        "1",
-        "-r",
-        "1",
-        "-g",
-        "cpu",
-        "--size",
-        "16",
-        "-b",
-        "4",
-        "-q",
-    ]
-    assert main(argv) == 0
+    assert main(["classify", str(cs), "-o", str(out), *TINY_RUN]) == 0
     assert (out / "particles.star").is_file()
     assert "000003@" in (out / "particles.star").read_text()
     assert "particles.cs" in capsys.readouterr().out
@@ -168,26 +152,7 @@ def test_classify_command_writes_particles_cs_for_a_cs_input(tmp_path, make_mrc)
 
     cs, data, expected = _cs_project(tmp_path, make_mrc, imported=True)
     out = tmp_path / "run"
-    argv = [
-        "classify",
-        str(cs),
-        "-o",
-        str(out),
-        "-c",
-        "2",
-        "-e",
-        "1",
-        "-r",
-        "1",
-        "-g",
-        "cpu",
-        "--size",
-        "16",
-        "-b",
-        "4",
-        "-q",
-    ]
-    assert main(argv) == 0
+    assert main(["classify", str(cs), "-o", str(out), *TINY_RUN]) == 0
     back = Dataset.load(str(out / "particles.cs"))
     np.testing.assert_array_equal(back["uid"], data["uid"])
     star_classes = starfile.read(out / "particles.star", always_dict=True)["particles"]["rlnClassNumber"]
