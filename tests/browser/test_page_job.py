@@ -352,7 +352,14 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
 
 def test_cancel_from_the_list_and_from_the_job_view(page, server, sim_stack):
     """A queued job is cancelled from the jobs list, a running one from its live view."""
-    long_job = {"epoch_num": 1000, "round_num": 1, "size": 32, "device": "cpu", "batch_size": 32}
+    long_job = {
+        "method": "reference",
+        "epoch_num": 1000,
+        "round_num": 1,
+        "size": 32,
+        "device": "cpu",
+        "batch_size": 32,
+    }
     with server.client() as client:
         dataset = client.post(
             "/api/datasets",
