@@ -141,7 +141,9 @@ def test_redis_worker_runs_a_job_streams_events_and_cancels(redis_settings, work
         check_results(client, job["id"], 60, tmp_path)
 
         # A long job, cancelled once it trains: it stops within seconds.
-        long = client.post("/api/jobs", json={"dataset_id": dataset_id, **TINY, "epoch_num": 1000}).json()
+        long = client.post(
+            "/api/jobs", json={"dataset_id": dataset_id, **TINY, "method": "reference", "epoch_num": 1000}
+        ).json()
         deadline = time.monotonic() + 60
         while not client.get(f"/api/jobs/{long['id']}/loss").json()["rounds"]:
             assert time.monotonic() < deadline, worker.tail()
