@@ -189,6 +189,16 @@ def test_star_without_pixel_size_uses_mrc_header(make_mrc, write_star):
         assert stack.pixel_size == pytest.approx(2.5) and stack.ctf is None and stack.mode == 2
 
 
+@pytest.mark.parametrize("number", ["1e30", "1.5", "-3000000000"])
+def test_class_numbers_that_are_not_whole_32_bit_numbers_are_refused(make_mrc, write_star, number):
+    make_mrc("s.mrcs", n=2)
+    star = write_star(
+        "s.star", f"data_\nloop_\n_rlnImageName\n_rlnClassNumber\n1@s.mrcs 1\n2@s.mrcs {number}\n"
+    )
+    with pytest.raises(InputError, match=r"_rlnClassNumber must be whole numbers; row 2"):
+        ParticleStack.open(star)
+
+
 def test_star_image_without_index_is_a_single_image_file(make_mrc, write_star):
     _, image = make_mrc("one.mrc", data=np.full((8, 8), 7.0, np.float32))
     star = write_star("s.star", "data_\nloop_\n_rlnImageName\none.mrc\n")

@@ -143,7 +143,7 @@ def read_particles_star(path: Path) -> StarParticles:
         raise InputError(f"{path}: the particle table lists no particles")
     classes = None
     if "rlnClassNumber" in particles.columns:
-        classes = _numbers(path, particles, "rlnClassNumber").astype(np.int64)
+        classes = _whole_numbers(path, particles, "rlnClassNumber")
     return StarParticles(names, _pixel_size(path, particles), _ctf(path, particles), classes)
 
 
@@ -200,9 +200,17 @@ def _merge_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame) -> 
 
 def _group_numbers(path: Path, table: pd.DataFrame) -> np.ndarray:
     """Optics group numbers as integers (pandas cannot merge text or fractions with them)."""
-    values = _numbers(path, table, "rlnOpticsGroup")
-    if np.any(values != np.round(values)) or np.any(np.abs(values) > 2**31):
-        raise InputError(f"{path}: _rlnOpticsGroup must be whole numbers")
+    return _whole_numbers(path, table, "rlnOpticsGroup")
+
+
+def _whole_numbers(path: Path, table: pd.DataFrame, label: str) -> np.ndarray:
+    """A column of 32-bit whole numbers (group and class numbers), or one line saying which row is not."""
+    values = _numbers(path, table, label)
+    bad = np.flatnonzero((values != np.round(values)) | (np.abs(values) > 2**31 - 1))
+    if len(bad):
+        raise InputError(
+            f"{path}: _{label} must be whole numbers; row {bad[0] + 1} has {table[label].iloc[bad[0]]!r}"
+        )
     return values.astype(np.int64)
 
 
