@@ -172,7 +172,6 @@ def test_relion_command_has_the_class2d_flags():
         "--iter 25",
         "--psi_step 12",
         "--offset_range 5",
-        "--offset_step 1",
         "--particle_diameter 109",
         "--zero_mask",
         "--tau2_fudge 2",
@@ -181,6 +180,7 @@ def test_relion_command_has_the_class2d_flags():
     ):
         assert flag in text
     assert "--ctf" not in relion_command(4, 109, ctf=False)
+    assert "--offset_step" not in text  # relion_refine's default, as the anchor was measured
 
 
 def test_normalise_background_keeps_the_particle_contrast():

@@ -7,8 +7,11 @@ outside the particle diameter, has mean 0 and std 1, as relion_preprocess does) 
 Class2D job:
 
     relion_refine --i particles.star --o class2d/run --K k [--ctf] --iter 25 --psi_step 12
-        --offset_range 5 --offset_step 1 --particle_diameter D --zero_mask --tau2_fudge 2
+        --offset_range 5 --particle_diameter D --zero_mask --tau2_fudge 2
         --dont_combine_weights_via_disc --pool 30 --j 2 --random_seed 0
+
+The offset step is relion_refine's own default, as in the command the anchor was first measured
+with (`--offset_step 1` made the first iteration take 9 min for 2,000 particles on 2 cores).
 """
 
 from __future__ import annotations
@@ -85,8 +88,6 @@ def relion_command(
         "12",
         "--offset_range",
         "5",
-        "--offset_step",
-        "1",
         "--particle_diameter",
         f"{diameter:g}",
         "--zero_mask",
