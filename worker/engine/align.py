@@ -27,6 +27,7 @@ COARSE_SIZE = 32  # the grid search runs on images Fourier-cropped to this size
 BATCH = 2048  # particles per search batch (bounds memory)
 INTERPOLATION = "bilinear"
 FINE_LOW_PASS = 0.12  # cycles/px: Gaussian low-pass for the fine search
+SHARP_WORKSPACE = 16  # an image's size times this: what moving it on the twice finer grid holds
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,7 @@ class AlignedAverager:
         self.angle_step = angle_step
         self.params: AlignParams | None = None
         self.half_averages: np.ndarray | None = None
+        self.size: int | None = None  # the image size `params` were found at
 
     def average(self, images: torch.Tensor, labels: np.ndarray, k: int) -> np.ndarray:
         images = images.reshape(-1, images.shape[-2], images.shape[-1])
@@ -318,4 +320,24 @@ class AlignedAverager:
             angles[members], shifts[members], scores[members] = params.angles, params.shifts, params.scores
         self.params = AlignParams(angles, shifts, scores)
         self.half_averages = halves
+        self.size = size
         return averages
+
+    def average_at(self, images: torch.Tensor, labels: np.ndarray, k: int, pixel_size: float) -> np.ndarray:
+        """The last `average`'s alignments applied to the same particles at another box
+        (N, 1, B, B): angles as found, shifts scaled by B / the size they were found at; moved on
+        a twice finer grid (likelihood.transform_sharp), so interpolation keeps the detail a
+        full-size average is for."""
+        from worker.engine.averages import batched_class_means
+        from worker.engine.likelihood import transform_sharp
+
+        if self.params is None or len(self.params.angles) != len(images):
+            raise ValueError("average_at needs the alignments of an `average` of the same particles")
+        scale = images.shape[-1] / self.size
+        angles = torch.as_tensor(self.params.angles, dtype=torch.float32, device=images.device)
+        shifts = torch.as_tensor(self.params.shifts, dtype=torch.float32, device=images.device) * scale
+
+        def move(batch: torch.Tensor, rows: slice) -> torch.Tensor:
+            return transform_sharp(batch, angles[rows], shifts[rows])
+
+        return batched_class_means(images, labels, k, move, factor=SHARP_WORKSPACE)

@@ -52,8 +52,10 @@ def gallery_png(
     captions: Sequence[str] | None = None,
     columns: int | None = None,
     tile: int = 128,
+    note: str | None = None,
 ) -> bytes:
-    """A grid of images (each scaled to tile x tile with its own contrast) with a caption under each."""
+    """A grid of images (each scaled to tile x tile with its own contrast) with a caption under
+    each, and a `note` line under the grid when given."""
     pictures = [np.asarray(image) for image in images]
     if not pictures:
         raise ValueError("a gallery needs at least one image")
@@ -64,10 +66,15 @@ def gallery_png(
     columns = columns or math.ceil(math.sqrt(len(pictures)))
     rows = math.ceil(len(pictures) / columns)
     font = ImageFont.load_default()
-    caption_height = _line_height(font) + 2 * GAP if captions is not None else 0
+    line_height = _line_height(font) + 2 * GAP
+    caption_height = line_height if captions is not None else 0
     cell_w, cell_h = tile + GAP, tile + caption_height + GAP
-    sheet = Image.new("L", (columns * cell_w + GAP, rows * cell_h + GAP), BACKGROUND)
+    note_height = line_height if note else 0
+    width = columns * cell_w + GAP
+    sheet = Image.new("L", (width, rows * cell_h + GAP + note_height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
+    if note:
+        draw.text((GAP, rows * cell_h + GAP), _fit(draw, note, font, width - 2 * GAP), fill=TEXT, font=font)
     for i, picture in enumerate(pictures):
         x = GAP + (i % columns) * cell_w
         y = GAP + (i // columns) * cell_h

@@ -20,6 +20,7 @@ from worker.engine.io.mrc import write_stack
 from worker.engine.io.star import write_particles_star
 
 ROUND_DIR = re.compile(r"^round_(\d{2,})$")
+FULL_SIZE_FILE = "class_averages_full.mrcs"  # a round's averages at the input's box and pixel size
 
 
 def round_dir(out_dir: Path, round_index: int) -> Path:
@@ -48,26 +49,62 @@ def completed_rounds(out_dir: Path) -> list[int]:
     return done
 
 
-def class_table(labels: np.ndarray, k: int, quality: list[float | None] | None = None) -> list[dict]:
+def class_table(
+    labels: np.ndarray, k: int, quality: list[float | None] | None = None, pixel_size: float | None = None
+) -> list[dict]:
+    """Per class: number (1-based), count, fraction, and with `quality` the FRC figure in Å at
+    `pixel_size` (the averages') and as a fraction of Nyquist, which needs no pixel size."""
     counts = np.bincount(labels, minlength=k)
     rows = []
     for c in range(k):
         row = {"class": c + 1, "count": int(counts[c]), "fraction": float(counts[c] / len(labels))}
         if quality is not None:
             row["quality"] = quality[c]
+            if pixel_size is not None:
+                row["quality_nyquist"] = nyquist_fraction(quality[c], pixel_size)
         rows.append(row)
     return rows
 
 
-def captions(classes: list[dict]) -> list[str]:
+def nyquist_fraction(quality: float | None, pixel_size: float) -> float | None:
+    """An FRC resolution (Å at `pixel_size`) as a fraction of Nyquist: 1.0 correlates up to it."""
+    return round(2.0 * pixel_size / quality, 4) if quality else None
+
+
+def quality_text(
+    row: dict, pixel_size: float, pixel_size_known: bool, angstrom: str = "Å", nyquist: str = "× Nyquist"
+) -> str | None:
+    """A class's FRC figure for people: in Å when the pixel size is known; otherwise as a
+    fraction of Nyquist, since the Å figure would be in units of a 1 Å/px stand-in."""
+    quality = row.get("quality")
+    if not quality:
+        return None
+    if pixel_size_known:
+        return f"{quality:.1f} {angstrom}"
+    fraction = row.get("quality_nyquist") or nyquist_fraction(quality, pixel_size)
+    return f"{fraction:.2f} {nyquist}"
+
+
+UNKNOWN_PIXEL_NOTE = "pixel size unknown: FRC as a fraction of Nyquist"
+
+
+def captions(classes: list[dict], pixel_size: float, pixel_size_known: bool) -> list[str]:
+    """The gallery's caption of each class: number, count, share and FRC figure."""
     text = []
     for row in classes:
         line = f"#{row['class']}  {row['count']:,} ({100 * row['fraction']:.0f}%)"
-        if row.get("quality"):
-            # the gallery's built-in font has no Å glyph
-            line += f"  {row['quality']:.1f} A"
+        # "A": the gallery's font may have no Å glyph; short words: a caption is one tile wide
+        quality = quality_text(row, pixel_size, pixel_size_known, angstrom="A", nyquist="Nyq")
+        if quality:
+            line += f"  {quality}"
         text.append(line)
     return text
+
+
+def gallery(averages: np.ndarray, classes: list[dict], pixel_size: float, pixel_size_known: bool) -> bytes:
+    """The PNG gallery of a round's averages, saying so when the pixel size is unknown."""
+    note = None if pixel_size_known else UNKNOWN_PIXEL_NOTE
+    return gallery_png(averages, captions(classes, pixel_size, pixel_size_known), note=note)
 
 
 def write_labels_csv(path: Path, labels: np.ndarray, image_names: list[str]) -> None:
@@ -93,6 +130,7 @@ def write_round(
     embedding_2d: np.ndarray,
     averages: np.ndarray,
     pixel_size: float,
+    pixel_size_known: bool,
     classes: list[dict],
     loss: list[dict],
     info: dict,
@@ -105,13 +143,18 @@ def write_round(
         np.save(tmp / "embedding.npy", embedding.astype(np.float32))
         np.save(tmp / "embedding_2d.npy", embedding_2d.astype(np.float32))
         write_stack(tmp / "class_averages.mrcs", averages.astype(np.float32), pixel_size)
-        write_bytes(tmp / "class_averages.png", gallery_png(averages, captions(classes)))
+        write_bytes(tmp / "class_averages.png", gallery(averages, classes, pixel_size, pixel_size_known))
         write_json(tmp / "classes.json", classes)
         write_json(tmp / "loss.json", loss)
         write_json(tmp / "round.json", info)
         for name, arrays in (extra or {}).items():  # a method's state, e.g. method_state.npz
             np.savez(tmp / name, **arrays)
     return final
+
+
+def copy_file(source: Path, target: Path) -> None:
+    with temporary_sibling(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def write_final(out_dir: Path, last_round: int, stack, summary: dict) -> None:
@@ -130,6 +173,5 @@ def write_final(out_dir: Path, last_round: int, stack, summary: dict) -> None:
         image_size=stack.box,
     )
     for name in ("class_averages.mrcs", "class_averages.png", "classes.json"):
-        with temporary_sibling(out_dir / name) as tmp:
-            shutil.copyfile(last / name, tmp)
+        copy_file(last / name, out_dir / name)
     write_json(out_dir / "summary.json", summary)

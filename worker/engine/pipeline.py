@@ -88,6 +88,7 @@ class _Run:
     averager: object
     generator: torch.Generator
     on_event: Callback
+    averaged_round: int | None = None  # the round whose labels the averager last averaged
 
 
 def classify(
@@ -160,35 +161,47 @@ def classify(
     return ClassifyResult(out_dir, labels, rounds, str(device), stopped)
 
 
-FULL_SIZE_FILE = "class_averages_full.mrcs"
+FULL_SIZE_FILE = outputs.FULL_SIZE_FILE
 FULL_SIZE_BYTES = 4 << 30  # the full-size particles are held at once; a larger stack goes without
 
 
 def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notice) -> dict | None:
-    """The last round's class averages at the input's box and pixel size, from the poses found at
-    the model size (methods with `average_at`), into the round's folder and OUT/. Returns their
-    box and pixel size for summary.json, or None when the method or the memory does not allow."""
+    """The last round's class averages at the input's box and pixel size, into the round's folder
+    and OUT/, for every method: the averager's own (pose method: poses; aligned averages: the
+    in-plane alignments; reference: plain means) applied to the full-size particles, normalised
+    and phase-flipped as at the model size. Only the last round gets them: reading the stack
+    again at full size costs as much as the first preprocessing. The round's PNG gallery is
+    redrawn from them. Returns their box and pixel size for summary.json, or None when the
+    particles do not fit in FULL_SIZE_BYTES (a notice says so)."""
     from worker.engine.io.mrc import write_stack
 
-    stack, method = run.stack, run.method
-    if not hasattr(method, "average_at"):
-        return None
+    stack, k = run.stack, run.config.cluster_num
     box = model_size(stack.box, stack.box)  # an odd box loses one pixel, as at the model size
     pixel_size = stack.pixel_size * stack.box / box
     found = {"file": FULL_SIZE_FILE, "box": box, "pixel_size": pixel_size}
-    round_file = outputs.round_dir(run.out_dir, last_round) / FULL_SIZE_FILE
+    folder = outputs.round_dir(run.out_dir, last_round)
+    round_file = folder / FULL_SIZE_FILE
     if round_file.is_file() and (run.out_dir / FULL_SIZE_FILE).is_file():
         return found  # a run resumed after it had finished
+    if box == run.images.shape[-1]:  # the model size is the box: the round's averages are full size
+        for target in (round_file, run.out_dir / FULL_SIZE_FILE):
+            outputs.copy_file(folder / "class_averages.mrcs", target)
+        return found
     if len(stack) * box * box * 4 > FULL_SIZE_BYTES:
         if on_notice:
             on_notice(
                 f"no full-size class averages: {len(stack):,} particles of {box} px exceed the memory set aside"
             )
         return None
-    if getattr(method, "final_poses", None) is None:  # resumed after the last round: its poses again
-        method.average(run.images, labels, run.config.cluster_num)
+    if run.averaged_round != last_round:  # resumed after the last round: its alignments again
+        run.averager.average(run.images, labels, k)
     full = preprocess(stack, box, run.images.device, before_normalise=_phase_flipper(stack, run.config))
-    averages = method.average_at(full, pixel_size)
+    averages = run.averager.average_at(full, labels, k, pixel_size)
+    del full
+    classes = _read_json(folder / "classes.json")
+    # The gallery first: a run stopped before the .mrcs files redraws it when resumed.
+    png = outputs.gallery(averages, classes, run.pixel_size, stack.pixel_size_known)
+    outputs.write_bytes(folder / "class_averages.png", png)
     write_stack(round_file, averages, pixel_size)
     write_stack(run.out_dir / FULL_SIZE_FILE, averages, pixel_size)
     return found
@@ -243,8 +256,9 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     churn = label_churn(previous, labels)
     clustered = time.perf_counter()
     averages = run.averager.average(run.images, labels, k)
+    run.averaged_round = r
     classes = outputs.class_table(
-        labels, k, _class_quality(run.images, labels, k, run.pixel_size, run.averager)
+        labels, k, _class_quality(run.images, labels, k, run.pixel_size, run.averager), run.pixel_size
     )
     averaged = time.perf_counter()
     timings = {
@@ -271,6 +285,7 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
         embedding_2d=project_2d(embedding, config.seed),
         averages=averages,
         pixel_size=run.pixel_size,
+        pixel_size_known=run.stack.pixel_size_known,
         classes=classes,
         loss=losses,
         info=info,
@@ -295,6 +310,7 @@ def _summary(
         "box": run.stack.box,
         "model_size": size,
         "pixel_size": run.stack.pixel_size,
+        "pixel_size_known": run.stack.pixel_size_known,  # false: pixel_size is a 1 Å/px stand-in
         "preprocess_seconds": preprocess_seconds,
         "rounds": rounds,
         "total_seconds": total,

@@ -221,11 +221,12 @@ class PoseMethod:
         self.half_averages = halves.cpu().numpy()
         return averages.cpu().numpy().astype(np.float32)
 
-    def average_at(self, images: torch.Tensor, pixel_size: float) -> np.ndarray:
+    def average_at(self, images: torch.Tensor, labels: np.ndarray, k: int, pixel_size: float) -> np.ndarray:
         """The last `average`'s classes at another size: every particle of `images` (N, 1, B, B),
         normalised and phase-flipped as at the model size, moved by its best pose (shifts scaled
         from the search size by B / search size) and averaged with its CTF at `pixel_size` (Å/px
-        of these images). Used for the averages at the input's full box."""
+        of these images). Used for the averages at the input's full box. The classes are those
+        of the poses (the labels `average` was given)."""
         best, sigma2, k = self.final_poses
         size = images.shape[-1]
         full = images.reshape(-1, size, size).float()

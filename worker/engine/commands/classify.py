@@ -87,6 +87,26 @@ def describe_pixel_size(stack) -> str:
     return f"{stack.pixel_size:.3f} Å/px" if stack.pixel_size_known else "pixel size unknown (give --apix)"
 
 
+def class_table_lines(out_dir: Path) -> list[str]:
+    """The final classes as a table: size, share and FRC figure (in Å only when the pixel size
+    is known, else as a fraction of Nyquist), from OUT/classes.json and summary.json."""
+    import json
+
+    from worker.engine.outputs import quality_text
+
+    classes = json.loads((out_dir / "classes.json").read_text())
+    summary = json.loads((out_dir / "summary.json").read_text())
+    known = summary.get("pixel_size_known", True)
+    pixel = summary["pixel_size"] * summary["box"] / summary["model_size"]  # the averages'
+    lines = ["class  particles  share  FRC 0.5"]
+    for row in classes:
+        quality = quality_text(row, pixel, known) or "-"
+        lines.append(f"{row['class']:>5}  {row['count']:>9,}  {row['fraction']:>5.0%}  {quality}")
+    if not known:
+        lines.append("pixel size unknown: FRC as a fraction of Nyquist (give --apix to set it)")
+    return lines
+
+
 def add_job_parameters(parser: argparse.ArgumentParser) -> None:
     """One flag per job parameter of worker/engine/config.py's PARAMETERS (defaults included)."""
     from worker.engine.config import AUTO, PARAMETERS
@@ -236,10 +256,11 @@ def main(args: argparse.Namespace) -> int:
         if source.suffix.lower() == ".cs":
             write_final_cs(stack, Path(result.out_dir))
             written += ", particles.cs"
+    print("\n".join(class_table_lines(Path(result.out_dir))))
     if result.stopped:
         print(f"stopped early: {result.stopped}")
-    averages = "class_averages.mrcs"
+    averages = "class_averages.mrcs at the model size"
     if (Path(result.out_dir) / "class_averages_full.mrcs").is_file():
-        averages = "class_averages_full.mrcs at full size, class_averages.mrcs"
+        averages = "class_averages_full.mrcs at full size, class_averages.mrcs at the model size"
     print(f"done on {result.device}: results in {result.out_dir}/ ({written}, {averages})")
     return 0
