@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import HTTPException
 
-from worker.engine.outputs import completed_rounds, read_labels_csv, round_dir
+from worker.engine.outputs import FULL_SIZE_FILE, completed_rounds, read_labels_csv, round_dir
 
 ROUND_REF = re.compile(r"^(final|[0-9]{1,4})$")
 
@@ -129,14 +129,24 @@ def averages_pixel_size(folder: Path) -> float | None:
     return read_header(path).pixel_size if path.is_file() else None
 
 
+def averages_file(folder: Path, model_size: bool = False) -> Path:
+    """A round's class averages as served by default: at the input's full box when the round has
+    them (the last round of a finished job), else (or with `model_size`) at the model size."""
+    full = folder / FULL_SIZE_FILE
+    return full if full.is_file() and not model_size else folder / "class_averages.mrcs"
+
+
 def classes_with_nyquist(folder: Path, pixel_size_known: bool) -> list[dict]:
     """classes.json with each FRC figure also as a fraction of Nyquist (1.0: correlated up to
-    Nyquist); without a known pixel size the Å figure is dropped, being a 1 Å/px stand-in."""
+    Nyquist); without a known pixel size the Å figure is dropped, being a 1 Å/px stand-in.
+    `full_size` says whether the round's averages are served at the input's box."""
     classes = read_json(folder / "classes.json")
     pixel = averages_pixel_size(folder)
+    full_size = (folder / FULL_SIZE_FILE).is_file()
     for row in classes:
         quality = row.get("quality")
         row["pixel_size_known"] = pixel_size_known
+        row["full_size"] = full_size
         row["quality_nyquist"] = round(2.0 * pixel / quality, 4) if quality and pixel else None
         if not pixel_size_known:
             row["quality"] = None

@@ -215,6 +215,11 @@ class ClassOut(BaseModel):
         description="the same FRC figure as a fraction of Nyquist (1: up to Nyquist), known pixel size or not",
     )
     pixel_size_known: bool = True
+    full_size: bool = Field(
+        False,
+        description="the round's averages (average.png, class_averages.mrcs) are at the input's box "
+        "and pixel size (the last round of a finished job), not at the model size",
+    )
 
 
 class MembersOut(BaseModel):

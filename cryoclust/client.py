@@ -11,7 +11,7 @@
                 print(event.data["round"], event.data["counts"])
         job = cc.job(job.id)
         emb = cc.embedding(job.id)               # .xy (N, 2) float32, .labels (N,) 1-based
-        avg = cc.averages(job.id)                # (k, S, S) float32
+        avg = cc.averages(job.id)                # (k, B, B) float32, at the input's box
         good = cc.create_subset(ds.id, job_id=job.id, classes=[2, 5, 7])
         again = cc.start_job(good.id, cluster_num=10)
 
@@ -487,11 +487,15 @@ class Client:
             indices += self._json("GET", path, params={"offset": len(indices), "limit": 10000})["indices"]
         return np.asarray(indices, dtype=np.int64)
 
-    def averages(self, job_id: str, round: int | str = "final") -> np.ndarray:
-        """The class averages of a round as float32 (k, S, S), class 1 first."""
+    def averages(self, job_id: str, round: int | str = "final", model_size: bool = False) -> np.ndarray:
+        """The class averages of a round as float32, class 1 first: (k, B, B) at the input's box
+        when the round has them (the last round of a finished job), else (or with `model_size`)
+        (k, S, S) at the model size."""
         import mrcfile
 
-        content = self._request("GET", f"/api/jobs/{job_id}/rounds/{round}/class_averages.mrcs").content
+        params = {"model_size": "true"} if model_size else None
+        path = f"/api/jobs/{job_id}/rounds/{round}/class_averages.mrcs"
+        content = self._request("GET", path, params=params).content
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "averages.mrcs"
             path.write_bytes(content)

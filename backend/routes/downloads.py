@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +24,7 @@ router = APIRouter(tags=["downloads"])
 
 ROUND_FILES = {
     "class_averages_full.mrcs": "application/octet-stream",  # the last round's, at the input box
-    "class_averages.mrcs": "application/octet-stream",
+    "class_averages.mrcs": "application/octet-stream",  # the full-size ones when the round has them
     "class_averages.png": "image/png",
     "labels.csv": "text/csv",
 }
@@ -78,16 +78,24 @@ def round_file(  # after archive.zip: {filename} would shadow it
     filename: Literal["class_averages_full.mrcs", "class_averages.mrcs", "class_averages.png", "labels.csv"],
     session: SessionDep,
     storage: StorageDep,
+    model_size: bool = Query(
+        False, description="class_averages.mrcs at the model size even when full-size ones exist"
+    ),
 ) -> FileResponse:
-    """Class averages (.mrcs at the model size, PNG gallery; class_averages_full.mrcs at the
-    input's box and pixel size, for the last round of a finished job) or labels CSV of a round
-    (`final` = last complete)."""
+    """Class averages or labels CSV of a round (`final` = last complete). class_averages.mrcs:
+    at the input's box and pixel size when the round has them (the last round of a finished job;
+    the file name says `_full`), else, or with ?model_size=true, at the model size;
+    class_averages_full.mrcs: only the full-size ones; class_averages.png: the PNG gallery."""
     job = jobs.get(session, job_id)
     number, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
-    path = folder / filename
+    path = (
+        artifacts.averages_file(folder, model_size)
+        if filename == "class_averages.mrcs"
+        else folder / filename
+    )
     if not path.is_file():
         raise HTTPException(404, f"{filename} is missing from round {number}")
-    stem, suffix = filename.rsplit(".", 1)
+    stem, suffix = path.name.rsplit(".", 1)
     return FileResponse(
         path, media_type=ROUND_FILES[filename], filename=f"{job.id}_round{number:02d}_{stem}.{suffix}"
     )

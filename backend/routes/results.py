@@ -107,8 +107,7 @@ def class_average_png(
     job = jobs.get(session, job_id)
     _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
     artifacts.check_classes(folder, [class_number])
-    full = folder / "class_averages_full.mrcs"
-    path = full if full.is_file() and not model_size else folder / "class_averages.mrcs"
+    path = artifacts.averages_file(folder, model_size)
     image = stacks.read(path, lambda s: s.read(class_number - 1, class_number)[0])
     return Response(thumbnail_png(image, size), media_type="image/png")
 

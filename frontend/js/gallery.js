@@ -98,7 +98,8 @@ export class ClassGallery {
       "button",
       { type: "button", class: "class-image", title: `show the members of class ${c.class}`, on: { click: () => this.openMembers(c.class, 0) } },
       h("img", {
-        src: apiUrl(`/api/jobs/${this.jobId}/rounds/${this.round}/classes/${c.class}/average.png`),
+        // full-size averages get their own address, so the model-size picture is not reused
+        src: apiUrl(`/api/jobs/${this.jobId}/rounds/${this.round}/classes/${c.class}/average.png`, { full: c.full_size ? 1 : undefined }),
         alt: `average of class ${c.class}`,
         width: "112",
         height: "112",

@@ -272,7 +272,7 @@ export class JobView {
       this.source.close();
       this.setLive("done", "finished");
       this.refreshJob();
-      this.refreshRounds();
+      this.refreshRounds().then(() => this.reloadClasses());
       this.reloadLoss(Infinity);
     }
   }
@@ -363,24 +363,42 @@ export class JobView {
       ? `drawn as a density; hover one of ${fmtInt(Math.min(n, HOVER_SAMPLE))} sampled points to see the particle`
       : "hover a point to see the particle";
     this.scatterNote.textContent = `${fmtInt(n)} particles, ${classes.length} classes; ${hover}.`;
-    this.gallery.show(r, classes);
+    this.showClasses(r, classes);
     await this.scatter.show(embedding, r);
+  }
+
+  showClasses(r, classes) {
+    this.fullSize = classes.some((c) => c.full_size) ? r : null;
+    this.galleryTitle.textContent = `Class averages, round ${r}${this.fullSize === r ? " · full size" : ""}`;
+    this.gallery.show(r, classes);
+    this.renderDownloads();
+  }
+
+  /** The shown round's classes again: its full-size averages appear once the job is done. */
+  async reloadClasses() {
+    const r = this.round;
+    const seq = this.loadSeq;
+    if (r === null) return;
+    try {
+      const classes = await api(`/api/jobs/${this.jobId}/rounds/${r}/classes`);
+      if (seq === this.loadSeq && !this.closed) this.showClasses(r, classes);
+    } catch {
+      // keep what is shown
+    }
   }
 
   renderDownloads() {
     const links = [];
-    const link = (path, text, note) =>
-      h("a", { href: apiUrl(path), download: "", class: "download", text }, note ? h("span", { class: "muted", text: ` ${note}` }) : null);
+    const link = (path, text, note, params) =>
+      h("a", { href: apiUrl(path, params), download: "", class: "download", text }, note ? h("span", { class: "muted", text: ` ${note}` }) : null);
     if (this.round !== null) {
       const base = `/api/jobs/${this.jobId}/rounds/${this.round}`;
-      // The full-size averages (input box and pixel size) exist for the last round of a finished job.
-      const last = this.rounds && this.round === this.rounds[this.rounds.length - 1];
-      const method = (this.job.effective_params || this.job.params || {}).method;
-      if (this.job.status === "succeeded" && last && (method === "pose" || method === "pose-em")) {
-        links.push(link(`${base}/class_averages_full.mrcs`, "Class averages, full size (.mrcs)", `round ${this.round}`));
-      }
+      // class_averages.mrcs is at the input's box and pixel size once the round has them (the
+      // last round of a finished job); the classes of the shown round say whether it does.
+      const full = this.fullSize === this.round;
+      links.push(link(`${base}/class_averages.mrcs`, "Class averages (.mrcs)", `round ${this.round}, ${full ? "full size" : "model size"}`));
+      if (full) links.push(link(`${base}/class_averages.mrcs`, "Class averages at the model size (.mrcs)", `round ${this.round}`, { model_size: true }));
       links.push(
-        link(`${base}/class_averages.mrcs`, "Class averages at the model size (.mrcs)", `round ${this.round}`),
         link(`${base}/class_averages.png`, "Class averages (PNG)", `round ${this.round}`),
         link(`${base}/labels.csv`, "Labels (CSV)", `round ${this.round}`),
         link(`${base}/archive.zip`, "Everything of the round (.zip)", `round ${this.round}`),

@@ -269,6 +269,9 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     expect(page.locator("#round-label")).to_have_text("2 of 2")
     expect(page.locator("#gallery-grid")).to_have_attribute("data-round", "2")
     expect(cards).to_have_count(4)
+    # the finished job's last round: the gallery shows its full-size averages
+    expect(page.locator("#gallery-panel h3").first).to_have_text("Class averages, round 2 · full size")
+    expect(cards.first.locator("img")).to_have_attribute("src", re.compile(r"average\.png\?full=1$"))
 
     # Tick two classes and export them as .star and as .mrcs.
     ticked = shown[:2]
@@ -300,8 +303,9 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
             sim_stack.pixel_size * sim_stack.box / mrc.data.shape[-1], rel=1e-3
         )
         assert np.isfinite(mrc.data).all()
-    # the default method also gives them at the input's box and pixel size
-    full = download(page, page.locator("#downloads a", has_text="Class averages, full size (.mrcs)").click)
+    # the last round's default download is at the input's box and pixel size (every method)
+    expect(page.locator("#downloads a", has_text="Class averages (.mrcs)")).to_contain_text("full size")
+    full = download(page, page.locator("#downloads a", has_text="Class averages (.mrcs)").click)
     with mrcfile.open(full, permissive=False) as mrc:
         assert mrc.data.shape == (4, sim_stack.box, sim_stack.box)
         assert mrc.voxel_size.x == pytest.approx(sim_stack.pixel_size, rel=1e-3)

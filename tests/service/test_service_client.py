@@ -108,6 +108,9 @@ def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
             assert any(c.quality_nyquist is not None and 0 < c.quality_nyquist <= 1 for c in classes)
             averages = cc.averages(job.id, round=1)
             assert averages.shape == (3, 16, 16) and averages.dtype == np.float32
+            # the last round's default is at the input's box; model_size asks for the other
+            assert cc.averages(job.id).shape == (3, 32, 32)
+            assert cc.averages(job.id, model_size=True).shape == (3, 16, 16)
             np.testing.assert_array_equal(cc.members(job.id, 2), np.flatnonzero(labels == 2))
 
             star = cc.download_particles(job.id, tmp_path / "out" / "particles.star")
