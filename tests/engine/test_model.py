@@ -48,3 +48,18 @@ def test_contrastive_loss_is_zero_for_identical_like_pairs_and_far_unlike_pairs(
     assert loss.item() == pytest.approx(0.0, abs=1e-9)
     far = ContrastiveLoss(2.0)(a, a + 10, torch.ones(8))
     assert far.item() == 0.0
+
+
+def test_cpu_threads_limits_the_block_and_restores_the_count():
+    from worker.engine.train import cpu_threads
+
+    before = torch.get_num_threads()
+    with cpu_threads(torch.device("cpu"), 1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    try:
+        with cpu_threads(torch.device("cpu"), 1):
+            raise RuntimeError("stop")
+    except RuntimeError:
+        pass
+    assert torch.get_num_threads() == before

@@ -55,6 +55,7 @@ REPOSE_ANGLE = 8.0  # degrees: the re-posed copy's largest extra rotation
 REPOSE_SHIFT = 1.0  # px at the network size
 NETWORK_BATCH = 32  # pairs per step: a few epochs of small batches give the network enough steps
 NETWORK_SIZE = 24  # px: the aligned particles the network learns from (Fourier-cropped)
+NETWORK_THREADS = 1  # CPU threads for this small network (see train.cpu_threads)
 HALF_ITERATIONS = 1  # independent refinement rounds of each half set
 HALF_START_RING = 0.25  # the half sets start from their reference low-passed to this fraction of Nyquist
 
@@ -155,11 +156,17 @@ class PoseMethod:
         return normalise(fourier_crop(aligned, min(NETWORK_SIZE, small.shape[-1])))[:, None]
 
     def _network_round(self, config, round_index, generator, on_event) -> tuple[np.ndarray, dict]:
+        from worker.engine.train import cpu_threads
+
+        aligned = self.aligned_particles()
+        with cpu_threads(aligned.device, NETWORK_THREADS):
+            return self._train_and_embed(aligned, config, round_index, generator, on_event)
+
+    def _train_and_embed(self, aligned, config, round_index, generator, on_event) -> tuple[np.ndarray, dict]:
         from dataclasses import replace
 
         from worker.engine.train import embed, fresh_network, train_network
 
-        aligned = self.aligned_particles()
         network = fresh_network(aligned.shape[-1], aligned.device, config.seed + round_index)
         sampler = PairSampler.from_labels(self.state.posterior.classes[:, 0].contiguous())
         short = replace(
