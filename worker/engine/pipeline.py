@@ -28,6 +28,7 @@ from worker.engine.errors import InputError
 from worker.engine.events import Callback, Event, LossPoint, RoundDone, RoundStarted, ignore
 from worker.engine.io.atomic import temporary_sibling
 from worker.engine.io.particles import ParticleStack
+from worker.engine.memory import check_fits
 from worker.engine.methods import get_method
 from worker.engine.preprocess import model_size, preprocess
 from worker.engine.quality import class_resolutions
@@ -101,7 +102,6 @@ def classify(
 ) -> ClassifyResult:
     """Run (or resume) a classification and write its results into `out_dir`."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     n, k = len(stack), config.cluster_num
     if n < 2:
         raise InputError(f"{stack.source}: a classification needs at least 2 particles, found {n}")
@@ -111,6 +111,9 @@ def classify(
     if notice and on_notice:
         on_notice(notice)
     config = config.resolved(str(device))  # the effective parameters, as config.json records them
+    # Before anything is read: a run that cannot fit stops here with one line, not in the OOM killer.
+    check_fits(n, model_size(stack.box, config.size), config.method, config.batch_size, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     outputs.write_json(
         out_dir / "config.json",
