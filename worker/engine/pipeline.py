@@ -21,16 +21,16 @@ import torch
 from worker.engine import outputs
 from worker.engine.averages import MeanAverager
 from worker.engine.cluster import initial_labels, kmeans_labels, project_2d
-from worker.engine.config import ClassifyConfig
+from worker.engine.config import STORAGE_BYTES, ClassifyConfig
 from worker.engine.convergence import label_churn, stop_reason
 from worker.engine.devices import resolve_device
 from worker.engine.errors import InputError
 from worker.engine.events import Callback, Event, LossPoint, RoundDone, RoundStarted, ignore
 from worker.engine.io.atomic import temporary_sibling
 from worker.engine.io.particles import ParticleStack
-from worker.engine.memory import check_fits
+from worker.engine.memory import FULL_SIZE_BYTES, check_fits
 from worker.engine.methods import get_method
-from worker.engine.preprocess import model_size, preprocess
+from worker.engine.preprocess import STORAGE_DTYPES, model_size, preprocess
 from worker.engine.quality import class_resolutions
 from worker.engine.version import __version__
 
@@ -89,6 +89,7 @@ class _Run:
     averager: object
     generator: torch.Generator
     on_event: Callback
+    full_size_fits: bool = True  # the memory check left room for the full-size averages
 
 
 def classify(
@@ -112,7 +113,15 @@ def classify(
         on_notice(notice)
     config = config.resolved(str(device))  # the effective parameters, as config.json records them
     # Before anything is read: a run that cannot fit stops here with one line, not in the OOM killer.
-    check_fits(n, model_size(stack.box, config.size), config.method, config.batch_size, device)
+    fit = check_fits(
+        n,
+        model_size(stack.box, config.size),
+        config.method,
+        config.batch_size,
+        device,
+        STORAGE_BYTES[config.storage],
+        stack.box,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     outputs.write_json(
@@ -127,7 +136,13 @@ def classify(
         },
     )
 
-    images = preprocess(stack, config.size, device, before_normalise=_phase_flipper(stack, config))
+    images = preprocess(
+        stack,
+        config.size,
+        device,
+        before_normalise=_phase_flipper(stack, config),
+        dtype=STORAGE_DTYPES[config.storage],
+    )
     preprocess_seconds = time.perf_counter() - started
     size = model_size(stack.box, config.size)
     pixel_size = stack.pixel_size * stack.box / size
@@ -144,6 +159,7 @@ def classify(
         _averager(config, method),
         torch.Generator(device=device),
         on_event,
+        full_size_fits=fit.full_size > 0,
     )
 
     done, rounds, labels = _resume(run)
@@ -164,7 +180,6 @@ def classify(
 
 
 FULL_SIZE_FILE = "class_averages_full.mrcs"
-FULL_SIZE_BYTES = 4 << 30  # the full-size particles are held at once; a larger stack goes without
 
 
 def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notice) -> dict | None:
@@ -182,7 +197,7 @@ def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notic
     round_file = outputs.round_dir(run.out_dir, last_round) / FULL_SIZE_FILE
     if round_file.is_file() and (run.out_dir / FULL_SIZE_FILE).is_file():
         return found  # a run resumed after it had finished
-    if len(stack) * box * box * 4 > FULL_SIZE_BYTES:
+    if len(stack) * box * box * STORAGE_BYTES[run.config.storage] > FULL_SIZE_BYTES or not run.full_size_fits:
         if on_notice:
             on_notice(
                 f"no full-size class averages: {len(stack):,} particles of {box} px exceed the memory set aside"
@@ -190,7 +205,13 @@ def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notic
         return None
     if getattr(method, "final_poses", None) is None:  # resumed after the last round: its poses again
         method.average(run.images, labels, run.config.cluster_num)
-    full = preprocess(stack, box, run.images.device, before_normalise=_phase_flipper(stack, run.config))
+    full = preprocess(
+        stack,
+        box,
+        run.images.device,
+        before_normalise=_phase_flipper(stack, run.config),
+        dtype=STORAGE_DTYPES[run.config.storage],
+    )
     averages = method.average_at(full, pixel_size)
     write_stack(round_file, averages, pixel_size)
     write_stack(run.out_dir / FULL_SIZE_FILE, averages, pixel_size)
@@ -209,17 +230,22 @@ def _resume(run: _Run) -> tuple[list[int], list[dict], np.ndarray]:
     done = outputs.completed_rounds(run.out_dir)
     rounds = [_read_json(outputs.round_dir(run.out_dir, r) / "round.json") for r in done]
     if not done:
-        return (
-            done,
-            rounds,
-            initial_labels(run.images[:, 0].cpu().numpy(), run.config.cluster_num, run.config.seed),
-        )
+        return done, rounds, _initial_labels(run)
     last = outputs.round_dir(run.out_dir, done[-1])
     state = last / STATE_FILE
     if hasattr(run.method, "load_state") and state.is_file():
         with np.load(state) as arrays:
             run.method.load_state(dict(arrays), run.images.device)
     return done, rounds, outputs.read_labels_csv(last / "labels.csv")
+
+
+def _initial_labels(run: _Run) -> np.ndarray:
+    """PCA + KMeans on the pixels. A float32 stack on the CPU is read in place (the PCA centres
+    a copy); a float16 or GPU stack is copied to float32 once and that copy is centred in place."""
+    images = run.images[:, 0]
+    in_place = images.dtype == torch.float32 and images.device.type == "cpu"
+    pixels = images.numpy() if in_place else images.float().cpu().numpy()
+    return initial_labels(pixels, run.config.cluster_num, run.config.seed, overwrite=not in_place)
 
 
 def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]:
