@@ -130,7 +130,7 @@ export class JobView {
     // What the worker really ran with (auto options decided), else what was asked for.
     const p = job.effective_params || job.params || {};
     const option = (value, on, off) => (value === null || value === undefined ? `${on}: auto` : value ? on : off);
-    const total = job.round_num || p.round_num || "?";
+    const total = job.round_num ?? p.round_num ?? "?";
     const round = Math.max(job.round || 0, this.live.round || 0);
     const times = [];
     if (job.started_at) times.push(`started ${fmtTime(job.started_at)}`);
@@ -294,7 +294,7 @@ export class JobView {
       this.headTimer = null;
       if (this.closed || !this.roundEl) return;
       const p = this.job.params || {};
-      const total = this.job.round_num || p.round_num || "?";
+      const total = this.job.round_num ?? p.round_num ?? "?";
       const round = Math.max(this.job.round || 0, this.live.round || 0);
       const epoch = this.live.epoch ? ` · epoch ${this.live.epoch}/${p.epoch_num}` : "";
       this.roundEl.textContent = `round ${round}/${total}${epoch}`;
@@ -326,7 +326,7 @@ export class JobView {
     if (!rounds.length) {
       this.slider.disabled = true;
       this.sliderLabel.textContent = "";
-      this.scatterNote.textContent = "The embedding and the class averages appear when round 1 is complete.";
+      this.scatterNote.textContent = "The embedding and the class averages appear when the first round is complete.";
       this.galleryTitle.textContent = "Class averages";
       this.renderDownloads();
       return;
@@ -342,9 +342,9 @@ export class JobView {
     const seq = ++this.loadSeq;
     this.round = r;
     this.slider.value = String(this.rounds.indexOf(r) + 1);
-    const total = this.job.round_num || "?";
-    this.sliderLabel.textContent = `${r} of ${total}`;
-    this.galleryTitle.textContent = `Class averages, round ${r}`;
+    const total = this.job.round_num ?? "?";
+    this.sliderLabel.textContent = r === 0 ? "initial classes" : `${r} of ${total}`;
+    this.galleryTitle.textContent = r === 0 ? "Class averages, initial classes (round 0)" : `Class averages, round ${r}`;
     this.renderDownloads();
     let embedding;
     let classes;
@@ -392,7 +392,7 @@ export class JobView {
         link(`/api/jobs/${this.jobId}/particles.cs`, "Particles with classes (cryoSPARC .cs)", "final round"),
       );
     }
-    if (!links.length) links.push(h("span", { class: "muted", text: "Downloads appear when round 1 is complete." }));
+    if (!links.length) links.push(h("span", { class: "muted", text: "Downloads appear when the first round is complete." }));
     replace(this.downloadsEl, links);
   }
 

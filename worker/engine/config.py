@@ -182,9 +182,10 @@ PARAMETERS: tuple[Param, ...] = (
         5,
         "Rounds",
         flags=("-r", "--round_num"),
-        minimum=1,
+        minimum=0,
         maximum=100,
-        help="Train-then-cluster rounds; each trains a fresh network on the last labels.",
+        help="Train-then-cluster rounds; each trains a fresh network on the last labels. 0 gives "
+        "a quick first look: the initial classes (PCA + KMeans) with their averages, as round 0.",
     ),
     Param(
         "stop_when_churn_below",

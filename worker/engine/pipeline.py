@@ -20,7 +20,7 @@ import torch
 
 from worker.engine import outputs
 from worker.engine.averages import MeanAverager
-from worker.engine.cluster import initial_labels, kmeans_labels, project_2d
+from worker.engine.cluster import kmeans_labels, pca_features, project_2d
 from worker.engine.config import STORAGE_BYTES, ClassifyConfig
 from worker.engine.convergence import label_churn, stop_reason
 from worker.engine.devices import resolve_device
@@ -30,6 +30,7 @@ from worker.engine.io.atomic import temporary_sibling
 from worker.engine.io.particles import ParticleStack
 from worker.engine.memory import FULL_SIZE_BYTES, check_fits
 from worker.engine.methods import get_method
+from worker.engine.model import EMBEDDING_DIM
 from worker.engine.preprocess import STORAGE_DTYPES, model_size, preprocess
 from worker.engine.quality import class_resolutions
 from worker.engine.version import __version__
@@ -162,9 +163,11 @@ def classify(
         full_size_fits=fit.full_size > 0,
     )
 
-    done, rounds, labels = _resume(run)
+    done, rounds, labels, initial = _resume(run)
     stopped = _stop_reason(config, rounds[-1]) if rounds else None
-    r = len(done)
+    if config.round_num == 0 and not done:
+        rounds.append(_round_zero(run, labels, initial))
+    r = done[-1] if done else 0
     while stopped is None and r < config.round_num:
         r += 1
         labels, info = _one_round(run, r, labels)
@@ -189,7 +192,7 @@ def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notic
     from worker.engine.io.mrc import write_stack
 
     stack, method = run.stack, run.method
-    if not hasattr(method, "average_at"):
+    if not hasattr(method, "average_at") or last_round == 0:  # round 0 has no poses
         return None
     box = model_size(stack.box, stack.box)  # an odd box loses one pixel, as at the model size
     pixel_size = stack.pixel_size * stack.box / box
@@ -225,27 +228,79 @@ def _stop_reason(config: ClassifyConfig, info: dict) -> str | None:
     return stop_reason(churn, config.stop_when_churn_below, info["round"])
 
 
-def _resume(run: _Run) -> tuple[list[int], list[dict], np.ndarray]:
-    """Rounds already complete, their round.json, and the labels (and method state) to go on from."""
+@dataclass
+class _Initial:
+    """The initial classes: PCA of the pixels, then KMeans on the PCA features."""
+
+    features: np.ndarray  # (N, components) float32
+    seconds: float
+
+
+def _resume(run: _Run) -> tuple[list[int], list[dict], np.ndarray, _Initial | None]:
+    """Rounds already complete, their round.json, the labels (and method state) to go on from,
+    and the initial classes' PCA features when they were computed here (no round was complete)."""
     done = outputs.completed_rounds(run.out_dir)
     rounds = [_read_json(outputs.round_dir(run.out_dir, r) / "round.json") for r in done]
     if not done:
-        return done, rounds, _initial_labels(run)
+        labels, initial = _initial_labels(run)
+        return done, rounds, labels, initial
     last = outputs.round_dir(run.out_dir, done[-1])
     state = last / STATE_FILE
     if hasattr(run.method, "load_state") and state.is_file():
         with np.load(state) as arrays:
             run.method.load_state(dict(arrays), run.images.device)
-    return done, rounds, outputs.read_labels_csv(last / "labels.csv")
+    return done, rounds, outputs.read_labels_csv(last / "labels.csv"), None
 
 
-def _initial_labels(run: _Run) -> np.ndarray:
+def _initial_labels(run: _Run) -> tuple[np.ndarray, _Initial]:
     """PCA + KMeans on the pixels. A float32 stack on the CPU is read in place (the PCA centres
     a copy); a float16 or GPU stack is copied to float32 once and that copy is centred in place."""
+    started = time.perf_counter()
     images = run.images[:, 0]
     in_place = images.dtype == torch.float32 and images.device.type == "cpu"
     pixels = images.numpy() if in_place else images.float().cpu().numpy()
-    return initial_labels(pixels, run.config.cluster_num, run.config.seed, overwrite=not in_place)
+    features = pca_features(pixels, run.config.seed, overwrite=not in_place)
+    del pixels  # the float32 copy, before KMeans
+    labels = kmeans_labels(features, run.config.cluster_num, run.config.seed)
+    return labels, _Initial(features.astype(np.float32), time.perf_counter() - started)
+
+
+def _round_zero(run: _Run, labels: np.ndarray, initial: _Initial) -> dict:
+    """round_num 0: the initial classes written as round 0 through the normal outputs, a quick
+    first look. The embedding is the PCA of the pixels (its first EMBEDDING_DIM components, its
+    first two for the scatter), and the averages are the plain class means (a method's own
+    averages need the poses of its first round)."""
+    k, n = run.config.cluster_num, len(run.stack)
+    started = time.perf_counter()
+    averages = MeanAverager().average(run.images, labels, k)
+    classes = outputs.class_table(labels, k, class_resolutions(run.images, labels, k, run.pixel_size))
+    averaged = time.perf_counter()
+    timings = {"initial_labels": initial.seconds, "averages": averaged - started}
+    info = {
+        "round": 0,
+        "counts": [row["count"] for row in classes],
+        "churn": None,
+        "loss": None,
+        "seconds": initial.seconds + averaged - started,
+        "timings": timings,
+    }
+    flat = np.zeros((n, 2), dtype=np.float32)  # two columns even when the PCA kept one
+    flat[:, : min(2, initial.features.shape[1])] = initial.features[:, :2]
+    outputs.write_round(
+        run.out_dir,
+        0,
+        labels=labels,
+        image_names=run.stack.image_names,
+        embedding=initial.features[:, :EMBEDDING_DIM],
+        embedding_2d=flat,
+        averages=averages,
+        pixel_size=run.pixel_size,
+        classes=classes,
+        loss=[],
+        info=info,
+    )
+    run.on_event(RoundDone(0, 0, info["counts"], info["seconds"], None, timings, None))
+    return info
 
 
 def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]:
