@@ -10,6 +10,7 @@ import { ACTIVE } from "./jobs.js";
 import { ConvergencePlot } from "./convergence.js";
 import { LossPlot } from "./lossplot.js";
 import { drawingFor, EmbeddingScatter, HOVER_SAMPLE } from "./scatter.js";
+import { StageTimings } from "./timings.js";
 
 const EVENT_TYPES = ["status", "round_started", "loss", "epoch", "round", "end"];
 
@@ -48,6 +49,7 @@ export class JobView {
     this.renderHead();
     this.loss = new LossPlot(this.lossEl, this.dataset.n_particles);
     this.convergence = new ConvergencePlot(this.convergenceEl);
+    this.timings = new StageTimings(this.timingsEl);
     try {
       this.loss.setRounds((await api(`/api/jobs/${this.jobId}/loss`)).rounds);
     } catch {
@@ -66,6 +68,7 @@ export class JobView {
     this.headEl = h("div", { class: "job-head panel" });
     this.lossEl = h("div", { class: "plot", id: "loss-plot" });
     this.convergenceEl = h("div", { class: "plot", id: "convergence-plot" });
+    this.timingsEl = h("div", { id: "stage-timings" });
     this.scatterEl = h("div", { class: "plot", id: "scatter-plot" });
     this.previewEl = h(
       "div",
@@ -98,6 +101,8 @@ export class JobView {
           this.lossEl,
           h("h3", { text: "Convergence: churn and class sizes per round" }),
           this.convergenceEl,
+          h("h3", { text: "Seconds per stage" }),
+          this.timingsEl,
         ),
         h(
           "section",
@@ -258,6 +263,7 @@ export class JobView {
     } else if (type === "round") {
       this.job.round = Math.max(this.job.round || 0, Number(data.round));
       this.convergence.add(data);
+      this.timings.add(data);
       this.refreshJob();
       this.refreshRounds();
       this.reloadLoss(Number(data.round));

@@ -91,6 +91,14 @@ class _Run:
     generator: torch.Generator
     on_event: Callback
     full_size_fits: bool = True  # the memory check left room for the full-size averages
+    # Stages done once per run (preprocessing, initial labels), recorded in the timings of the
+    # first round this run writes.
+    pending_timings: dict[str, float] = field(default_factory=dict)
+
+    def stage_timings(self, **round_stages: float) -> dict[str, float]:
+        timings = {**self.pending_timings, **round_stages}
+        self.pending_timings = {}
+        return timings
 
 
 def classify(
@@ -161,9 +169,12 @@ def classify(
         torch.Generator(device=device),
         on_event,
         full_size_fits=fit.full_size > 0,
+        pending_timings={"preprocess": preprocess_seconds},
     )
 
     done, rounds, labels, initial = _resume(run)
+    if initial is not None:
+        run.pending_timings["initial_labels"] = initial.seconds
     stopped = _stop_reason(config, rounds[-1]) if rounds else None
     if config.round_num == 0 and not done:
         rounds.append(_round_zero(run, labels, initial))
@@ -275,7 +286,7 @@ def _round_zero(run: _Run, labels: np.ndarray, initial: _Initial) -> dict:
     averages = MeanAverager().average(run.images, labels, k)
     classes = outputs.class_table(labels, k, class_resolutions(run.images, labels, k, run.pixel_size))
     averaged = time.perf_counter()
-    timings = {"initial_labels": initial.seconds, "averages": averaged - started}
+    timings = run.stage_timings(averages=averaged - started)
     info = {
         "round": 0,
         "counts": [row["count"] for row in classes],
@@ -331,11 +342,9 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
         labels, k, _class_quality(run.images, labels, k, run.pixel_size, run.averager)
     )
     averaged = time.perf_counter()
-    timings = {
-        "train_embed": trained - round_started,
-        "kmeans": clustered - trained,
-        "averages": averaged - clustered,
-    }
+    timings = run.stage_timings(
+        train_embed=trained - round_started, kmeans=clustered - trained, averages=averaged - clustered
+    )
     info = {
         "round": r,
         "counts": [row["count"] for row in classes],
