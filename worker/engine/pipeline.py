@@ -129,7 +129,7 @@ def classify(
         config.batch_size,
         device,
         STORAGE_BYTES[config.storage],
-        stack.box,
+        stack.box if config.round_num > 0 else None,  # round 0 makes no full-size averages
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
