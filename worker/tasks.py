@@ -172,7 +172,8 @@ class JobRecorder:
                         },
                     )
                 )
-                values = {"round": e.round, "rounds_done": e.round, "progress": e.round / self.round_num}
+                done = e.round / self.round_num if self.round_num else 1.0  # 0 rounds: round 0 is all
+                values = {"round": e.round, "rounds_done": e.round, "progress": done}
         with self.db.session() as session:
             for kind, data in rows:
                 jobstate.add_event(session, self.job_id, kind, data)
@@ -183,7 +184,7 @@ class JobRecorder:
             session.commit()
 
     def _progress(self, round_index: int, pairs_done: int) -> float:
-        return min(1.0, ((round_index - 1) + pairs_done / self.pairs_total) / self.round_num)
+        return min(1.0, ((round_index - 1) + pairs_done / self.pairs_total) / max(1, self.round_num))
 
     def _check(self) -> None:
         if _stopping.is_set():

@@ -33,7 +33,7 @@ def job_loss(job_id: str, session: SessionDep, storage: StorageDep) -> dict:
 
 @router.get("/jobs/{job_id}/rounds", response_model=list[int])
 def job_rounds(job_id: str, session: SessionDep, storage: StorageDep) -> list[int]:
-    """Numbers of the complete rounds, 1-based."""
+    """Numbers of the complete rounds, 1-based (0 alone: the initial classes of a job of 0 rounds)."""
     job = jobs.get(session, job_id)
     return artifacts.rounds(storage.job_dir(job.id))
 

@@ -88,7 +88,8 @@ export class JobForm {
     const kind = kindOf(p);
     let input;
     if (kind === "select") {
-      input = h("select", { id, name: p.name }, p.choices.map((value) => h("option", { value, text: value })));
+      const options = [...(p.default === null ? [[AUTO, `auto: ${p.auto}`]] : []), ...p.choices.map((v) => [v, v])];
+      input = h("select", { id, name: p.name }, options.map(([value, text]) => h("option", { value, text })));
     } else if (kind === "auto-bool") {
       const options = [[AUTO, `auto: ${p.auto}`], ["on", "on"], ["off", "off"]];
       input = h("select", { id, name: p.name }, options.map(([value, text]) => h("option", { value, text })));
@@ -118,6 +119,7 @@ export class JobForm {
   setValue(kind, control, value) {
     if (kind === "bool") control.checked = Boolean(value);
     else if (kind === "auto-bool") control.value = value === null ? AUTO : value ? "on" : "off";
+    else if (kind === "select") control.value = value === null ? AUTO : String(value);
     else control.value = value === null ? "" : String(value);
   }
 
@@ -160,7 +162,7 @@ export class JobForm {
       let message = "";
       if (kind === "bool") value = control.checked;
       else if (kind === "auto-bool") value = control.value === AUTO ? null : control.value === "on";
-      else if (kind === "select") value = control.value;
+      else if (kind === "select") value = control.value === AUTO ? null : control.value;
       else if (kind === "text") value = control.value.trim();
       else {
         const raw = control.value.trim();

@@ -10,6 +10,7 @@ import { ACTIVE } from "./jobs.js";
 import { ConvergencePlot } from "./convergence.js";
 import { LossPlot } from "./lossplot.js";
 import { drawingFor, EmbeddingScatter, HOVER_SAMPLE } from "./scatter.js";
+import { StageTimings } from "./timings.js";
 
 const EVENT_TYPES = ["status", "round_started", "loss", "epoch", "round", "end"];
 
@@ -48,6 +49,7 @@ export class JobView {
     this.renderHead();
     this.loss = new LossPlot(this.lossEl, this.dataset.n_particles);
     this.convergence = new ConvergencePlot(this.convergenceEl);
+    this.timings = new StageTimings(this.timingsEl);
     try {
       this.loss.setRounds((await api(`/api/jobs/${this.jobId}/loss`)).rounds);
     } catch {
@@ -66,6 +68,7 @@ export class JobView {
     this.headEl = h("div", { class: "job-head panel" });
     this.lossEl = h("div", { class: "plot", id: "loss-plot" });
     this.convergenceEl = h("div", { class: "plot", id: "convergence-plot" });
+    this.timingsEl = h("div", { id: "stage-timings" });
     this.scatterEl = h("div", { class: "plot", id: "scatter-plot" });
     this.previewEl = h(
       "div",
@@ -98,6 +101,8 @@ export class JobView {
           this.lossEl,
           h("h3", { text: "Convergence: churn and class sizes per round" }),
           this.convergenceEl,
+          h("h3", { text: "Seconds per stage" }),
+          this.timingsEl,
         ),
         h(
           "section",
@@ -130,7 +135,7 @@ export class JobView {
     // What the worker really ran with (auto options decided), else what was asked for.
     const p = job.effective_params || job.params || {};
     const option = (value, on, off) => (value === null || value === undefined ? `${on}: auto` : value ? on : off);
-    const total = job.round_num || p.round_num || "?";
+    const total = job.round_num ?? p.round_num ?? "?";
     const round = Math.max(job.round || 0, this.live.round || 0);
     const times = [];
     if (job.started_at) times.push(`started ${fmtTime(job.started_at)}`);
@@ -258,6 +263,7 @@ export class JobView {
     } else if (type === "round") {
       this.job.round = Math.max(this.job.round || 0, Number(data.round));
       this.convergence.add(data);
+      this.timings.add(data);
       this.refreshJob();
       this.refreshRounds();
       this.reloadLoss(Number(data.round));
@@ -294,7 +300,7 @@ export class JobView {
       this.headTimer = null;
       if (this.closed || !this.roundEl) return;
       const p = this.job.params || {};
-      const total = this.job.round_num || p.round_num || "?";
+      const total = this.job.round_num ?? p.round_num ?? "?";
       const round = Math.max(this.job.round || 0, this.live.round || 0);
       const epoch = this.live.epoch ? ` · epoch ${this.live.epoch}/${p.epoch_num}` : "";
       this.roundEl.textContent = `round ${round}/${total}${epoch}`;
@@ -326,7 +332,7 @@ export class JobView {
     if (!rounds.length) {
       this.slider.disabled = true;
       this.sliderLabel.textContent = "";
-      this.scatterNote.textContent = "The embedding and the class averages appear when round 1 is complete.";
+      this.scatterNote.textContent = "The embedding and the class averages appear when the first round is complete.";
       this.galleryTitle.textContent = "Class averages";
       this.renderDownloads();
       return;
@@ -342,9 +348,9 @@ export class JobView {
     const seq = ++this.loadSeq;
     this.round = r;
     this.slider.value = String(this.rounds.indexOf(r) + 1);
-    const total = this.job.round_num || "?";
-    this.sliderLabel.textContent = `${r} of ${total}`;
-    this.galleryTitle.textContent = `Class averages, round ${r}`;
+    const total = this.job.round_num ?? "?";
+    this.sliderLabel.textContent = r === 0 ? "initial classes" : `${r} of ${total}`;
+    this.galleryTitle.textContent = r === 0 ? "Class averages, initial classes (round 0)" : `Class averages, round ${r}`;
     this.renderDownloads();
     let embedding;
     let classes;
@@ -410,7 +416,7 @@ export class JobView {
         link(`/api/jobs/${this.jobId}/particles.cs`, "Particles with classes (cryoSPARC .cs)", "final round"),
       );
     }
-    if (!links.length) links.push(h("span", { class: "muted", text: "Downloads appear when round 1 is complete." }));
+    if (!links.length) links.push(h("span", { class: "muted", text: "Downloads appear when the first round is complete." }));
     replace(this.downloadsEl, links);
   }
 

@@ -182,6 +182,16 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     assert [sum(t[2][i] for t in bars) for i in range(2)] == [200, 200]
     assert {int(t[0].split()[1]): t[2][1] for t in bars} == classes
 
+    # Seconds per stage under it: preprocessing and initial labels in round 1, every round's own.
+    table = page.locator("#stage-timings table")
+    expect(table.locator("tbody tr")).to_have_count(2)
+    header = table.locator("thead th").all_inner_texts()
+    assert header[:3] == ["round", "preprocess", "initial labels"] and header[-1] == "total", header
+    assert {"train + embed", "KMeans", "averages"} <= set(header)
+    first, second = (row.locator("td").all_inner_texts() for row in table.locator("tbody tr").all())
+    assert first[0] == "1" and first[1].endswith(" s") and first[2].endswith(" s")
+    assert second[0] == "2" and second[1] == second[2] == "–" and second[-1].endswith(" s")
+
     # The scatter of the last round: every particle once, coloured by class.
     expect(page.locator("#scatter-plot")).to_have_attribute("data-round", "2")
     expect(page.locator("#gallery-grid")).to_have_attribute("data-round", "2")

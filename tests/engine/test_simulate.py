@@ -180,3 +180,60 @@ def test_star_reads_back_with_its_ctf(tmp_path):
         assert np.allclose(stack.ctf.defocus_u, sim.ctf.defocus_u, atol=0.01)
         assert np.allclose(stack.ctf.defocus_angle, sim.ctf.defocus_angle, atol=0.01)
         assert np.allclose(stack.ctf.voltage, 300)
+
+
+def test_streamed_stack_is_the_in_memory_stack_chunk_by_chunk(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from worker.engine import simulate as simulate_module
+    from worker.engine.simulate import simulate_to_folder, write_simulation
+
+    # Batches of 32 images at 32 px, so the 2000 particles take 63 batches (the last one short).
+    monkeypatch.setattr(simulate_module, "CHUNK_BYTES", 32 * 4 * 32 * 32)
+    params = dict(
+        n=2000, k=3, box=32, snr=0.3, rotate=True, shift=2, ctf=True, junk=0.1, noise="pink", seed=5
+    )
+    in_memory = simulate(**params)
+    write_simulation(in_memory, tmp_path / "in_memory")  # the reference files; imports done before tracing
+    tracemalloc.start()
+    try:
+        truth, paths = simulate_to_folder(tmp_path / "streamed", **params)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    stack_bytes = in_memory.images.nbytes  # 8 MB
+    assert peak < stack_bytes / 4, f"streaming held {peak:,} bytes for a {stack_bytes:,}-byte stack"
+    assert truth.images is None
+    with mrcfile.open(paths["particles"], permissive=False) as mrc:
+        header = mrc.header
+        assert (int(header.nx), int(header.ny), int(header.nz)) == (32, 32, 2000)
+        assert int(header.mode) == 2 and int(header.ispg) == 0 and int(header.mz) == 1
+        assert float(mrc.voxel_size.x) == pytest.approx(2.0) and float(mrc.voxel_size.z) == pytest.approx(2.0)
+        assert np.array_equal(mrc.data, in_memory.images)
+        assert float(header.dmin) == in_memory.images.min() and float(header.dmax) == in_memory.images.max()
+        assert float(header.dmean) == pytest.approx(in_memory.images.mean(dtype=np.float64), rel=1e-5)
+        assert float(header.rms) == pytest.approx(in_memory.images.std(dtype=np.float64), rel=1e-5)
+    assert mrcfile.validate(str(paths["particles"]))
+
+    # Every other file says what the in-memory path's says (the star and MRC headers carry a time).
+    def content(path):
+        return [line for line in path.read_bytes().splitlines() if not line.startswith(b"# Created")]
+
+    for name in ("star", "truth"):
+        assert content(paths[name]) == content(tmp_path / "in_memory" / paths[name].name), name
+    with (
+        mrcfile.open(paths["views"]) as streamed,
+        mrcfile.open(tmp_path / "in_memory" / "views.mrcs") as kept,
+    ):
+        assert np.array_equal(streamed.data, kept.data)
+    assert not [p.name for p in (tmp_path / "streamed").iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_stream_leaves_no_stack(tmp_path):
+    from worker.engine.io.mrc import new_stack_file
+
+    target = tmp_path / "particles.mrcs"
+    with pytest.raises(ValueError, match="every image of a stack file must be written"):
+        with new_stack_file(target, 10, 16, 1.0) as stack:
+            stack[0:4] = np.zeros((4, 16, 16), dtype=np.float32)
+    assert list(tmp_path.iterdir()) == []

@@ -79,7 +79,8 @@ BAD_PARAMS = {
     "unknown-field": ({"colour": "red"}, "colour"),
     "bad-device": ({"device": "tpu:0; rm -rf /"}, "device"),
     "string-epochs": ({"epoch_num": "many"}, "epoch_num"),
-    "no-rounds": ({"round_num": 0}, "round_num"),
+    "negative-rounds": ({"round_num": -1}, "round_num"),
+    "unknown-storage": ({"storage": "float8"}, "storage"),
 }
 
 

@@ -24,11 +24,16 @@ class Averager(Protocol):
         ...
 
 
+BATCH = 4096  # images summed at a time: float64 copies of a batch, never of the stack
+
+
 def class_means(images: torch.Tensor, labels: np.ndarray, k: int) -> np.ndarray:
     flat = images.reshape(len(images), -1)
     index = torch.as_tensor(labels, device=flat.device, dtype=torch.long)
     sums = torch.zeros((k, flat.shape[1]), dtype=torch.float64, device=flat.device)
-    sums.index_add_(0, index, flat.to(torch.float64))
+    for start in range(0, len(flat), BATCH):  # the same additions in the same order as at once
+        rows = slice(start, start + BATCH)
+        sums.index_add_(0, index[rows], flat[rows].to(torch.float64))
     counts = torch.bincount(index, minlength=k).clamp(min=1).to(torch.float64)
     means = (sums / counts[:, None]).to(torch.float32)
     return means.reshape((k, *images.shape[-2:])).cpu().numpy()

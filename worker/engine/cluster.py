@@ -18,16 +18,20 @@ def kmeans_labels(features: np.ndarray, k: int, seed: int) -> np.ndarray:
     return rank[model.labels_]
 
 
-def pca_features(images: np.ndarray, seed: int, components: int = PCA_COMPONENTS) -> np.ndarray:
-    """Project flattened images onto their leading principal components."""
+def pca_features(
+    images: np.ndarray, seed: int, components: int = PCA_COMPONENTS, *, overwrite: bool = False
+) -> np.ndarray:
+    """Project flattened images onto their leading principal components. With `overwrite` the
+    PCA centres `images` in place instead of a copy (the same numbers, one copy fewer)."""
     flat = images.reshape(len(images), -1)
     components = max(1, min(components, flat.shape[0] - 1, flat.shape[1]))
-    return PCA(n_components=components, svd_solver="randomized", random_state=seed).fit_transform(flat)
+    pca = PCA(n_components=components, svd_solver="randomized", random_state=seed, copy=not overwrite)
+    return pca.fit_transform(flat)
 
 
-def initial_labels(images: np.ndarray, k: int, seed: int) -> np.ndarray:
+def initial_labels(images: np.ndarray, k: int, seed: int, *, overwrite: bool = False) -> np.ndarray:
     """Labels before the first round: PCA of the pixels, then KMeans (docs/architecture.md, The algorithm, step 2)."""
-    return kmeans_labels(pca_features(images, seed), k, seed)
+    return kmeans_labels(pca_features(images, seed, overwrite=overwrite), k, seed)
 
 
 def project_2d(embedding: np.ndarray, seed: int) -> np.ndarray:

@@ -16,6 +16,8 @@ from typing import Any
 
 METHODS = ("reference", "invariant", "pose", "pose-em")
 PRECISIONS = ("fp32", "bf16")
+STORAGES = ("float16", "float32")  # the preprocessed stack in memory
+STORAGE_BYTES = {"float16": 2, "float32": 4}
 DEFAULT_METHOD = "pose"  # the best measured (README "Methods"); "reference" is the original
 # A device asked for but missing falls back to cpu (worker/engine/devices.py).
 DEFAULT_DEVICE = "cuda:0"
@@ -28,6 +30,12 @@ def _on_unless_reference(values: dict) -> bool:
     # The options beyond the reference method stay off for it, so `--method reference` alone
     # reproduces the original program exactly.
     return values["method"] != "reference"
+
+
+def _half_unless_reference(values: dict) -> str:
+    # float16 halves the stack with no loss of accuracy measured (README, "Stack storage");
+    # the reference method keeps the original's float32 pixels.
+    return "float32" if values["method"] == "reference" else "float16"
 
 
 @dataclass(frozen=True)
@@ -174,9 +182,10 @@ PARAMETERS: tuple[Param, ...] = (
         5,
         "Rounds",
         flags=("-r", "--round_num"),
-        minimum=1,
+        minimum=0,
         maximum=100,
-        help="Train-then-cluster rounds; each trains a fresh network on the last labels.",
+        help="Train-then-cluster rounds; each trains a fresh network on the last labels. 0 gives "
+        "a quick first look: the initial classes (PCA + KMeans) with their averages, as round 0.",
     ),
     Param(
         "stop_when_churn_below",
@@ -230,6 +239,17 @@ PARAMETERS: tuple[Param, ...] = (
         help="Network arithmetic; bf16 autocasts the network for speed.",
     ),
     Param(
+        "storage",
+        str,
+        AUTO,
+        "Stack storage",
+        choices=STORAGES,
+        auto="float16 unless the method is reference",
+        resolve=_half_unless_reference,
+        help="Precision of the preprocessed stack in memory; float16 halves it (each batch is "
+        "computed in float32).",
+    ),
+    Param(
         "phase_flip",
         bool,
         AUTO,
@@ -272,6 +292,7 @@ class ClassifyConfig:
     seed: int = default("seed")
     device: str = DEFAULT_DEVICE  # the engine's "auto" device; the worker passes its own
     precision: str = default("precision")
+    storage: str | None = default("storage")
     phase_flip: bool | None = default("phase_flip")
     align_averages: bool | None = default("align_averages")
 

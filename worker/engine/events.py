@@ -44,13 +44,13 @@ class EmbedProgress:
 
 @dataclass(frozen=True)
 class RoundDone:
-    round: int
+    round: int  # 0: the initial classes of a run of 0 rounds
     round_num: int
     counts: list[int]  # members per class, class 1 first
     seconds: float
-    loss: float  # mean loss of the last epoch
+    loss: float | None  # mean loss of the last epoch (None for round 0, the initial classes)
     timings: dict[str, float] = field(default_factory=dict)
-    churn: float = 0.0  # share of particles that changed class since the previous round
+    churn: float | None = 0.0  # share of particles that changed class since the previous round
     scores: dict[str, float] = field(default_factory=dict)  # e.g. mean_log_likelihood (pose methods)
 
 

@@ -37,6 +37,7 @@ from worker.engine.quality import ring_index
 
 BATCH = 512  # particles scored at a time: scores are BATCH x K x angles x shifts floats
 TOP_POSES = 4  # poses kept per particle for the M-step
+CTF_BATCH = 2048  # particles whose CTFs are computed at a time
 MASK_FRACTION = 0.45  # soft mask radius as a fraction of the box (less the shift range)
 
 
@@ -97,10 +98,12 @@ def particle_ctfs(
 ) -> torch.Tensor:
     """Each particle's isotropic CTF on the rfft2 grid of the search size (N, S, S//2+1).
 
-    Phase-flipped particles carry |CTF|; without CTF parameters the filter is 1.
+    Phase-flipped particles carry |CTF|; without CTF parameters the filter is 1. Computed
+    CTF_BATCH particles at a time (its float64 work arrays are several times the result).
     """
+    out = torch.ones((n, size, size // 2 + 1), device=device)
     if ctf is None:
-        return torch.ones((n, size, size // 2 + 1), device=device)
+        return out
     mean = (np.asarray(ctf.defocus_u) + np.asarray(ctf.defocus_v)) / 2
     isotropic = CtfParams(
         mean,
@@ -111,8 +114,11 @@ def particle_ctfs(
         ctf.amplitude_contrast,
         ctf.phase_shift,
     )
-    values = torch.as_tensor(ctf_values(isotropic, size, pixel_size), device=device)
-    return values.abs() if flipped else values
+    for start in range(0, n, CTF_BATCH):
+        rows = np.arange(start, min(n, start + CTF_BATCH))
+        values = torch.as_tensor(ctf_values(isotropic.subset(rows), size, pixel_size), device=device)
+        out[start : start + len(rows)] = values.abs() if flipped else values
+    return out
 
 
 def noise_spectrum(images: torch.Tensor) -> torch.Tensor:
@@ -267,7 +273,7 @@ def maximisation(
     weights = posterior.weights if members is None else posterior.weights * members[:, None]
     for start in range(0, n, BATCH):
         stop = min(n, start + BATCH)
-        x, c = images[start:stop], ctfs[start:stop]
+        x, c = images[start:stop].float(), ctfs[start:stop]  # a float16 stack: per batch
         for p in range(posterior.classes.shape[1]):
             w = weights[start:stop, p]
             keep = w > 1e-4

@@ -39,10 +39,11 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def completed_rounds(out_dir: Path) -> list[int]:
-    """Round numbers 1, 2, ... whose folders are complete, stopping at the first gap."""
+    """Round numbers whose folders are complete: 0 (the initial classes, written by a run of 0
+    rounds) when there, then 1, 2, ... stopping at the first gap."""
     found = sorted(int(m.group(1)) for p in out_dir.glob("round_*") if (m := ROUND_DIR.match(p.name)))
-    done = []
-    for expected, number in enumerate(found, start=1):
+    done = [0] if found and found[0] == 0 else []
+    for expected, number in enumerate((f for f in found if f > 0), start=1):
         if number != expected:
             break
         done.append(number)

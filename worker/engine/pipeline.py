@@ -20,16 +20,18 @@ import torch
 
 from worker.engine import outputs
 from worker.engine.averages import MeanAverager
-from worker.engine.cluster import initial_labels, kmeans_labels, project_2d
-from worker.engine.config import ClassifyConfig
+from worker.engine.cluster import kmeans_labels, pca_features, project_2d
+from worker.engine.config import STORAGE_BYTES, ClassifyConfig
 from worker.engine.convergence import label_churn, stop_reason
 from worker.engine.devices import resolve_device
 from worker.engine.errors import InputError
 from worker.engine.events import Callback, Event, LossPoint, RoundDone, RoundStarted, ignore
 from worker.engine.io.atomic import temporary_sibling
 from worker.engine.io.particles import ParticleStack
+from worker.engine.memory import FULL_SIZE_BYTES, check_fits
 from worker.engine.methods import get_method
-from worker.engine.preprocess import model_size, preprocess
+from worker.engine.model import EMBEDDING_DIM
+from worker.engine.preprocess import STORAGE_DTYPES, model_size, preprocess
 from worker.engine.quality import class_resolutions
 from worker.engine.version import __version__
 
@@ -89,6 +91,15 @@ class _Run:
     generator: torch.Generator
     on_event: Callback
     averaged_round: int | None = None  # the round whose labels the averager last averaged
+    full_size_fits: bool = True  # the memory check left room for the full-size averages
+    # Stages done once per run (preprocessing, initial labels), recorded in the timings of the
+    # first round this run writes.
+    pending_timings: dict[str, float] = field(default_factory=dict)
+
+    def stage_timings(self, **round_stages: float) -> dict[str, float]:
+        timings = {**self.pending_timings, **round_stages}
+        self.pending_timings = {}
+        return timings
 
 
 def classify(
@@ -102,7 +113,6 @@ def classify(
 ) -> ClassifyResult:
     """Run (or resume) a classification and write its results into `out_dir`."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     n, k = len(stack), config.cluster_num
     if n < 2:
         raise InputError(f"{stack.source}: a classification needs at least 2 particles, found {n}")
@@ -112,6 +122,17 @@ def classify(
     if notice and on_notice:
         on_notice(notice)
     config = config.resolved(str(device))  # the effective parameters, as config.json records them
+    # Before anything is read: a run that cannot fit stops here with one line, not in the OOM killer.
+    fit = check_fits(
+        n,
+        model_size(stack.box, config.size),
+        config.method,
+        config.batch_size,
+        device,
+        STORAGE_BYTES[config.storage],
+        stack.box if config.round_num > 0 else None,  # round 0 makes no full-size averages
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     outputs.write_json(
         out_dir / "config.json",
@@ -125,7 +146,13 @@ def classify(
         },
     )
 
-    images = preprocess(stack, config.size, device, before_normalise=_phase_flipper(stack, config))
+    images = preprocess(
+        stack,
+        config.size,
+        device,
+        before_normalise=_phase_flipper(stack, config),
+        dtype=STORAGE_DTYPES[config.storage],
+    )
     preprocess_seconds = time.perf_counter() - started
     size = model_size(stack.box, config.size)
     pixel_size = stack.pixel_size * stack.box / size
@@ -142,11 +169,17 @@ def classify(
         _averager(config, method),
         torch.Generator(device=device),
         on_event,
+        full_size_fits=fit.full_size > 0,
+        pending_timings={"preprocess": preprocess_seconds},
     )
 
-    done, rounds, labels = _resume(run)
+    done, rounds, labels, initial = _resume(run)
+    if initial is not None:
+        run.pending_timings["initial_labels"] = initial.seconds
     stopped = _stop_reason(config, rounds[-1]) if rounds else None
-    r = len(done)
+    if config.round_num == 0 and not done:
+        rounds.append(_round_zero(run, labels, initial))
+    r = done[-1] if done else 0
     while stopped is None and r < config.round_num:
         r += 1
         labels, info = _one_round(run, r, labels)
@@ -162,7 +195,6 @@ def classify(
 
 
 FULL_SIZE_FILE = outputs.FULL_SIZE_FILE
-FULL_SIZE_BYTES = 4 << 30  # the full-size particles are held at once; a larger stack goes without
 
 
 def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notice) -> dict | None:
@@ -176,6 +208,8 @@ def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notic
     from worker.engine.io.mrc import write_stack
 
     stack, k = run.stack, run.config.cluster_num
+    if last_round == 0:  # round 0's averages are plain means of the initial classes, at the model size
+        return None
     box = model_size(stack.box, stack.box)  # an odd box loses one pixel, as at the model size
     pixel_size = stack.pixel_size * stack.box / box
     found = {"file": FULL_SIZE_FILE, "box": box, "pixel_size": pixel_size}
@@ -187,7 +221,7 @@ def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notic
         for target in (round_file, run.out_dir / FULL_SIZE_FILE):
             outputs.copy_file(folder / "class_averages.mrcs", target)
         return found
-    if len(stack) * box * box * 4 > FULL_SIZE_BYTES:
+    if len(stack) * box * box * STORAGE_BYTES[run.config.storage] > FULL_SIZE_BYTES or not run.full_size_fits:
         if on_notice:
             on_notice(
                 f"no full-size class averages: {len(stack):,} particles of {box} px exceed the memory set aside"
@@ -195,7 +229,13 @@ def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notic
         return None
     if run.averaged_round != last_round:  # resumed after the last round: its alignments again
         run.averager.average(run.images, labels, k)
-    full = preprocess(stack, box, run.images.device, before_normalise=_phase_flipper(stack, run.config))
+    full = preprocess(
+        stack,
+        box,
+        run.images.device,
+        before_normalise=_phase_flipper(stack, run.config),
+        dtype=STORAGE_DTYPES[run.config.storage],
+    )
     averages = run.averager.average_at(full, labels, k, pixel_size)
     del full
     classes = _read_json(folder / "classes.json")
@@ -214,22 +254,80 @@ def _stop_reason(config: ClassifyConfig, info: dict) -> str | None:
     return stop_reason(churn, config.stop_when_churn_below, info["round"])
 
 
-def _resume(run: _Run) -> tuple[list[int], list[dict], np.ndarray]:
-    """Rounds already complete, their round.json, and the labels (and method state) to go on from."""
+@dataclass
+class _Initial:
+    """The initial classes: PCA of the pixels, then KMeans on the PCA features."""
+
+    features: np.ndarray  # (N, components) float32
+    seconds: float
+
+
+def _resume(run: _Run) -> tuple[list[int], list[dict], np.ndarray, _Initial | None]:
+    """Rounds already complete, their round.json, the labels (and method state) to go on from,
+    and the initial classes' PCA features when they were computed here (no round was complete)."""
     done = outputs.completed_rounds(run.out_dir)
     rounds = [_read_json(outputs.round_dir(run.out_dir, r) / "round.json") for r in done]
     if not done:
-        return (
-            done,
-            rounds,
-            initial_labels(run.images[:, 0].cpu().numpy(), run.config.cluster_num, run.config.seed),
-        )
+        labels, initial = _initial_labels(run)
+        return done, rounds, labels, initial
     last = outputs.round_dir(run.out_dir, done[-1])
     state = last / STATE_FILE
     if hasattr(run.method, "load_state") and state.is_file():
         with np.load(state) as arrays:
             run.method.load_state(dict(arrays), run.images.device)
-    return done, rounds, outputs.read_labels_csv(last / "labels.csv")
+    return done, rounds, outputs.read_labels_csv(last / "labels.csv"), None
+
+
+def _initial_labels(run: _Run) -> tuple[np.ndarray, _Initial]:
+    """PCA + KMeans on the pixels. A float32 stack on the CPU is read in place (the PCA centres
+    a copy); a float16 or GPU stack is copied to float32 once and that copy is centred in place."""
+    started = time.perf_counter()
+    images = run.images[:, 0]
+    in_place = images.dtype == torch.float32 and images.device.type == "cpu"
+    pixels = images.numpy() if in_place else images.float().cpu().numpy()
+    features = pca_features(pixels, run.config.seed, overwrite=not in_place)
+    del pixels  # the float32 copy, before KMeans
+    labels = kmeans_labels(features, run.config.cluster_num, run.config.seed)
+    return labels, _Initial(features.astype(np.float32), time.perf_counter() - started)
+
+
+def _round_zero(run: _Run, labels: np.ndarray, initial: _Initial) -> dict:
+    """round_num 0: the initial classes written as round 0 through the normal outputs, a quick
+    first look. The embedding is the PCA of the pixels (its first EMBEDDING_DIM components, its
+    first two for the scatter), and the averages are the plain class means (a method's own
+    averages need the poses of its first round)."""
+    k, n = run.config.cluster_num, len(run.stack)
+    started = time.perf_counter()
+    averages = MeanAverager().average(run.images, labels, k)
+    classes = outputs.class_table(labels, k, class_resolutions(run.images, labels, k, run.pixel_size))
+    averaged = time.perf_counter()
+    timings = run.stage_timings(averages=averaged - started)
+    info = {
+        "round": 0,
+        "counts": [row["count"] for row in classes],
+        "churn": None,
+        "loss": None,
+        "seconds": initial.seconds + averaged - started,
+        "timings": timings,
+    }
+    flat = np.zeros((n, 2), dtype=np.float32)  # two columns even when the PCA kept one
+    flat[:, : min(2, initial.features.shape[1])] = initial.features[:, :2]
+    outputs.write_round(
+        run.out_dir,
+        0,
+        labels=labels,
+        image_names=run.stack.image_names,
+        embedding=initial.features[:, :EMBEDDING_DIM],
+        embedding_2d=flat,
+        averages=averages,
+        pixel_size=run.pixel_size,
+        pixel_size_known=run.stack.pixel_size_known,
+        classes=classes,
+        loss=[],
+        info=info,
+    )
+    run.on_event(RoundDone(0, 0, info["counts"], info["seconds"], None, timings, None))
+    return info
 
 
 def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -261,11 +359,9 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
         labels, k, _class_quality(run.images, labels, k, run.pixel_size, run.averager), run.pixel_size
     )
     averaged = time.perf_counter()
-    timings = {
-        "train_embed": trained - round_started,
-        "kmeans": clustered - trained,
-        "averages": averaged - clustered,
-    }
+    timings = run.stage_timings(
+        train_embed=trained - round_started, kmeans=clustered - trained, averages=averaged - clustered
+    )
     info = {
         "round": r,
         "counts": [row["count"] for row in classes],

@@ -58,6 +58,7 @@ NETWORK_SIZE = 24  # px: the aligned particles the network learns from (Fourier-
 NETWORK_THREADS = 1  # CPU threads for this small network (see train.cpu_threads)
 HALF_ITERATIONS = 1  # independent refinement rounds of each half set
 HALF_START_RING = 0.25  # the half sets start from their reference low-passed to this fraction of Nyquist
+CROP_BATCH = 4096  # particles Fourier-cropped to the search size at a time
 
 
 class PoseMethod:
@@ -116,7 +117,11 @@ class PoseMethod:
         if self._small is None or len(self._small) != len(images):
             size = images.shape[-1]
             search = min(SEARCH_SIZE, size)
-            self._small = fourier_crop(images.reshape(-1, size, size).float(), search)
+            # Batch by batch: spectra and float32 copies of a batch, never of the whole stack.
+            self._small = torch.empty((len(images), search, search), device=images.device)
+            for start in range(0, len(images), CROP_BATCH):
+                batch = images[start : start + CROP_BATCH].reshape(-1, size, size).float()
+                self._small[start : start + CROP_BATCH] = fourier_crop(batch, search)
             self._ctfs = particle_ctfs(
                 self.ctf, len(images), search, self.pixel_size * size / search, self.flipped, images.device
             )
@@ -183,7 +188,7 @@ class PoseMethod:
         """CTF-weighted aligned averages at full size; half sets refined independently."""
         self._prepare(images)
         size = images.shape[-1]
-        full = images.reshape(-1, size, size).float()
+        full = images.reshape(-1, size, size)  # as stored: maximisation converts each batch
         full_ctfs = particle_ctfs(self.ctf, len(full), size, self.pixel_size, self.flipped, full.device)
         small, ctfs = self._small, self._ctfs
         scale = size / small.shape[-1]
@@ -236,7 +241,7 @@ class PoseMethod:
         of the poses (the labels `average` was given)."""
         best, sigma2, k = self.final_poses
         size = images.shape[-1]
-        full = images.reshape(-1, size, size).float()
+        full = images.reshape(-1, size, size)
         ctfs = particle_ctfs(self.ctf, len(full), size, pixel_size, self.flipped, full.device)
         search = self._small.shape[-1]
         sigma2_full = resample(sigma2, size) * (size / search) ** 2  # per-pixel units

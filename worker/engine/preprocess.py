@@ -1,8 +1,9 @@
-"""Per-particle normalisation and Fourier cropping into one float32 tensor.
+"""Per-particle normalisation and Fourier cropping into one tensor (float32, or float16 to halve it).
 
 The stack is read chunk by chunk, so memory stays flat: only the (N, 1, S, S) result and one
 chunk of raw images are ever held. The result lives on the training device, so training never
-touches the disk or loops over images in Python.
+touches the disk or loops over images in Python. Each chunk is computed in float32 and stored
+in the storage precision; whoever reads a float16 stack converts each batch back to float32.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 # Raw float32 images read at a time. Preprocessing holds about 3.3x this beside its result
 # (the raw chunk, its spectrum, the cropped copy), so 64 MiB keeps it near 200 MiB.
 CHUNK_BYTES = 64 * 2**20
+STORAGE_DTYPES = {"float16": torch.float16, "float32": torch.float32}  # config.STORAGES
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -58,14 +60,16 @@ def preprocess(
     before_normalise: ChunkHook | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Read, normalise and Fourier-crop the whole stack into a (N, 1, S, S) float32 tensor.
+    """Read, normalise and Fourier-crop the whole stack into a (N, 1, S, S) tensor of `dtype`
+    (the storage precision: STORAGE_DTYPES[config.storage]).
 
     `before_normalise(chunk, rows)` may change each raw chunk first (CTF phase flipping).
     """
     n, box = len(stack), stack.box
     target = model_size(box, size)
-    out = torch.empty((n, 1, target, target), dtype=torch.float32, device=device)
+    out = torch.empty((n, 1, target, target), dtype=dtype, device=device)
     chunk = max(1, chunk_bytes // (4 * box * box))
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 FRC_THRESHOLD = 0.5
+BATCH = 4096  # images summed at a time into the half-set averages
 
 
 def ring_index(size: int) -> np.ndarray:
@@ -63,7 +64,7 @@ def resolution(curve: np.ndarray, pixel_size: float, threshold: float = FRC_THRE
 def half_set_averages(images: torch.Tensor | np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """(k, 2, S, S) averages of each class's even and odd members."""
     images = torch.as_tensor(images)
-    flat = images.reshape(len(images), -1).to(torch.float64)
+    flat = images.reshape(len(images), -1)
     labels = np.asarray(labels)
     parity = np.zeros(len(labels), dtype=np.int64)
     for c in range(k):  # position within the class, not within the stack
@@ -71,7 +72,9 @@ def half_set_averages(images: torch.Tensor | np.ndarray, labels: np.ndarray, k: 
         parity[members] = np.arange(len(members)) % 2
     group = torch.as_tensor(labels * 2 + parity, device=flat.device)
     sums = torch.zeros((2 * k, flat.shape[1]), dtype=torch.float64, device=flat.device)
-    sums.index_add_(0, group, flat)
+    for start in range(0, len(flat), BATCH):  # float64 copies of a batch, never of the stack
+        rows = slice(start, start + BATCH)
+        sums.index_add_(0, group[rows], flat[rows].to(torch.float64))
     counts = torch.bincount(group, minlength=2 * k).clamp(min=1).to(torch.float64)
     size = images.shape[-1]
     return (sums / counts[:, None]).reshape(k, 2, size, size).float().cpu().numpy()

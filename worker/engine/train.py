@@ -85,7 +85,7 @@ def train_network(
         for step in range(1, steps + 1):
             batch = min(config.batch_size, n - (step - 1) * config.batch_size)
             first, second, unlike = sampler.sample(batch, generator)
-            x1, x2 = images[first], images[second]
+            x1, x2 = images[first].float(), images[second].float()  # a float16 stack: per batch
             if augment is not None:
                 x2 = augment(x2, generator)
             if device.type == "cpu":
@@ -134,7 +134,7 @@ def embed(
     n = images.shape[0]
     for start in range(0, n, EMBED_BATCH):
         on_event(EmbedProgress(round_index, start, n))
-        batch = images[start : start + EMBED_BATCH]
+        batch = images[start : start + EMBED_BATCH].float()
         if images.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(images.device, precision):

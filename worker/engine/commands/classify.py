@@ -199,6 +199,9 @@ class ProgressPrinter:
                 self.bar.close()
                 self.bar = None
             counts = " / ".join(f"{c:,}" for c in event.counts)
+            if event.round == 0:
+                print(f"round 0 (initial classes): {event.seconds:.1f} s, class sizes {counts}")
+                return
             score = event.scores.get("mean_log_likelihood")
             likelihood = f", mean log-likelihood {score:.4g}" if score is not None else ""
             print(

@@ -11,6 +11,8 @@ contamination, aggregates, particles cut by the box edge.
 Writes into OUT: particles.mrcs (the stack), particles.star (RELION, with CTF columns when
 --ctf is on), truth.csv (index,image_name,view,angle,shift_x,shift_y,defocus_u,defocus_v, and
 junk with --junk; view is 1-based, 0 for junk) and views.mrcs (the K noise-free projections).
+The stack is written chunk by chunk, in flat memory, so a million particles or more fit; a
+progress bar follows the two passes (noise-free particles, then noise).
 
 Example:
   cryoclust simulate -n 2000 -k 4 --snr 1 -o sim_easy
@@ -24,10 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from worker.engine.molecules import MOLECULES
-from worker.engine.simulate import simulate, write_simulation
+from worker.engine.simulate import simulate_to_folder
 from worker.engine.simulate_junk import NOISES
 
 
@@ -67,29 +70,61 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("-o", "--out", required=True, help="output folder")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+class _ProgressBar:
+    """One tqdm bar per pass over the stack."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.stage, self.done = quiet, None, None, 0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.quiet:
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage, self.done = stage, 0
+            self.bar = tqdm(
+                total=total, desc=stage, unit="img", unit_scale=True, leave=False, file=sys.stderr
+            )
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    sim = simulate(
-        n=args.num,
-        k=args.views,
-        box=args.box,
-        snr=args.snr,
-        rotate=args.rotate,
-        shift=args.shift,
-        ctf=args.ctf,
-        defocus_range=tuple(args.defocus),
-        pixel_size=args.pixel_size,
-        seed=args.seed,
-        molecule=args.molecule,
-        close_pairs=args.close_pairs,
-        view_jitter=args.view_jitter,
-        junk=args.junk,
-        noise=args.noise,
-    )
-    paths = write_simulation(sim, args.out)
-    params = {k: v for k, v in vars(args).items() if k != "command"}
+    progress = _ProgressBar(args.quiet)
+    try:
+        sim, paths = simulate_to_folder(
+            args.out,
+            on_progress=progress,
+            n=args.num,
+            k=args.views,
+            box=args.box,
+            snr=args.snr,
+            rotate=args.rotate,
+            shift=args.shift,
+            ctf=args.ctf,
+            defocus_range=tuple(args.defocus),
+            pixel_size=args.pixel_size,
+            seed=args.seed,
+            molecule=args.molecule,
+            close_pairs=args.close_pairs,
+            view_jitter=args.view_jitter,
+            junk=args.junk,
+            noise=args.noise,
+        )
+    finally:
+        progress.close()
+    params = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
     with open(paths["particles"].parent / "simulation.json", "w") as handle:
         json.dump(params, handle, indent=2)
     seconds = time.perf_counter() - started

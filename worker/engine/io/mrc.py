@@ -1,15 +1,20 @@
 """MRC files: write particle stacks (float32, mode 2, image-stack header); check and map them.
 
 Example:
-    from worker.engine.io.mrc import write_stack
+    from worker.engine.io.mrc import new_stack_file, write_stack
     write_stack("class_averages.mrcs", averages, pixel_size=1.34)
+    with new_stack_file("particles.mrcs", n, box, pixel_size=2.0) as stack:
+        for start in range(0, n, 1000):
+            stack[start : start + 1000] = chunk  # flat memory, any n
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +24,7 @@ import numpy as np
 from worker.engine.errors import InputError
 from worker.engine.io.atomic import temporary_sibling
 
-__all__ = ["MrcHeader", "open_mrc_data", "read_header", "write_stack"]
+__all__ = ["MrcHeader", "StackFile", "new_stack_file", "open_mrc_data", "read_header", "write_stack"]
 
 
 def write_stack(path: str | os.PathLike, images: np.ndarray, pixel_size: float = 1.0) -> Path:
@@ -44,6 +49,103 @@ def write_stack(path: str | os.PathLike, images: np.ndarray, pixel_size: float =
             mrc.voxel_size = float(pixel_size)
             mrc.update_header_stats()
     return path
+
+
+class StackFile:
+    """A float32 image stack being written chunk by chunk: `stack[a:b] = images` writes them,
+    `stack[a:b]` reads them back (a fresh array). Plain file reads and writes, not a memory map,
+    so what is written never counts as this process's memory. Header statistics follow the last
+    images written to each row range."""
+
+    def __init__(self, fd: int, offset: int, dtype: np.dtype, n: int, box: int) -> None:
+        self._fd, self._offset, self._dtype = fd, offset, np.dtype(dtype)
+        self.shape = (n, box, box)
+        self._image_bytes = box * box * self._dtype.itemsize
+        self._stats: dict[tuple[int, int], tuple[float, float, float, float, int]] = {}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _rows(self, rows: slice) -> tuple[int, int]:
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1 or stop <= start:
+            raise IndexError(f"a stack file takes a plain, non-empty row range, got {rows}")
+        return start, stop
+
+    def __setitem__(self, rows: slice, images: np.ndarray) -> None:
+        start, stop = self._rows(rows)
+        data = np.ascontiguousarray(images, dtype=self._dtype)
+        if data.shape != (stop - start, *self.shape[1:]):
+            raise ValueError(
+                f"rows {start}:{stop} take images {(stop - start, *self.shape[1:])}, got {data.shape}"
+            )
+        view, position = memoryview(data).cast("B"), self._offset + start * self._image_bytes
+        while view:
+            written = os.pwrite(self._fd, view, position)
+            view, position = view[written:], position + written
+        # float64 sums, so the mean and rms of a large stack keep their digits.
+        values = data.astype(np.float64)
+        self._stats[(start, stop)] = (
+            float(values.min()),
+            float(values.max()),
+            float(values.sum()),
+            float(np.square(values).sum()),
+            values.size,
+        )
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop = self._rows(rows)
+        out = np.empty((stop - start, *self.shape[1:]), dtype=self._dtype)
+        view, position = memoryview(out).cast("B"), self._offset + start * self._image_bytes
+        while view:
+            read = os.preadv(self._fd, [view], position)
+            if read == 0:
+                raise OSError(f"rows {start}:{stop} lie past the end of the stack file")
+            view, position = view[read:], position + read
+        return out
+
+    def statistics(self) -> tuple[float, float, float, float]:
+        """(min, max, mean, rms) of everything written, as the MRC header records them."""
+        covered = sorted(self._stats)
+        if sum(stop - start for start, stop in covered) != self.shape[0] or any(
+            a[1] > b[0] for a, b in zip(covered, covered[1:])
+        ):
+            raise ValueError("every image of a stack file must be written once, in whole row ranges")
+        parts = self._stats.values()
+        count = sum(p[4] for p in parts)
+        mean = sum(p[2] for p in parts) / count
+        variance = max(sum(p[3] for p in parts) / count - mean * mean, 0.0)
+        return min(p[0] for p in parts), max(p[1] for p in parts), mean, variance**0.5
+
+
+@contextlib.contextmanager
+def new_stack_file(path: str | os.PathLike, n: int, box: int, pixel_size: float = 1.0) -> Iterator[StackFile]:
+    """Write an (n, box, box) float32 MRC image stack of any size in flat memory.
+
+    The header (nz = n, mode 2, image-stack convention, voxel size) is written first for the
+    whole stack; the caller fills every row range through the yielded StackFile. The file
+    appears atomically when the block ends without an error, as with write_stack.
+    """
+    path = Path(path)
+    if n < 1 or box < 1:
+        raise ValueError(f"{path}: a stack needs at least one image of at least one pixel, got {n} x {box}")
+    if not np.isfinite(pixel_size) or pixel_size <= 0:
+        raise ValueError(f"{path}: pixel size must be positive, got {pixel_size}")
+    with temporary_sibling(path) as tmp:
+        # new_mmap sizes the file (sparse) and writes the header; the data go through the file.
+        with mrcfile.new_mmap(tmp, shape=(n, box, box), mrc_mode=2, overwrite=True) as mrc:
+            mrc.set_image_stack()
+            mrc.voxel_size = float(pixel_size)
+            offset = mrc.header.nbytes + int(mrc.header.nsymbt)
+            fd = os.open(tmp, os.O_RDWR)
+            try:
+                stack = StackFile(fd, offset, mrc.data.dtype, n, box)
+                yield stack
+            finally:
+                os.close(fd)
+            low, high, mean, rms = stack.statistics()
+            mrc.header.dmin, mrc.header.dmax = np.float32(low), np.float32(high)
+            mrc.header.dmean, mrc.header.rms = np.float32(mean), np.float32(rms)
 
 
 # ----------------------------------------------------------------------------- reading
