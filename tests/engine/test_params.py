@@ -168,7 +168,7 @@ def test_the_check_above_finds_a_copied_default():
     copies = [
         "cluster_num: int = 4",
         "learning_rate=5e-4",
-        '{ name: "x", method: "pose" }',
+        '{ name: "x", method: "pose-em" }',
         'parser.add_argument("-e", "--epoch_num", type=int, default=20)',
     ]
     names = ["cluster_num", "learning_rate", "method", "epoch_num"]
