@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from worker.engine.kmeans import kmeans
 from worker.engine.train import cpu_threads
 
+KMEANS_INITS = 10  # k-means++ seedings tried, the best kept (scikit-learn's KMeans default was 10)
+# One thread: on the busy 2-core machine two made Lloyd's chunked products 10 times slower
+# (README, Benchmarks, KMeans).
+KMEANS_THREADS = 1
 PCA_COMPONENTS = 50
 PCA_SAMPLE = 50_000  # particles the initial PCA is fitted on; every particle is then projected
 PCA_OVERSAMPLES = 10  # extra random directions of the randomized SVD (as scikit-learn's)
@@ -16,13 +20,18 @@ PCA_POWER_ITERATIONS = 7  # scikit-learn's choice for few components of a large 
 PCA_CHUNK_BYTES = 32 * 2**20  # float32 pixels converted and projected at once
 
 
-def kmeans_labels(features: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """KMeans labels 0..k-1, renumbered so that class 0 is the largest (ties by centroid order)."""
-    model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(features)
-    counts = np.bincount(model.labels_, minlength=k)
+def kmeans_labels(features, k: int, seed: int, device=None) -> np.ndarray:
+    """KMeans labels 0..k-1, renumbered so that class 0 is the largest (ties by centroid order).
+    The best of KMEANS_INITS seedings (worker/engine/kmeans.py), on `device` (default: the
+    features'), on one thread on a CPU."""
+    features = _as_tensor(features)
+    device = torch.device(device) if device is not None else features.device
+    with cpu_threads(device, KMEANS_THREADS):
+        labels, _ = kmeans(features, k, seed, KMEANS_INITS, device=device)
+    counts = np.bincount(labels, minlength=k)
     rank = np.empty(k, dtype=np.int64)
     rank[np.argsort(-counts, kind="stable")] = np.arange(k)
-    return rank[model.labels_]
+    return rank[labels]
 
 
 def _as_tensor(images) -> torch.Tensor:

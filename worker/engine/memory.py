@@ -57,11 +57,12 @@ class Estimate:
 
 
 def initial_labels_bytes(n: int, size: int) -> int:
-    """The initial labels' PCA: its sample (at most PCA_SAMPLE particles) in float32, and the
-    features of every particle, counted twice for KMeans's arrays. The stack itself is projected
-    a chunk at a time (measured: 20,000 particles at 64 px in float16, peak RSS 0.09 GiB above the
-    stack with a sample of 5,000, 0.34 GiB with all 20,000)."""
-    return min(n, PCA_SAMPLE) * size * size * 4 + 2 * n * PCA_COMPONENTS * 4
+    """The initial labels' PCA: its sample (at most PCA_SAMPLE particles) in float32, the
+    features of every particle, their centred copy in KMeans and its per-point arrays (squared
+    norm, distance, labels now and before: 24 bytes, 32 counted). The stack itself is projected
+    a chunk at a time (measured with /usr/bin/time: 20,000 particles at 64 px in float16, peak RSS
+    0.09 GiB above the stack with a sample of 5,000, 0.30 GiB with all 20,000 as the sample)."""
+    return min(n, PCA_SAMPLE) * size * size * 4 + n * (2 * PCA_COMPONENTS * 4 + 32)
 
 
 def working_copies(method: str, size: int, storage_bytes: int) -> float:

@@ -283,7 +283,7 @@ def _initial_labels(run: _Run) -> tuple[np.ndarray, _Initial]:
     chunk on its device, so no float32 copy of the whole stack is made."""
     started = time.perf_counter()
     features = pca_features(run.images[:, 0], run.config.seed)
-    labels = kmeans_labels(features, run.config.cluster_num, run.config.seed)
+    labels = kmeans_labels(features, run.config.cluster_num, run.config.seed, run.images.device)
     kept = features[:, :EMBEDDING_DIM].copy()  # what round 0 writes; the rest goes now
     return labels, _Initial(kept, time.perf_counter() - started)
 
@@ -347,7 +347,7 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     embedding, state = run.method.train_round(run.images, labels, config, r, run.generator, record)
     trained = time.perf_counter()
     previous = labels
-    labels = kmeans_labels(embedding, k, config.seed + r)
+    labels = kmeans_labels(embedding, k, config.seed + r, run.images.device)
     churn = label_churn(previous, labels)
     clustered = time.perf_counter()
     averages = run.averager.average(run.images, labels, k)
