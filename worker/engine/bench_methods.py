@@ -43,7 +43,7 @@ def _scores(truth: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def _run_method(name: str, images: torch.Tensor, k: int, config: ClassifyConfig, rounds: int) -> np.ndarray:
-    labels = initial_labels(images[:, 0].numpy(), k, config.seed)
+    labels = initial_labels(images[:, 0], k, config.seed)
     method = get_method(name)
     generator = torch.Generator()
     for r in range(1, rounds + 1):
@@ -105,7 +105,7 @@ def compare_methods(
         for name in methods:
             started = time.perf_counter()
             if name == "pca":
-                labels = initial_labels(images[:, 0].numpy(), k, seed)
+                labels = initial_labels(images[:, 0], k, seed)
             else:
                 labels = _run_method(name, images, k, config, rounds)
             labels_of[name] = labels

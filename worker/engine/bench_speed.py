@@ -84,7 +84,7 @@ def measure_engine(
             images = preprocess(stack, size, dev)
         sync()
         t1 = time.perf_counter()
-        labels = initial_labels(images[:, 0].cpu().numpy(), k, seed)
+        labels = initial_labels(images[:, 0], k, seed)
         t2 = time.perf_counter()
         network = fresh_network(images.shape[-1], dev, seed)
         sampler = PairSampler.from_labels(torch.as_tensor(labels, device=dev))

@@ -78,7 +78,7 @@ def run_pca_kmeans(star: Path, k: int, device: str) -> tuple[np.ndarray, np.ndar
                 return phase_flip(chunk, stack.ctf.subset(np.arange(rows.start, rows.stop)), stack.pixel_size)
 
         images = preprocess(stack, stack.box, device, before_normalise=flip)
-        labels = initial_labels(images[:, 0].cpu().numpy(), k, 0)
+        labels = initial_labels(images[:, 0], k, 0)
         averages = AlignedAverager().average(images[:, 0], labels, k)
         return labels, averages, time.perf_counter() - started
 

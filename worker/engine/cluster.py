@@ -3,35 +3,119 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
+import torch
 from sklearn.decomposition import PCA
 
+from worker.engine.kmeans import kmeans
+from worker.engine.train import cpu_threads
+
+KMEANS_INITS = 10  # k-means++ seedings tried, the best kept (scikit-learn's KMeans default was 10)
+# One thread: on the busy 2-core machine two made Lloyd's chunked products 10 times slower
+# (README, Benchmarks, KMeans).
+KMEANS_THREADS = 1
 PCA_COMPONENTS = 50
+PCA_SAMPLE = 50_000  # particles the initial PCA is fitted on; every particle is then projected
+PCA_OVERSAMPLES = 10  # extra random directions of the randomized SVD (as scikit-learn's)
+PCA_POWER_ITERATIONS = 7  # scikit-learn's choice for few components of a large matrix
+PCA_CHUNK_BYTES = 32 * 2**20  # float32 pixels converted and projected at once
 
 
-def kmeans_labels(features: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """KMeans labels 0..k-1, renumbered so that class 0 is the largest (ties by centroid order)."""
-    model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(features)
-    counts = np.bincount(model.labels_, minlength=k)
+def kmeans_labels(features, k: int, seed: int, device=None) -> np.ndarray:
+    """KMeans labels 0..k-1, renumbered so that class 0 is the largest (ties by centroid order).
+    The best of KMEANS_INITS seedings (worker/engine/kmeans.py), on `device` (default: the
+    features'), on one thread on a CPU."""
+    features = _as_tensor(features)
+    device = torch.device(device) if device is not None else features.device
+    with cpu_threads(device, KMEANS_THREADS):
+        labels, _ = kmeans(features, k, seed, KMEANS_INITS, device=device)
+    counts = np.bincount(labels, minlength=k)
     rank = np.empty(k, dtype=np.int64)
     rank[np.argsort(-counts, kind="stable")] = np.arange(k)
-    return rank[model.labels_]
+    return rank[labels]
+
+
+def _as_tensor(images) -> torch.Tensor:
+    """A tensor view of `images` (N, ...), any float dtype and device; numpy arrays are not copied."""
+    if isinstance(images, torch.Tensor):
+        return images
+    return torch.from_numpy(np.asarray(images))
+
+
+def _sample_rows(n: int, sample: int, generator: torch.Generator) -> torch.Tensor:
+    """All rows in order when there are few; else `sample` distinct rows, sorted (reads in order)."""
+    if n <= sample:
+        return torch.arange(n)
+    return torch.randperm(n, generator=generator)[:sample].sort().values
+
+
+def _orthonormal(y: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis of y's columns. Thin factorisations take milliseconds on one thread;
+    on a busy 2-core machine the LAPACK thread pool made them 50 to 150 times slower."""
+    with cpu_threads(y.device, 1):
+        return torch.linalg.qr(y).Q
+
+
+def principal_axes(
+    images, seed: int, components: int = PCA_COMPONENTS, *, sample: int = PCA_SAMPLE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean (P,) and leading principal axes (C, P) of the flattened images, float32, fitted on
+    at most `sample` of them drawn with `seed`. A randomized SVD (Halko et al. 2011, as
+    scikit-learn's randomized PCA) of the centred sample, on the images' device; only the sample
+    is copied to float32. Each axis's largest coefficient is positive, so the signs are fixed."""
+    images = _as_tensor(images)
+    generator = torch.Generator().manual_seed(seed)
+    rows = _sample_rows(len(images), sample, generator)
+    x = torch.empty(len(rows), images[0].numel(), device=images.device)  # float32
+    step = _chunk_rows(images)
+    for start in range(0, len(rows), step):  # gathered and converted a chunk at a time
+        block = rows[start : start + step].to(images.device)
+        x[start : start + len(block)] = images[block].reshape(len(block), -1)
+    mean = x.mean(0)
+    x -= mean
+    m, p = x.shape
+    components = max(1, min(components, m - 1, p))
+    width = min(components + PCA_OVERSAMPLES, m, p)
+    q = _orthonormal(x @ torch.randn(p, width, generator=generator).to(x.device))
+    for _ in range(PCA_POWER_ITERATIONS):  # orthonormal between products: the small axes stay resolved
+        q = _orthonormal(x @ _orthonormal(x.T @ q))
+    small = q.T @ x
+    with cpu_threads(small.device, 1):
+        axes = torch.linalg.svd(small, full_matrices=False).Vh[:components]
+    biggest = axes.abs().argmax(1, keepdim=True)
+    axes *= torch.sign(axes.gather(1, biggest))
+    return mean, axes
+
+
+def _chunk_rows(images: torch.Tensor) -> int:
+    return max(1, PCA_CHUNK_BYTES // (4 * images[0].numel()))
+
+
+def project(images, mean: torch.Tensor, axes: torch.Tensor) -> np.ndarray:
+    """(N, C) float32 coordinates of the flattened images on the axes, chunk by chunk (a float16
+    stack is converted one chunk at a time, never whole; the mean is taken off after projecting)."""
+    images = _as_tensor(images)
+    out = np.empty((len(images), len(axes)), dtype=np.float32)
+    offset = mean @ axes.T
+    step = _chunk_rows(images)
+    for start in range(0, len(images), step):
+        block = images[start : start + step]
+        flat = block.reshape(len(block), -1).to(mean.device, torch.float32)
+        out[start : start + len(block)] = (flat @ axes.T - offset).cpu().numpy()
+    return out
 
 
 def pca_features(
-    images: np.ndarray, seed: int, components: int = PCA_COMPONENTS, *, overwrite: bool = False
+    images, seed: int, components: int = PCA_COMPONENTS, *, sample: int = PCA_SAMPLE
 ) -> np.ndarray:
-    """Project flattened images onto their leading principal components. With `overwrite` the
-    PCA centres `images` in place instead of a copy (the same numbers, one copy fewer)."""
-    flat = images.reshape(len(images), -1)
-    components = max(1, min(components, flat.shape[0] - 1, flat.shape[1]))
-    pca = PCA(n_components=components, svd_solver="randomized", random_state=seed, copy=not overwrite)
-    return pca.fit_transform(flat)
+    """Project flattened images (a numpy array or a tensor (N, ...), float16 or float32, on any
+    device) onto their leading principal components, fitted on a random sample of them."""
+    mean, axes = principal_axes(images, seed, components, sample=sample)
+    return project(images, mean, axes)
 
 
-def initial_labels(images: np.ndarray, k: int, seed: int, *, overwrite: bool = False) -> np.ndarray:
+def initial_labels(images, k: int, seed: int) -> np.ndarray:
     """Labels before the first round: PCA of the pixels, then KMeans (docs/architecture.md, The algorithm, step 2)."""
-    return kmeans_labels(pca_features(images, seed, overwrite=overwrite), k, seed)
+    return kmeans_labels(pca_features(images, seed), k, seed)
 
 
 def project_2d(embedding: np.ndarray, seed: int) -> np.ndarray:

@@ -258,7 +258,7 @@ def _stop_reason(config: ClassifyConfig, info: dict) -> str | None:
 class _Initial:
     """The initial classes: PCA of the pixels, then KMeans on the PCA features."""
 
-    features: np.ndarray  # (N, components) float32
+    features: np.ndarray  # (N, min(components, EMBEDDING_DIM)) float32, the leading ones
     seconds: float
 
 
@@ -279,16 +279,13 @@ def _resume(run: _Run) -> tuple[list[int], list[dict], np.ndarray, _Initial | No
 
 
 def _initial_labels(run: _Run) -> tuple[np.ndarray, _Initial]:
-    """PCA + KMeans on the pixels. A float32 stack on the CPU is read in place (the PCA centres
-    a copy); a float16 or GPU stack is copied to float32 once and that copy is centred in place."""
+    """PCA + KMeans on the pixels: the PCA is fitted on a sample and projects the stack chunk by
+    chunk on its device, so no float32 copy of the whole stack is made."""
     started = time.perf_counter()
-    images = run.images[:, 0]
-    in_place = images.dtype == torch.float32 and images.device.type == "cpu"
-    pixels = images.numpy() if in_place else images.float().cpu().numpy()
-    features = pca_features(pixels, run.config.seed, overwrite=not in_place)
-    del pixels  # the float32 copy, before KMeans
-    labels = kmeans_labels(features, run.config.cluster_num, run.config.seed)
-    return labels, _Initial(features.astype(np.float32), time.perf_counter() - started)
+    features = pca_features(run.images[:, 0], run.config.seed)
+    labels = kmeans_labels(features, run.config.cluster_num, run.config.seed, run.images.device)
+    kept = features[:, :EMBEDDING_DIM].copy()  # what round 0 writes; the rest goes now
+    return labels, _Initial(kept, time.perf_counter() - started)
 
 
 def _round_zero(run: _Run, labels: np.ndarray, initial: _Initial) -> dict:
@@ -350,7 +347,7 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     embedding, state = run.method.train_round(run.images, labels, config, r, run.generator, record)
     trained = time.perf_counter()
     previous = labels
-    labels = kmeans_labels(embedding, k, config.seed + r)
+    labels = kmeans_labels(embedding, k, config.seed + r, run.images.device)
     churn = label_churn(previous, labels)
     clustered = time.perf_counter()
     averages = run.averager.average(run.images, labels, k)

@@ -133,7 +133,7 @@ def accuracy(n: int, epochs: int, rounds: int, device: str, workdir: Path) -> di
         started = time.perf_counter()
         result = classify(stack, config, workdir / "easy_run")
         seconds = time.perf_counter() - started
-        baseline = initial_labels(preprocess(stack, 64)[:, 0].numpy(), 4, 0)
+        baseline = initial_labels(preprocess(stack, 64)[:, 0], 4, 0)
     score = lambda labels: {  # noqa: E731
         "ari": adjusted_rand_score(sim.views, labels),
         "nmi": normalized_mutual_info_score(sim.views, labels),
