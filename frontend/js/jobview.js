@@ -302,7 +302,9 @@ export class JobView {
       const p = this.job.params || {};
       const total = this.job.round_num ?? p.round_num ?? "?";
       const round = Math.max(this.job.round || 0, this.live.round || 0);
-      const epoch = this.live.epoch ? ` · epoch ${this.live.epoch}/${p.epoch_num}` : "";
+      // A timer set by the last loss event may fire after the job has ended: no epoch then.
+      const running = this.job.status === "running";
+      const epoch = running && this.live.epoch ? ` · epoch ${this.live.epoch}/${p.epoch_num}` : "";
       this.roundEl.textContent = `round ${round}/${total}${epoch}`;
       replace(this.progressEl, progressBar(this.progress(), "job progress"));
     }, 250);
