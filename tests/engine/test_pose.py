@@ -152,3 +152,33 @@ def test_a_resumed_pose_run_matches_an_unbroken_one(tmp_path):
     assert np.array_equal(
         np.load(tmp_path / "b/round_02/embedding.npy"), np.load(tmp_path / "a/round_02/embedding.npy")
     )
+
+
+def test_a_large_stack_iterates_on_a_sample_and_still_scores_every_particle(monkeypatch):
+    """Round 1's EM iterations run on a seeded sample of a large stack, then one pass scores
+    every particle: the classes stay those of a run on every particle."""
+    from sklearn.metrics import adjusted_rand_score as adjusted_rand_index
+
+    import worker.engine.pose as pose
+
+    sim = simulate(n=900, k=3, snr=0.5, rotate=True, shift=2.0, seed=21)
+    images = normalise(torch.from_numpy(sim.images))
+    _, everyone = _pose_round(images, 3)
+    monkeypatch.setattr(pose, "EM_SAMPLE", 300)
+    monkeypatch.setattr(pose, "EM_SAMPLE_PER_CLASS", 50)
+    assert pose.em_sample_size(900, 3) == 300
+    method, sampled = _pose_round(images, 3)
+    assert len(method.state.posterior.classes) == 900
+    assert adjusted_rand_index(sim.views, sampled) >= 0.95
+    assert adjusted_rand_index(everyone, sampled) >= 0.95
+
+
+def test_the_search_copy_keeps_the_float16_storage_and_gives_the_same_classes():
+    sim = simulate(n=300, k=3, snr=0.5, rotate=True, seed=22)
+    images = normalise(torch.from_numpy(sim.images))
+    method32, labels32 = _pose_round(images, 3)
+    method16, labels16 = _pose_round(images.half(), 3)
+    assert method16._small.dtype == torch.float16 and method32._small.dtype == torch.float32
+    from sklearn.metrics import adjusted_rand_score as adjusted_rand_index
+
+    assert adjusted_rand_index(labels32, labels16) >= 0.98

@@ -65,24 +65,28 @@ def initial_labels_bytes(n: int, size: int) -> int:
     return min(n, PCA_SAMPLE) * size * size * 4 + n * (2 * PCA_COMPONENTS * 4 + 32)
 
 
-def working_copies(method: str, size: int, storage_bytes: int) -> float:
+def working_copies(method: str | None, size: int, storage_bytes: int) -> float:
     """Float32 copies of the stack at model size S that a method's rounds hold at once.
 
-    Averages and FRC half sets are summed batch by batch. pose: the particles at the search size
-    (32 px), their CTFs there, the aligned particles at 24 px, then the CTFs at S for the averages
-    (S x (S/2+1) float32 each). invariant: the spectrum of the whole stack for its Fourier crops
-    (one copy), the crops, a class's aligned members; a float16 stack is first converted whole
-    (one more). reference: batches only.
+    Averages and FRC half sets are summed batch by batch, and the pose methods compute their
+    CTFs a batch at a time. pose-em: the particles at the search size (32 px) in the storage
+    precision. pose: besides, the aligned particles at the network's 24 px in float32.
+    invariant: the spectrum of the whole stack for its Fourier crops (one copy), the crops, a
+    class's aligned members; a float16 stack is first converted whole (one more). reference and
+    round 0 (`method` None): batches only.
     """
-    if method in ("pose", "pose-em"):
-        return (32 * 32 + 32 * 17 + 24 * 24) / (size * size) + (size // 2 + 1) / size
+    search = 32 * 32 * storage_bytes / 4
+    if method == "pose-em":
+        return search / (size * size)
+    if method == "pose":
+        return (search + 24 * 24) / (size * size)
     if method == "invariant":
         return 2.0 + (1.0 if storage_bytes < 4 else 0.0)
     return 0.0
 
 
 def estimate(
-    n: int, size: int, method: str, batch_size: int, storage_bytes: int = 4, box: int | None = None
+    n: int, size: int, method: str | None, batch_size: int, storage_bytes: int = 4, box: int | None = None
 ) -> Estimate:
     """The memory a run of n particles at model size `size` needs (see the module docstring);
     `box` is the input's, for the pose methods' full-size averages."""
@@ -92,11 +96,11 @@ def estimate(
         weights = 8 * pixels * 500 + 500 * 100 + 100 * 20
         network = ADAM_BYTES_PER_WEIGHT * weights + 2 * batch_size * ACTIVATION_VALUES_PER_PIXEL * pixels * 4
     full_size = 0
-    if box is not None:  # every method's last averages at the input's box
+    if box is not None:  # every method's last averages at the input's box (CTFs per batch)
         full = box - box % 2
         stack = n * full * full * storage_bytes
         if stack <= FULL_SIZE_BYTES:
-            full_size = stack + n * full * (full // 2 + 1) * 4
+            full_size = stack
     return Estimate(
         stored=n * pixels * storage_bytes,
         working=max(
@@ -167,7 +171,7 @@ def _largest_size_that_fits(n, size, method, batch_size, storage_bytes, room) ->
 def check_fits(
     n: int,
     size: int,
-    method: str,
+    method: str | None,
     batch_size: int,
     device=None,
     storage_bytes: int = 4,

@@ -126,7 +126,7 @@ def classify(
     fit = check_fits(
         n,
         model_size(stack.box, config.size),
-        config.method,
+        config.method if config.round_num > 0 else None,  # round 0 runs no method
         config.batch_size,
         device,
         STORAGE_BYTES[config.storage],

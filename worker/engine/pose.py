@@ -59,6 +59,8 @@ NETWORK_THREADS = 1  # CPU threads for this small network (see train.cpu_threads
 HALF_ITERATIONS = 1  # independent refinement rounds of each half set
 HALF_START_RING = 0.25  # the half sets start from their reference low-passed to this fraction of Nyquist
 CROP_BATCH = 4096  # particles Fourier-cropped to the search size at a time
+EM_SAMPLE = 20_000  # round 1 iterates on a sample of this many particles of a larger stack
+EM_SAMPLE_PER_CLASS = 200  # ... or of this many per class, when that is more
 
 
 class PoseMethod:
@@ -117,8 +119,10 @@ class PoseMethod:
         if self._small is None or len(self._small) != len(images):
             size = images.shape[-1]
             search = min(SEARCH_SIZE, size)
-            # Batch by batch: spectra and float32 copies of a batch, never of the whole stack.
-            self._small = torch.empty((len(images), search, search), device=images.device)
+            # Batch by batch: spectra and float32 copies of a batch, never of the whole stack. The
+            # search copy keeps the stack's storage precision (float16 by default); the E- and
+            # M-steps convert a batch at a time, and the CTFs are computed when read.
+            self._small = torch.empty((len(images), search, search), dtype=images.dtype, device=images.device)
             for start in range(0, len(images), CROP_BATCH):
                 batch = images[start : start + CROP_BATCH].reshape(-1, size, size).float()
                 self._small[start : start + CROP_BATCH] = fourier_crop(batch, search)
@@ -139,7 +143,7 @@ class PoseMethod:
         small, ctfs, k = self._small, self._ctfs, config.cluster_num
         seed = config.seed * 1000 + round_index
         if self.state is None:
-            self.state = run_em(small, ctfs, k, FIRST_ITERATIONS, seed)
+            self.state = _first_em(small, ctfs, k, seed)
         else:
             self.state.references = references_from_labels(small, ctfs, labels, k, self.state)
             self.state = run_em(small, ctfs, k, LATER_ITERATIONS, seed, state=self.state, coarse_iterations=0)
@@ -157,8 +161,14 @@ class PoseMethod:
         """Every particle at its most probable pose, masked, at the network's size: (N, 1, s, s)."""
         _, angle, shift = self.state.posterior.best()
         small = self._small
-        aligned = transform(small, angle, shift) * search_mask(small.shape[-1], SHIFT_RADIUS, small.device)
-        return normalise(fourier_crop(aligned, min(NETWORK_SIZE, small.shape[-1])))[:, None]
+        size = min(NETWORK_SIZE, small.shape[-1])
+        mask = search_mask(small.shape[-1], SHIFT_RADIUS, small.device)
+        aligned = torch.empty((len(small), 1, size, size), device=small.device)
+        for start in range(0, len(small), CROP_BATCH):
+            rows = slice(start, start + CROP_BATCH)
+            moved = transform(small[rows].float(), angle[rows], shift[rows]) * mask
+            aligned[rows, 0] = normalise(fourier_crop(moved, size))
+        return aligned
 
     def _network_round(self, config, round_index, generator, on_event) -> tuple[np.ndarray, dict]:
         from worker.engine.train import cpu_threads
@@ -247,6 +257,27 @@ class PoseMethod:
         sigma2_full = resample(sigma2, size) * (size / search) ** 2  # per-pixel units
         averages, _ = maximisation(full, ctfs, best, k, sigma2_full, size / search, sharp=True)
         return averages.cpu().numpy().astype(np.float32)
+
+
+def em_sample_size(n: int, k: int) -> int:
+    """How many particles round 1's EM iterations run on: all of a small stack; of a large one a
+    seeded sample of EM_SAMPLE, or EM_SAMPLE_PER_CLASS for each class when that is more."""
+    return min(n, max(EM_SAMPLE, EM_SAMPLE_PER_CLASS * k))
+
+
+def _first_em(small: torch.Tensor, ctfs, k: int, seed: int) -> EmState:
+    """Round 1's EM from random subsets. On a large stack the iterations run on a seeded sample
+    (the references and noise model are settled long before every particle has been scored ten
+    times), then one E- and M-step over every particle gives each its classes and poses."""
+    n = len(small)
+    sample = em_sample_size(n, k)
+    if sample == n:
+        return run_em(small, ctfs, k, FIRST_ITERATIONS, seed)
+    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    index = torch.as_tensor(rows, device=small.device)
+    state = run_em(small[index], ctfs.take(rows), k, FIRST_ITERATIONS, seed)
+    state.posterior = None  # the sample's; every particle is scored against all classes next
+    return run_em(small, ctfs, k, 1, seed, state=state, coarse_iterations=0)
 
 
 def _best_only(posterior: Posterior) -> Posterior:

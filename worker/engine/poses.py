@@ -19,6 +19,7 @@ import torch
 
 from worker.engine.align import centre, transform
 from worker.engine.likelihood import (
+    BATCH,
     Posterior,
     expectation,
     maximisation,
@@ -53,8 +54,13 @@ def random_references(images: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     n = len(images)
     groups = torch.as_tensor(rng.permutation(n) % k, device=images.device)
     angles = torch.as_tensor(rng.uniform(0, 360, n), dtype=torch.float32, device=images.device)
-    turned = transform(images, angles, torch.zeros(n, 2, device=images.device))
-    sums = torch.zeros((k, *images.shape[-2:]), device=images.device).index_add_(0, groups, turned)
+    sums = torch.zeros((k, *images.shape[-2:]), device=images.device)
+    for start in range(0, n, BATCH):  # a float32 copy of a batch, never of the stack
+        stop = min(n, start + BATCH)
+        turned = transform(
+            images[start:stop].float(), angles[start:stop], torch.zeros(stop - start, 2, device=images.device)
+        )
+        sums.index_add_(0, groups[start:stop], turned)
     return sums / torch.bincount(groups, minlength=k)[:, None, None].clamp(min=1)
 
 
@@ -102,7 +108,7 @@ def _split(images: torch.Tensor, posterior: Posterior, largest: int) -> tuple[to
     first principal component (the direction along which the class is least uniform)."""
     cls, angle, shift = posterior.best()
     members = torch.nonzero(cls == largest).flatten()
-    aligned = transform(images[members], angle[members], shift[members]).reshape(len(members), -1)
+    aligned = transform(images[members].float(), angle[members], shift[members]).reshape(len(members), -1)
     centred = aligned - aligned.mean(0)
     _, _, v = torch.pca_lowrank(centred, q=1, center=False, niter=4)
     side = (centred @ v[:, 0]) > 0
