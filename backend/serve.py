@@ -32,7 +32,7 @@ DEMO_SIMULATION = [
     *("--rotate", "--shift", "3", "--ctf", "--junk", "0.05", "--seed", "0"),
 ]
 DEMO_NAME = f"demo (simulated: {DEMO_VIEWS} views, rotated, shifted, CTF, SNR 0.1, 5% junk)"
-DEMO_JOB = {"cluster_num": DEMO_VIEWS, "round_num": 3}  # everything else: the defaults (method pose)
+DEMO_JOB = {"cluster_num": DEMO_VIEWS, "round_num": 3}  # everything else: the defaults
 WORKER_STOP_SECONDS = 20
 
 

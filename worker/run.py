@@ -62,11 +62,11 @@ def main(args: argparse.Namespace) -> int:
     _quiet_root_warning(args.quiet)
 
     from cryoclust.core.celery_app import ensure_broker_dirs, make_celery
-    from cryoclust.core.db import Database
+    from cryoclust.core.db import process_database
     from cryoclust.core.settings import Settings
 
     settings = Settings()
-    Database.from_settings(settings).dispose()  # create the schema before the first job
+    process_database(settings)  # the schema upgraded (or refused) before the first job; the tasks use it
     ensure_broker_dirs(settings)
     app = make_celery(settings)
     name = args.name or f"{settings.DEVICE.replace(':', '')}-{os.getpid()}"

@@ -17,7 +17,7 @@ import time
 from celery import shared_task, signals
 
 from cryoclust.core import jobstate
-from cryoclust.core.db import Database
+from cryoclust.core.db import Database, process_database
 from cryoclust.core.heartbeats import Heartbeat
 from cryoclust.core.settings import Settings
 from cryoclust.core.tables import Dataset, Job
@@ -46,7 +46,7 @@ def _context() -> tuple[Settings, Database]:
     """Settings and database of this worker process, made once."""
     if "db" not in _state:
         _state["settings"] = Settings()
-        _state["db"] = Database.from_settings(_state["settings"])
+        _state["db"] = process_database(_state["settings"])  # made by worker/run.py at start-up
     return _state["settings"], _state["db"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def add(
         info.pixel_size, info.pixel_size_known = float(pixel_size), True
     dataset_id = new_id()
     final = storage.place_dataset(tmp_dir, dataset_id)
-    try:
+    with _row_or_nothing(session, storage, final):
         dataset = Dataset(
             id=dataset_id,
             name=(name or main.name)[:200],
@@ -60,11 +61,7 @@ def add(
         )
         session.add(dataset)
         session.commit()
-        return dataset
-    except BaseException:
-        session.rollback()
-        storage.remove(final)
-        raise
+    return dataset
 
 
 def import_path(
@@ -97,12 +94,9 @@ def import_path(
         import_main=found.records[0]["path"],
         import_files=found.records,
     )
-    session.add(dataset)
-    try:
+    with _row_or_nothing(session):
+        session.add(dataset)
         session.commit()
-    except BaseException:
-        session.rollback()
-        raise
     return dataset
 
 
@@ -207,7 +201,7 @@ def derive(
         final = storage.place_dataset(tmp_dir, dataset_id)
     finally:
         storage.remove(tmp_dir)
-    try:
+    with _row_or_nothing(session, storage, final):
         dataset = Dataset(
             id=dataset_id,
             name=name[:200],
@@ -232,8 +226,17 @@ def derive(
         )
         session.add(dataset)
         session.commit()
-        return dataset
+    return dataset
+
+
+@contextmanager
+def _row_or_nothing(session: Session, storage: Storage | None = None, folder: Path | None = None):
+    """Writing a new dataset's row: if anything fails, roll back and remove its folder, so that
+    neither a folder without a row nor a half-written row is left behind."""
+    try:
+        yield
     except BaseException:
         session.rollback()
-        storage.remove(final)
+        if folder is not None:
+            storage.remove(folder)
         raise

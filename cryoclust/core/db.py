@@ -7,6 +7,7 @@ Alembic migrations under a lock), or the process refuses to start on a newer one
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,3 +68,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_process_databases: dict[str, Database] = {}
+_process_lock = threading.Lock()
+
+
+def process_database(settings: Settings) -> Database:
+    """This process's one Database for the settings' URL, made (and its schema checked) once.
+
+    A worker makes it at start-up, so that a newer schema stops it before Celery starts; its
+    task module then uses the same engine instead of checking the schema a second time.
+    """
+    with _process_lock:
+        if settings.database_url not in _process_databases:
+            _process_databases[settings.database_url] = Database.from_settings(settings)
+        return _process_databases[settings.database_url]

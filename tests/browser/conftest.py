@@ -35,7 +35,8 @@ class Server:
 @pytest.fixture(scope="session", params=BACKENDS)
 def server(request, tmp_path_factory) -> Iterator[Server]:
     """`cryoclust serve` with its embedded filesystem broker and local worker, token required, on
-    SQLite and on PostgreSQL (one server each; page tests that run no job ask for SQLite only)."""
+    SQLite and on PostgreSQL (one server each; page tests that run no job ask for SQLite only,
+    every test that runs one takes both)."""
     root = tmp_path_factory.mktemp(f"serve-{request.param}")
     with database_url(request.param) as url:
         import_root = root / "lab"

@@ -18,7 +18,6 @@ on_sqlite = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 TINY_JOB = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 32, "size": 16, "device": "cpu"}
 
 
-@on_sqlite
 def test_binary_embedding_decodes_in_the_page_to_the_servers_values(page, server, sim_stack):
     with server.client() as client:
         response = client.post("/api/datasets", files={"files": ("emb.mrcs", sim_stack.mrcs.read_bytes())})

@@ -12,12 +12,10 @@ from support.api import upload_id, wait_for_job
 from support.stacks import write_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-on_sqlite = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
 TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 32, "size": 32, "device": "cpu"}
 
 
-@on_sqlite
 def test_new_job_from_ticked_classes(page, server, tmp_path):
     stack = write_stack(tmp_path / "nopix.mrcs", n=90, box=32, pixel_size=0.0)
     with server.client() as client:

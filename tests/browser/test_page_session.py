@@ -29,7 +29,6 @@ def history_urls(profile) -> list[str]:
         return [row[0] for row in db.execute("SELECT url FROM urls")]
 
 
-@on_sqlite
 def test_sign_in_sets_a_session_cookie_and_no_url_carries_the_token(
     browser, server, sim_stack, console, tmp_path
 ):

@@ -61,9 +61,9 @@ def test_family_stacks_follow_seed_and_hashes_tell_them_apart():
     assert families.data_hash(a) == families.data_hash(b) != families.data_hash(c)
     assert families.params_hash("blobs10", 1, 60) != families.params_hash("blobs10", 2, 60)
     assert a.is_junk.sum() == 6 and a.noise == "pink" and a.molecule == "ring"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"1 to {families.MAX_N} particles, got {families.MAX_N + 1}"):
         families.simulate_family("blobs10", 1, families.MAX_N + 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown family 'no-such-family'"):
         families.family_params("no-such-family")
 
 
@@ -128,9 +128,9 @@ def test_junk_scores_count_junk_majority_classes():
 def test_averages_of_another_size_are_refused_or_cropped(easy_stack):
     sim = easy_stack
     labels = np.where(sim.is_junk, 4, sim.views)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="averages of 16 px cannot be compared"):
         score(sim, labels, np.zeros((5, 16, 16), np.float32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"10 labels for {len(sim.views)} particles"):
         score(sim, labels[:10], np.zeros((5, 32, 32), np.float32))
 
 
@@ -216,9 +216,9 @@ def test_relion_result_is_read_in_stack_order(tmp_path):
     result = read_class2d(tmp_path / "class2d" / "run", 25, 6)
     assert result.labels.tolist() == truth.tolist()
     assert np.array_equal(result.averages, averages)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="did the RELION run reach iteration 24"):
         read_class2d(tmp_path / "class2d" / "run", 24, 6)  # no such iteration
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="expected each of 7 once"):
         read_class2d(tmp_path / "class2d" / "run", 25, 7)  # a particle is missing
 
 
@@ -323,7 +323,7 @@ def test_an_anchor_already_running_on_a_stack_is_not_started_twice(tmp_path):
             log=lambda text: None,
         )
     assert lock.exists()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown anchor 'cryosparc'"):
         anchor_result(
             "cryosparc", "easy", 1001, 40, sim, work=tmp_path / "work", results=tmp_path / "results"
         )

@@ -32,7 +32,7 @@ def test_churn_of_hand_made_labelings():
     assert label_churn(a, np.zeros(10, dtype=int)) == pytest.approx(0.6)
     # a class that appears only in one labeling (k changes) is handled
     assert label_churn(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 3])) == pytest.approx(0.25)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="labelings differ in length"):
         label_churn(a, a[:5])
 
 

@@ -172,15 +172,15 @@ def test_pink_noise_falls_as_one_over_f_and_white_noise_is_flat():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, words",
     [
-        dict(close_pairs=2, k=3),
-        dict(junk=0.95),
-        dict(junk=-0.1),
-        dict(noise="blue"),
-        dict(molecule="virus"),
-        dict(view_jitter=45),
-        dict(n=10, k=4, junk=0.7),
+        (dict(close_pairs=2, k=3), "close pairs must be between 0 and k/2 = 1, got 2"),
+        (dict(junk=0.95), "junk must be a fraction between 0 and"),
+        (dict(junk=-0.1), "junk must be a fraction between 0 and .*, got -0.1"),
+        (dict(noise="blue"), "unknown noise 'blue'"),
+        (dict(molecule="virus"), "unknown molecule 'virus'"),
+        (dict(view_jitter=45), "view jitter must be between 0 and .* degrees, got 45"),
+        (dict(n=10, k=4, junk=0.7), "10 boxes with junk 0.7 leave fewer particles than the 4 views"),
     ],
     ids=[
         "too-many-pairs",
@@ -192,8 +192,8 @@ def test_pink_noise_falls_as_one_over_f_and_white_noise_is_flat():
         "junk-leaves-too-few",
     ],
 )
-def test_bad_new_parameters_raise(kwargs):
-    with pytest.raises(ValueError):
+def test_bad_new_parameters_raise(kwargs, words):
+    with pytest.raises(ValueError, match=words):
         simulate(**{"n": 40, "k": 4, "box": 32, **kwargs})
 
 

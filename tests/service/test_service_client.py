@@ -29,10 +29,14 @@ def route_of(method: str, path: str) -> tuple[str, str] | None:
     return None
 
 
-def test_the_client_covers_every_route_it_wraps(tmp_path, workers):
+def test_the_client_covers_every_route_it_wraps(tmp_path, db_url, workers):
     require_port(6379, "Redis")
     settings = make_settings(
-        tmp_path / "data", BROKER_URL=REDIS_URL, API_TOKEN="client-token", IMPORT_ROOTS=[tmp_path / "in"]
+        tmp_path / "data",
+        DATABASE_URL=db_url,
+        BROKER_URL=REDIS_URL,
+        API_TOKEN="client-token",
+        IMPORT_ROOTS=[tmp_path / "in"],
     )
     stack = write_stack(tmp_path / "in" / "particles.mrcs", n=60, box=32, pixel_size=0.0)
     hit: set[tuple[str, str]] = set()

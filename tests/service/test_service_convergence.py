@@ -21,9 +21,9 @@ INPUTS = {
 }
 
 
-def test_a_job_that_stops_early_says_why_and_its_rounds_carry_churn(sqlite_api, workers, stack_file):
-    worker = workers(sqlite_api.settings)
-    with sqlite_api.client() as client:
+def test_a_job_that_stops_early_says_why_and_its_rounds_carry_churn(api, workers, stack_file):
+    worker = workers(api.settings)
+    with api.client() as client:
         dataset_id = upload(client, stack_file).json()["id"]
         response = client.post("/api/jobs", json={"dataset_id": dataset_id, **INPUTS})
         assert response.status_code == 201, response.text

@@ -33,11 +33,9 @@ def _mrc(content: bytes, tmp_path, name: str):
         return mrc.data.copy(), float(mrc.voxel_size.x)
 
 
-def test_the_default_download_and_gallery_serve_the_full_size_averages(
-    sqlite_api, workers, stack_file, tmp_path
-):
-    worker = workers(sqlite_api.settings)
-    with sqlite_api.client() as client:
+def test_the_default_download_and_gallery_serve_the_full_size_averages(api, workers, stack_file, tmp_path):
+    worker = workers(api.settings)
+    with api.client() as client:
         dataset_id = upload_id(client, stack_file)
         response = client.post("/api/jobs", json={"dataset_id": dataset_id, **INPUTS})
         assert response.status_code == 201, response.text

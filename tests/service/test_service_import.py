@@ -70,10 +70,10 @@ def test_import_refuses_every_path_outside_the_roots_with_a_reason(tmp_path):
         assert client.get("/api/datasets").json() == []
 
 
-def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vanish(tmp_path, workers):
+def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vanish(tmp_path, db_url, workers):
     root, _ = lab_storage(tmp_path)
     star = root / "project" / "Select" / "job010" / "particles.star"
-    settings = make_settings(tmp_path / "data", IMPORT_ROOTS=[root])
+    settings = make_settings(tmp_path / "data", DATABASE_URL=db_url, IMPORT_ROOTS=[root])
     with running_api(settings) as api, api.client() as client:
         workers(settings)
         response = client.post("/api/datasets/import", json={"path": str(star), "name": "select 10"})

@@ -11,10 +11,10 @@ from support.api import upload, wait_for_job
 pytestmark = pytest.mark.slow  # a real worker process
 
 
-def test_a_job_that_cannot_fit_fails_with_one_line(sqlite_api, workers, stack_file, monkeypatch):
+def test_a_job_that_cannot_fit_fails_with_one_line(api, workers, stack_file, monkeypatch):
     monkeypatch.setenv("CRYOCLUST_MEMORY_LIMIT_BYTES", str(2**29))  # the worker inherits it
-    worker = workers(sqlite_api.settings)
-    with sqlite_api.client() as client:
+    worker = workers(api.settings)
+    with api.client() as client:
         dataset_id = upload(client, stack_file).json()["id"]
         response = client.post("/api/jobs", json={"dataset_id": dataset_id, "cluster_num": 3, "size": 32})
         assert response.status_code == 201, response.text

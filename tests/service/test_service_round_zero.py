@@ -11,9 +11,9 @@ from support.api import read_sse, upload, wait_for_job
 pytestmark = pytest.mark.slow  # a real worker process
 
 
-def test_a_job_of_zero_rounds_serves_round_zero(sqlite_api, workers, stack_file):
-    worker = workers(sqlite_api.settings)
-    with sqlite_api.client() as client:
+def test_a_job_of_zero_rounds_serves_round_zero(api, workers, stack_file):
+    worker = workers(api.settings)
+    with api.client() as client:
         minimum = {p["name"]: p["minimum"] for p in client.get("/api/parameters").json()}["round_num"]
         assert minimum == 0
         dataset_id = upload(client, stack_file).json()["id"]

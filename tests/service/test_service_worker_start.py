@@ -13,11 +13,11 @@ from support.processes import start_worker, wait_for_health
 from support.settings import make_settings
 
 
-def test_a_worker_without_a_gpu_is_named_after_the_cpu(tmp_path):
+def test_a_worker_without_a_gpu_is_named_after_the_cpu(tmp_path, db_url):
     import torch
 
     assert not torch.cuda.is_available(), "this test needs a machine without a GPU"
-    settings = make_settings(tmp_path / "data", DEVICE="cuda:0")
+    settings = make_settings(tmp_path / "data", DATABASE_URL=db_url, DEVICE="cuda:0")
     command = [sys.executable, "-m", "cryoclust", "worker", "--loglevel", "info"]
     with running_api(settings) as api:
         worker = start_worker(settings, tmp_path / "worker.log", "unused", command)

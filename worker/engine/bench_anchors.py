@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.engine import bench_families as families
+from worker.engine.io.atomic import temporary_sibling
 
 RESULTS = Path("benchmarks/results")
 WORK = Path("benchmarks/work")  # simulated stacks and the anchors' run folders (not committed)
@@ -61,9 +62,8 @@ def save_cached(anchor: str, record: dict, averages: np.ndarray, results: Path =
     record_path, classes_path = cache_paths(anchor, key, results)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     write_stack(classes_path, averages, record.get("pixel_size", 1.0))
-    tmp = record_path.with_name(f".{record_path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(record_path)
+    with temporary_sibling(record_path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
     return record_path
 
 

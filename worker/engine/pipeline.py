@@ -90,6 +90,10 @@ class _Run:
     averager: object
     generator: torch.Generator
     on_event: Callback
+    device: torch.device
+    size: int  # the model size
+    started: float  # time.perf_counter() when the run started
+    preprocess_seconds: float
     averaged_round: int | None = None  # the round whose labels the averager last averaged
     full_size_fits: bool = True  # the memory check left room for the full-size averages
     # Stages done once per run (preprocessing, initial labels), recorded in the timings of the
@@ -112,7 +116,36 @@ def classify(
     command: list[str] | None = None,
 ) -> ClassifyResult:
     """Run (or resume) a classification and write its results into `out_dir`."""
-    out_dir = Path(out_dir)
+    run = _start(stack, config, Path(out_dir), on_event, on_notice, command)
+    config = run.config  # the effective parameters
+    done, rounds, labels, initial = _resume(run)
+    if initial is not None:
+        run.pending_timings["initial_labels"] = initial.seconds
+    stopped = _stop_reason(config, rounds[-1]) if rounds else None
+    if config.round_num == 0 and not done:
+        rounds.append(_round_zero(run, labels, initial))
+    r = done[-1] if done else 0
+    while stopped is None and r < config.round_num:
+        r += 1
+        labels, info = _one_round(run, r, labels)
+        rounds.append(info)
+        stopped = _stop_reason(config, info)
+
+    full_size = _full_size_averages(run, rounds[-1]["round"], labels, on_notice)
+    summary = _summary(run, rounds, stopped, full_size)
+    outputs.write_final(run.out_dir, rounds[-1]["round"], stack, summary)
+    return ClassifyResult(run.out_dir, labels, rounds, str(run.device), stopped)
+
+
+def _start(
+    stack: ParticleStack,
+    config: ClassifyConfig,
+    out_dir: Path,
+    on_event: Callback,
+    on_notice,
+    command: list[str] | None,
+) -> _Run:
+    """Check the input and the memory, record config.json and preprocess: what every round shares."""
     n, k = len(stack), config.cluster_num
     if n < 2:
         raise InputError(f"{stack.source}: a classification needs at least 2 particles, found {n}")
@@ -122,10 +155,11 @@ def classify(
     if notice and on_notice:
         on_notice(notice)
     config = config.resolved(str(device))  # the effective parameters, as config.json records them
+    size = model_size(stack.box, config.size)
     # Before anything is read: a run that cannot fit stops here with one line, not in the OOM killer.
     fit = check_fits(
         n,
-        model_size(stack.box, config.size),
+        size,
         config.method if config.round_num > 0 else None,  # round 0 runs no method
         config.batch_size,
         device,
@@ -154,12 +188,11 @@ def classify(
         dtype=STORAGE_DTYPES[config.storage],
     )
     preprocess_seconds = time.perf_counter() - started
-    size = model_size(stack.box, config.size)
     pixel_size = stack.pixel_size * stack.box / size
     method = get_method(config.method)
     if hasattr(method, "set_optics"):
         method.set_optics(stack.ctf, pixel_size, config.flips_phase and stack.ctf is not None)
-    run = _Run(
+    return _Run(
         stack,
         config,
         out_dir,
@@ -169,29 +202,13 @@ def classify(
         _averager(config, method),
         torch.Generator(device=device),
         on_event,
+        device,
+        size,
+        started,
+        preprocess_seconds,
         full_size_fits=fit.full_size > 0,
         pending_timings={"preprocess": preprocess_seconds},
     )
-
-    done, rounds, labels, initial = _resume(run)
-    if initial is not None:
-        run.pending_timings["initial_labels"] = initial.seconds
-    stopped = _stop_reason(config, rounds[-1]) if rounds else None
-    if config.round_num == 0 and not done:
-        rounds.append(_round_zero(run, labels, initial))
-    r = done[-1] if done else 0
-    while stopped is None and r < config.round_num:
-        r += 1
-        labels, info = _one_round(run, r, labels)
-        rounds.append(info)
-        stopped = _stop_reason(config, info)
-
-    full_size = _full_size_averages(run, rounds[-1]["round"], labels, on_notice)
-    summary = _summary(run, device, size, preprocess_seconds, rounds, time.perf_counter() - started)
-    summary["stopped"] = stopped
-    summary["full_size_averages"] = full_size
-    outputs.write_final(out_dir, rounds[-1]["round"], stack, summary)
-    return ClassifyResult(out_dir, labels, rounds, str(device), stopped)
 
 
 FULL_SIZE_FILE = outputs.FULL_SIZE_FILE
@@ -393,21 +410,21 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     return labels, info
 
 
-def _summary(
-    run: _Run, device, size: int, preprocess_seconds: float, rounds: list[dict], total: float
-) -> dict:
+def _summary(run: _Run, rounds: list[dict], stopped: str | None, full_size: dict | None) -> dict:
     return {
         "parameters": run.config.to_dict(),
-        "device": str(device),
+        "device": str(run.device),
         "particles": len(run.stack),
         "box": run.stack.box,
-        "model_size": size,
+        "model_size": run.size,
         "pixel_size": run.stack.pixel_size,
         "pixel_size_known": run.stack.pixel_size_known,  # false: pixel_size is a 1 Å/px stand-in
-        "preprocess_seconds": preprocess_seconds,
+        "preprocess_seconds": run.preprocess_seconds,
         "rounds": rounds,
-        "total_seconds": total,
+        "total_seconds": time.perf_counter() - run.started,
         "version": __version__,
+        "stopped": stopped,
+        "full_size_averages": full_size,
     }
 
 
