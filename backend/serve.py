@@ -14,7 +14,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +25,7 @@ from pathlib import Path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEMO_MARK = ".demo_created"
+TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 # The demo: realistic simulated particles (random in-plane rotation, shifts, CTF, SNR 0.1 and a
 # little junk), small enough for its job to finish in a few minutes on two CPU cores.
 DEMO_PARTICLES = 1000
@@ -125,6 +128,18 @@ def stop_worker(process: subprocess.Popen) -> None:
         process.wait()
 
 
+class _TokenRedactor(logging.Filter):
+    """Masks `token=` in access lines: the page's event stream passes the token in its query
+    (EventSource sends no header), and a log must not hold the secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                TOKEN_IN_QUERY.sub(r"\1***", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
 def _server_class():
     import contextlib
 
@@ -183,7 +198,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         # uvicorn's access lines are INFO: --access-log shows its start-up lines as well.
         level = "info" if args.access_log else "warning"
-        _Server(uvicorn.Config(app, host=host, port=port, log_level=level, access_log=args.access_log)).run()
+        config = uvicorn.Config(app, host=host, port=port, log_level=level, access_log=args.access_log)
+        logging.getLogger("uvicorn.access").addFilter(_TokenRedactor())  # after Config set logging up
+        _Server(config).run()
     finally:
         if worker is not None:
             stop_worker(worker)

@@ -112,7 +112,7 @@ def test_token_is_not_leaked_in_errors_or_logs(tmp_path):
     """A real `cryoclust serve` with a token: right and wrong tokens, in the header and in
     ?token=, on routes that answer 200, 401, 404 and 422; then its whole output is read."""
     settings = make_settings(tmp_path / "data", API_TOKEN=TOKEN)
-    serve = ServeProcess(child_env(settings), tmp_path, "--no-worker")
+    serve = ServeProcess(child_env(settings), tmp_path, "--no-worker", "--access-log")
     serve.start()
     wrong = f"{TOKEN}x"
     answers = []
@@ -139,6 +139,7 @@ def test_token_is_not_leaked_in_errors_or_logs(tmp_path):
     assert all(TOKEN not in a.text and TOKEN not in str(a.headers) for a in answers)
     log = serve.logs()
     assert f"open http://127.0.0.1:{serve.port}/" in log, log  # the server's real output was read
+    assert "GET /api/jobs?token=*** HTTP/1.1" in log, log  # access lines were written, masked
     assert TOKEN not in log, log
 
 
