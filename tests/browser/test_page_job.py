@@ -129,7 +129,7 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     assert page.locator("#job-dataset option:checked").inner_text().startswith("e2e <simulated>")
     for field, value in JOB_FORM.items():
         page.fill(f"#job-{field}", value)
-    page.select_option("#job-method", "pose")  # the network's loss points (pose-em gives one a round)
+    page.select_option("#job-method", "pose")  # the network: many loss points a round, and epochs
     page.click("#job-form button[type=submit]")
     page.wait_for_url(re.compile(r"#/jobs/\w+$"))
     job_id = page.url.rsplit("/", 1)[1]

@@ -182,3 +182,25 @@ def test_the_search_copy_keeps_the_float16_storage_and_gives_the_same_classes():
     from sklearn.metrics import adjusted_rand_score as adjusted_rand_index
 
     assert adjusted_rand_index(labels32, labels16) >= 0.98
+
+
+def test_without_the_network_every_em_iteration_reports_its_loss_and_progress():
+    from worker.engine.config import ClassifyConfig
+    from worker.engine.events import LossPoint
+    from worker.engine.pose import FIRST_ITERATIONS
+
+    sim = simulate(n=200, k=2, snr=0.5, rotate=True, seed=23)
+    images = normalise(torch.from_numpy(sim.images))
+    events = []
+    method = PoseMethod(network=False)
+    method.set_optics(None, 2.0, False)
+    config = ClassifyConfig(cluster_num=2, round_num=1, size=64, seed=0, device="cpu")
+    assert method.epochs(config) == 1
+    method.train_round(
+        images[:, None], np.zeros(200, dtype=int), config, 1, torch.Generator().manual_seed(0), events.append
+    )
+    points = [e for e in events if isinstance(e, LossPoint)]
+    assert [p.step for p in points] == list(range(1, FIRST_ITERATIONS + 1))
+    done = [p.pairs_done for p in points]
+    assert done == sorted(done) and done[-1] == 200
+    assert points[-1].loss < points[0].loss  # the negative log-likelihood falls as EM fits

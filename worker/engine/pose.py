@@ -20,6 +20,8 @@ are refined independently from the same low-passed start, for a gold-standard FR
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -84,7 +86,8 @@ class PoseMethod:
         self.ctf, self.pixel_size, self.flipped = ctf, pixel_size, flipped
 
     def epochs(self, config: ClassifyConfig) -> int:
-        return min(config.epoch_num, MAX_EPOCHS)
+        """The network's epochs per round; without the network, one pass (of EM iterations)."""
+        return min(config.epoch_num, MAX_EPOCHS) if self.network else 1
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything the next round needs beyond the labels (saved for resuming)."""
@@ -142,18 +145,39 @@ class PoseMethod:
         self._prepare(images)
         small, ctfs, k = self._small, self._ctfs, config.cluster_num
         seed = config.seed * 1000 + round_index
-        if self.state is None:
-            self.state = _first_em(small, ctfs, k, seed)
+        n = len(images)
+        # Without the network the EM iterations are the round's work: a loss point (the negative
+        # mean log-likelihood) after each, with the share of the round done, for the live curve
+        # and the progress bars. With the network, its training reports instead.
+        first = self.state is None
+        iterations = (FIRST_ITERATIONS + (em_sample_size(n, k) < n)) if first else LATER_ITERATIONS
+
+        def progress(iteration: int, state: EmState) -> None:
+            if not self.network:
+                loss = float(-state.posterior.log_likelihood.mean())
+                on_event(LossPoint(round_index, 1, iteration, n * iteration // iterations, loss))
+
+        started = time.perf_counter()
+        if first:
+            self.state = _first_em(small, ctfs, k, seed, progress)
         else:
             self.state.references = references_from_labels(small, ctfs, labels, k, self.state)
-            self.state = run_em(small, ctfs, k, LATER_ITERATIONS, seed, state=self.state, coarse_iterations=0)
+            self.state = run_em(
+                small,
+                ctfs,
+                k,
+                LATER_ITERATIONS,
+                seed,
+                state=self.state,
+                on_iteration=progress,
+                coarse_iterations=0,
+            )
         posterior = self.state.posterior
         if not self.network:
-            embedding = np.zeros((len(images), EMBEDDING_DIM), dtype=np.float32)
+            embedding = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
             embedding[:, : min(k, EMBEDDING_DIM)] = posterior.class_probs[:, :EMBEDDING_DIM].cpu().numpy()
             loss = float(-posterior.log_likelihood.mean())
-            on_event(LossPoint(round_index, 1, 1, len(images), loss))
-            on_event(EpochDone(round_index, 1, loss, 0.0))
+            on_event(EpochDone(round_index, 1, loss, time.perf_counter() - started))
             return embedding, {"loss": loss}
         return self._network_round(config, round_index, generator, on_event)
 
@@ -265,19 +289,24 @@ def em_sample_size(n: int, k: int) -> int:
     return min(n, max(EM_SAMPLE, EM_SAMPLE_PER_CLASS * k))
 
 
-def _first_em(small: torch.Tensor, ctfs, k: int, seed: int) -> EmState:
+def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -> EmState:
     """Round 1's EM from random subsets. On a large stack the iterations run on a seeded sample
     (the references and noise model are settled long before every particle has been scored ten
     times), then one E- and M-step over every particle gives each its classes and poses."""
     n = len(small)
     sample = em_sample_size(n, k)
     if sample == n:
-        return run_em(small, ctfs, k, FIRST_ITERATIONS, seed)
+        return run_em(small, ctfs, k, FIRST_ITERATIONS, seed, on_iteration=on_iteration)
     rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
     index = torch.as_tensor(rows, device=small.device)
-    state = run_em(small[index], ctfs.take(rows), k, FIRST_ITERATIONS, seed)
+    state = run_em(small[index], ctfs.take(rows), k, FIRST_ITERATIONS, seed, on_iteration=on_iteration)
     state.posterior = None  # the sample's; every particle is scored against all classes next
-    return run_em(small, ctfs, k, 1, seed, state=state, coarse_iterations=0)
+
+    def last(iteration: int, state: EmState) -> None:
+        if on_iteration is not None:
+            on_iteration(FIRST_ITERATIONS + iteration, state)
+
+    return run_em(small, ctfs, k, 1, seed, state=state, on_iteration=last, coarse_iterations=0)
 
 
 def _best_only(posterior: Posterior) -> Posterior:
