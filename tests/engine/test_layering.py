@@ -11,6 +11,8 @@ ENGINE_MODULES = [
     "worker.engine.commands.simulate",
     "worker.engine.commands.bench",
     "worker.engine.bench_speed",
+    "worker.engine.bench_scale",
+    "worker.engine.bench_estimate",
 ]
 
 

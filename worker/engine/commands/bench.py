@@ -16,6 +16,15 @@ benchmarks/results/relion and .../aspire and reused). It writes
 benchmarks/results/methods-<device>.json and prints family x method: ARI, NMI, class averages
 vs true views, junk caught, particles kept and seconds.
 
+With --scale it runs the scale benchmark instead (worker.engine.bench_scale): for each of
+--sizes (default 100,000, 300,000 and 1,000,000) a stack of the realistic family (10 views,
+rotated, shifted by up to 4 px, CTF, SNR 0.1, 64 px) is simulated (or reused from --workdir),
+and `cryoclust classify -r R` runs on it in a child process for each R of --rounds, measuring
+its peak resident memory, wall and CPU seconds and the seconds of every stage. It writes
+benchmarks/results/scale-<device>.json (merged with the sizes already there) and, when no GPU
+was measured, benchmarks/results/scale-gpu-estimate.json: the same stages on an H100 estimated
+on paper from their FLOPs and bytes (worker.engine.bench_estimate), marked as an estimate.
+
 Example:
     cryoclust bench                          # full run (about 20 minutes on 2 CPU cores)
     cryoclust bench --quick                  # a smoke run in about a minute
@@ -24,13 +33,17 @@ Example:
     cryoclust bench --methods --families blobs10 ring30-junk --methods-only invariant
     cryoclust bench --methods --quick                      # easy family, 300 particles
     cryoclust bench --methods --seeds development -n 1000 --no-anchors   # for tuning
+    cryoclust bench --scale -g cpu --sizes 100000 --workdir /data/scale --keep-data
+    cryoclust bench --scale -g cpu --sizes 1000000 --rounds 0 --workdir /data/scale
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -38,10 +51,28 @@ from pathlib import Path
 from worker.engine.errors import CommandError
 from worker.engine.version import __version__
 
+SPEED_SIZES = (2000, 10000, 50000)
+SCALE_SIZES = (100_000, 300_000, 1_000_000)
+
+
+def _int_list(text: str) -> list[int]:
+    """'100000,300000' (or one number) -> [100000, 300000]."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers like 100000,300000") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers like 100000,300000")
+    return values
+
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[2000, 10000, 50000], help="stack sizes N for the speed runs"
+        "--sizes",
+        type=_int_list,
+        nargs="+",
+        help="stack sizes N, spaced or comma-separated (default 2000 10000 50000; --scale: "
+        "100000,300000,1000000)",
     )
     parser.add_argument(
         "--naive-n", type=int, default=10000, help="N for the naive-pipeline comparison (0 skips it)"
@@ -102,6 +133,25 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--cached-anchors",
         action="store_true",
         help="--methods: use cached anchor results only, never start RELION or ASPIRE",
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="run the scale benchmark (peak memory, seconds per stage) instead",
+    )
+    parser.add_argument(
+        "--rounds", type=_int_list, default=[0, 1], help="--scale: classify -r values to run (default 0,1)"
+    )
+    parser.add_argument(
+        "--classes", type=int, default=10, help="--scale: classes asked of classify (default 10, the views)"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="--scale: folder for the stacks and runs (default: a temporary one)"
+    )
+    parser.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="--scale: keep the stacks and run folders (a later run reuses a matching stack)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument(
@@ -220,10 +270,93 @@ def methods_main(args: argparse.Namespace, device) -> int:
     return 0
 
 
+def _memory_total() -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def scale_main(args: argparse.Namespace) -> int:
+    """The scale benchmark; this process never imports torch (worker.engine.bench_scale)."""
+    from worker.engine import bench_scale as scale
+
+    device, notice = scale.resolve_device_in_child(args.gpu)
+    if notice:
+        print(f"note: {notice}")
+    sizes = [n for group in args.sizes for n in group] if args.sizes else list(SCALE_SIZES)
+    if min(sizes) < 2 or min(args.rounds) < 0 or args.classes < 2:
+        raise CommandError("--scale needs sizes of at least 2 particles, rounds >= 0 and --classes >= 2")
+    family = {**scale.FAMILY, "box": args.box}
+    temporary = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="cryoclust-scale-")) if temporary else args.workdir
+    try:
+        runs = scale.run_scale(
+            sizes,
+            args.rounds,
+            args.classes,
+            device,
+            workdir,
+            args.keep_data,
+            lambda text: print(text, flush=True),
+            family,
+        )
+    finally:
+        if temporary and not args.keep_data:
+            shutil.rmtree(workdir, ignore_errors=True)
+    header = {
+        "version": __version__,
+        "device": device,
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "memory_total_bytes": _memory_total(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(getattr(args, "argv", None) or ["cryoclust", "bench", "--scale"]),
+        "bar": f"peak RSS <= {scale.BAR_FACTOR} x stored stack + {scale.BAR_EXTRA / scale.GIB:.0f} GiB",
+        "family": family,
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / f"scale-{device.split(':')[0]}.json"
+    results = scale.merge_runs(path, header, runs)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(scale.table(results))
+    print(f"results written to {path}")
+    if device.startswith("cuda"):
+        return 0
+    from worker.engine.bench_estimate import assumptions, gpu_estimate
+
+    estimates = [
+        gpu_estimate(n, args.classes, r, box=args.box, size=args.size) for n in sizes for r in args.rounds
+    ]
+    header = {
+        "estimate": True,
+        "version": __version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "note": "not measured: no GPU was lent; estimated on paper from FLOPs and bytes "
+        "(worker/engine/bench_estimate.py)",
+        "assumptions": assumptions(),
+        "family": family,
+    }
+    path = args.output / "scale-gpu-estimate.json"
+    results = scale.merge_runs(path, header, estimates)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print("GPU (estimate, not measured):")
+    print(scale.estimate_table(results))
+    print(f"estimate written to {path}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.scale:
+        return scale_main(args)
     from worker.engine.bench_speed import run_child
     from worker.engine.devices import resolve_device
 
+    args.sizes = [n for group in args.sizes for n in group] if args.sizes else list(SPEED_SIZES)
     device, notice = resolve_device(args.gpu)
     if notice:
         print(f"note: {notice}")
