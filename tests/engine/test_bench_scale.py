@@ -141,11 +141,30 @@ def test_work_seconds_is_a_roofline_plus_host_transfers_and_launches():
 
 
 def test_gpu_estimate_has_the_runs_stages_and_grows_with_n():
-    small, large = est.gpu_estimate(100_000, 10, 1), est.gpu_estimate(1_000_000, 10, 1)
+    small, large = est.gpu_estimate(100_000, 10, 1, 64), est.gpu_estimate(1_000_000, 10, 1, 64)
     assert small["estimate"] is True
     assert set(small["timings"]) == {"preprocess", "initial_labels", "train_embed", "kmeans", "averages"}
-    assert set(est.gpu_estimate(100_000, 10, 0)["timings"]) == {"preprocess", "initial_labels", "averages"}
+    assert set(est.gpu_estimate(100_000, 10, 0, 64)["timings"]) == {
+        "preprocess",
+        "initial_labels",
+        "averages",
+    }
     assert large["seconds"] > 5 * small["seconds"] > 0
     assert 0 < large["seconds_without_host_work"] < large["seconds"]
     # the device holds at least the stored float16 stack
     assert large["peak_device_bytes"] > 1_000_000 * 64 * 64 * 2
+
+
+def test_estimate_only_writes_the_gpu_estimate_and_runs_nothing(tmp_path, capsys):
+    argv = ["bench", "--scale", "--estimate-only", "--sizes", "100000,1000000", "-o", str(tmp_path)]
+    assert bench.main(parse_args(argv)) == 0
+    assert not (tmp_path / "scale-cpu.json").exists()
+    results = json.loads((tmp_path / "scale-gpu-estimate.json").read_text())
+    assert [(r["n"], r["rounds"]) for r in results["runs"]] == [
+        (100_000, 0),
+        (100_000, 1),
+        (1_000_000, 0),
+        (1_000_000, 1),
+    ]
+    assert all(r["estimate"] and r["storage"] == "float16" and r["model_size"] == 64 for r in results["runs"])
+    assert "not measured" in results["note"]

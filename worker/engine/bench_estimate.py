@@ -29,7 +29,7 @@ from worker.engine.cluster import (
     PCA_POWER_ITERATIONS,
     PCA_SAMPLE,
 )
-from worker.engine.config import STORAGE_BYTES
+from worker.engine.config import STORAGE_BYTES, ClassifyConfig
 from worker.engine.memory import estimate as memory_estimate
 from worker.engine.model import EMBEDDING_DIM
 
@@ -340,7 +340,7 @@ def device_peak_bytes(n: int, k: int, rounds: int, box: int, size: int, storage:
     """The engine's own memory estimate (worker.engine.memory) on the device, less its host
     allowance, plus a CUDA context and the E-step's template bank and score buffers."""
     size = min(box - box % 2, size)
-    method = "pose-em" if rounds > 0 else None
+    method = ClassifyConfig(round_num=rounds).resolved().method if rounds > 0 else None  # as pipeline.py
     need = memory_estimate(n, size, method, 128, storage, box)
     transient = 0
     if rounds > 0:
@@ -351,10 +351,13 @@ def device_peak_bytes(n: int, k: int, rounds: int, box: int, size: int, storage:
 
 
 def gpu_estimate(
-    n: int, k: int, rounds: int, box: int = 64, size: int = 64, storage: str = "float16"
+    n: int, k: int, rounds: int, box: int, size: int | None = None, storage: str | None = None
 ) -> dict:
     """One run's estimate as the scale benchmark records it: per stage seconds, FLOPs and
-    bytes, their sum, the seconds without the host's CTF and phase-flip work, device memory."""
+    bytes, their sum, the seconds without the host's CTF and phase-flip work, device memory.
+    `size` and `storage` default to what `cryoclust classify -r ROUNDS` would use."""
+    defaults = ClassifyConfig(round_num=rounds).resolved()
+    size, storage = size or defaults.size, storage or defaults.storage
     storage_bytes = STORAGE_BYTES[storage]
     stages = stage_work(n, k, rounds, box, size, storage_bytes)
     per_stage = {
@@ -375,6 +378,7 @@ def gpu_estimate(
         "rounds": rounds,
         "classes": k,
         "box": box,
+        "model_size": min(box - box % 2, size),
         "storage": storage,
         "timings": {name: s["seconds"] for name, s in per_stage.items()},
         "stages": per_stage,

@@ -35,6 +35,7 @@ Example:
     cryoclust bench --methods --seeds development -n 1000 --no-anchors   # for tuning
     cryoclust bench --scale -g cpu --sizes 100000 --workdir /data/scale --keep-data
     cryoclust bench --scale -g cpu --sizes 1000000 --rounds 0 --workdir /data/scale
+    cryoclust bench --scale --estimate-only                # the GPU estimate alone
 """
 
 from __future__ import annotations
@@ -152,6 +153,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--keep-data",
         action="store_true",
         help="--scale: keep the stacks and run folders (a later run reuses a matching stack)",
+    )
+    parser.add_argument(
+        "--estimate-only",
+        action="store_true",
+        help="--scale: write only the GPU estimate on paper (seconds; nothing is simulated or run)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument(
@@ -285,13 +291,16 @@ def scale_main(args: argparse.Namespace) -> int:
     """The scale benchmark; this process never imports torch (worker.engine.bench_scale)."""
     from worker.engine import bench_scale as scale
 
-    device, notice = scale.resolve_device_in_child(args.gpu)
-    if notice:
-        print(f"note: {notice}")
     sizes = [n for group in args.sizes for n in group] if args.sizes else list(SCALE_SIZES)
     if min(sizes) < 2 or min(args.rounds) < 0 or args.classes < 2:
         raise CommandError("--scale needs sizes of at least 2 particles, rounds >= 0 and --classes >= 2")
     family = {**scale.FAMILY, "box": args.box}
+    args.output.mkdir(parents=True, exist_ok=True)
+    if args.estimate_only:
+        return _write_gpu_estimate(args, sizes, family)
+    device, notice = scale.resolve_device_in_child(args.gpu)
+    if notice:
+        print(f"note: {notice}")
     temporary = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="cryoclust-scale-")) if temporary else args.workdir
     try:
@@ -319,7 +328,6 @@ def scale_main(args: argparse.Namespace) -> int:
         "bar": f"peak RSS <= {scale.BAR_FACTOR} x stored stack + {scale.BAR_EXTRA / scale.GIB:.0f} GiB",
         "family": family,
     }
-    args.output.mkdir(parents=True, exist_ok=True)
     path = args.output / f"scale-{device.split(':')[0]}.json"
     results = scale.merge_runs(path, header, runs)
     path.write_text(json.dumps(results, indent=1) + "\n")
@@ -327,11 +335,15 @@ def scale_main(args: argparse.Namespace) -> int:
     print(f"results written to {path}")
     if device.startswith("cuda"):
         return 0
+    return _write_gpu_estimate(args, sizes, family)
+
+
+def _write_gpu_estimate(args: argparse.Namespace, sizes: list[int], family: dict) -> int:
+    """scale-gpu-estimate.json: the same runs on an H100, estimated on paper (no GPU ran)."""
+    from worker.engine import bench_scale as scale
     from worker.engine.bench_estimate import assumptions, gpu_estimate
 
-    estimates = [
-        gpu_estimate(n, args.classes, r, box=args.box, size=args.size) for n in sizes for r in args.rounds
-    ]
+    estimates = [gpu_estimate(n, args.classes, r, box=family["box"]) for n in sizes for r in args.rounds]
     header = {
         "estimate": True,
         "version": __version__,
