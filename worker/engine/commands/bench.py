@@ -16,6 +16,12 @@ benchmarks/results/relion and .../aspire and reused). It writes
 benchmarks/results/methods-<device>.json and prints family x method: ARI, NMI, class averages
 vs true views, junk caught, particles kept and seconds.
 
+With --flops it measures the training step's arithmetic rate instead (worker.engine.bench_flops):
+the FLOPs of one step counted by torch.utils.flop_counter, real steps timed as a round runs them,
+and a large torch.mm in the same precision on the same threads; for the reference network (64 px,
+batch 128) and the pose method's (24 px, batch 32, one thread). It writes
+benchmarks/results/flops-<device>.json (with the top operators by time) and prints the ratios.
+
 Example:
     cryoclust bench                          # full run (about 20 minutes on 2 CPU cores)
     cryoclust bench --quick                  # a smoke run in about a minute
@@ -24,6 +30,8 @@ Example:
     cryoclust bench --methods --families blobs10 ring30-junk --methods-only invariant
     cryoclust bench --methods --quick                      # easy family, 300 particles
     cryoclust bench --methods --seeds development -n 1000 --no-anchors   # for tuning
+    cryoclust bench --flops -g cpu                         # about 3 minutes on 2 CPU cores
+    cryoclust bench --flops -g cuda:0 --batch 128 1024
 """
 
 from __future__ import annotations
@@ -102,6 +110,22 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--cached-anchors",
         action="store_true",
         help="--methods: use cached anchor results only, never start RELION or ASPIRE",
+    )
+    parser.add_argument(
+        "--flops", action="store_true", help="measure the training step's GFLOP/s against torch.mm's instead"
+    )
+    parser.add_argument(
+        "--networks",
+        nargs="+",
+        choices=("reference", "pose"),
+        default=["reference", "pose"],
+        help="--flops: networks to measure",
+    )
+    parser.add_argument(
+        "--batch", type=int, nargs="+", metavar="B", help="--flops: batch sizes (default each method's own)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="--flops: timed repeats (medians are reported)"
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument(
@@ -220,6 +244,35 @@ def methods_main(args: argparse.Namespace, device) -> int:
     return 0
 
 
+def flops_main(args: argparse.Namespace, device) -> int:
+    from worker.engine import bench_flops
+
+    repeats, steps = (2, 3) if args.quick else (args.repeats, 10)
+    rows, profiles = [], {}
+    for name in args.networks:
+        setup = bench_flops.setups()[name]
+        for precision in args.precision:
+            for batch in args.batch or [setup.batch]:
+                print(f"{name} {precision} batch {batch} ...", flush=True)
+                rows.append(bench_flops.measure(setup, device, precision, batch, steps, repeats))
+            profiles[f"{name}-{precision}"] = bench_flops.operator_profile(setup, device, precision)
+    report = {
+        "version": __version__,
+        "device": str(device),
+        "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(getattr(args, "argv", None) or ["cryoclust", "bench", "--flops"]),
+        "runs": rows,
+        "profiles": profiles,
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / f"flops-{device.type}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(bench_flops.table(rows))
+    print(f"load average {' '.join(f'{v:.1f}' for v in rows[-1]['load_average'])}; results written to {path}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     from worker.engine.bench_speed import run_child
     from worker.engine.devices import resolve_device
@@ -229,6 +282,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: {notice}")
     if args.methods:
         return methods_main(args, device)
+    if args.flops:
+        return flops_main(args, device)
     if args.quick:
         args.sizes, args.naive_n, args.accuracy_n = [500, 2000], 500, 600
     results: dict = {
