@@ -75,8 +75,8 @@ def train_step(
         x1 = x1.contiguous(memory_format=torch.channels_last)
         x2 = x2.contiguous(memory_format=torch.channels_last)
     with autocast(device, precision):
-        # Two passes, as the original: each branch normalises its own batch.
-        out1, out2 = network(x1), network(x2)
+        # As the original, each branch normalises its own batch (see forward_pair).
+        out1, out2 = network.forward_pair(x1, x2)
     loss = CRITERION(out1.float(), out2.float(), unlike)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
