@@ -178,7 +178,9 @@ def operator_profile(
     steps: int = 5,
     top: int = 12,
 ) -> list[dict]:
-    """The step's operators by self time over `steps` steps (after a warm-up), with their FLOPs."""
+    """The step's operators by self time over `steps` steps (after a warm-up), with the FLOPs the
+    profiler attributes to them: matrix products only (it gives convolutions none; their count is
+    in step_flops's per_operator)."""
     from torch.profiler import ProfilerActivity, profile
 
     batch = batch or setup.batch

@@ -30,7 +30,7 @@ Example:
     cryoclust bench --methods --families blobs10 ring30-junk --methods-only invariant
     cryoclust bench --methods --quick                      # easy family, 300 particles
     cryoclust bench --methods --seeds development -n 1000 --no-anchors   # for tuning
-    cryoclust bench --flops -g cpu                         # about 3 minutes on 2 CPU cores
+    cryoclust bench --flops -g cpu                         # about 5 minutes on the busy 2-core CPU
     cryoclust bench --flops -g cuda:0 --batch 128 1024
 """
 
