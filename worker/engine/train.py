@@ -52,6 +52,38 @@ def fresh_network(size: int, device: torch.device, seed: int) -> SiameseNetwork:
     return network
 
 
+CRITERION = ContrastiveLoss(margin=2.0)
+
+
+def train_step(
+    network: SiameseNetwork,
+    optimiser: torch.optim.Optimizer,
+    images: torch.Tensor,
+    sampler: PairSampler,
+    batch: int,
+    precision: str,
+    generator: torch.Generator,
+    augment=None,
+) -> torch.Tensor:
+    """One optimiser step on `batch` sampled pairs; returns the (detached) mean loss."""
+    device = images.device
+    first, second, unlike = sampler.sample(batch, generator)
+    x1, x2 = images[first].float(), images[second].float()  # a float16 stack: per batch
+    if augment is not None:
+        x2 = augment(x2, generator)
+    if device.type == "cpu":
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+        x2 = x2.contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        # As the original, each branch normalises its own batch (see forward_pair).
+        out1, out2 = network.forward_pair(x1, x2)
+    loss = CRITERION(out1.float(), out2.float(), unlike)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    return loss.detach()
+
+
 def train_network(
     network: SiameseNetwork,
     images: torch.Tensor,
@@ -69,7 +101,6 @@ def train_network(
     """
     device = images.device
     n = images.shape[0]
-    criterion = ContrastiveLoss(margin=2.0)
     # The fused kernel updates the 16M weights in one pass instead of a dozen (same algorithm).
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, fused=True)
     steps = math.ceil(n / config.batch_size)
@@ -84,21 +115,10 @@ def train_network(
         last_report = time.perf_counter()
         for step in range(1, steps + 1):
             batch = min(config.batch_size, n - (step - 1) * config.batch_size)
-            first, second, unlike = sampler.sample(batch, generator)
-            x1, x2 = images[first].float(), images[second].float()  # a float16 stack: per batch
-            if augment is not None:
-                x2 = augment(x2, generator)
-            if device.type == "cpu":
-                x1 = x1.contiguous(memory_format=torch.channels_last)
-                x2 = x2.contiguous(memory_format=torch.channels_last)
-            with autocast(device, config.precision):
-                # Two passes, as the original: each branch normalises its own batch.
-                out1, out2 = network(x1), network(x2)
-            loss = criterion(out1.float(), out2.float(), unlike)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            detached = loss.detach() * batch
+            loss = train_step(
+                network, optimiser, images, sampler, batch, config.precision, generator, augment
+            )
+            detached = loss * batch
             running += detached
             epoch_sum += detached
             since_report += batch

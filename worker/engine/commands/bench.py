@@ -25,6 +25,12 @@ benchmarks/results/scale-<device>.json (merged with the sizes already there) and
 was measured, benchmarks/results/scale-gpu-estimate.json: the same stages on an H100 estimated
 on paper from their FLOPs and bytes (worker.engine.bench_estimate), marked as an estimate.
 
+With --flops it measures the training step's arithmetic rate instead (worker.engine.bench_flops):
+the FLOPs of one step counted by torch.utils.flop_counter, real steps timed as a round runs them,
+and a large torch.mm in the same precision on the same threads; for the reference network (64 px,
+batch 128) and the pose method's (24 px, batch 32, one thread). It writes
+benchmarks/results/flops-<device>.json (with the top operators by time) and prints the ratios.
+
 Example:
     cryoclust bench                          # full run (about 20 minutes on 2 CPU cores)
     cryoclust bench --quick                  # a smoke run in about a minute
@@ -36,6 +42,8 @@ Example:
     cryoclust bench --scale -g cpu --sizes 100000 --workdir /data/scale --keep-data
     cryoclust bench --scale -g cpu --sizes 1000000 --rounds 0 --workdir /data/scale
     cryoclust bench --scale --estimate-only                # the GPU estimate alone
+    cryoclust bench --flops -g cpu                         # about 5 minutes on the busy 2-core CPU
+    cryoclust bench --flops -g cuda:0 --batch 128 1024
 """
 
 from __future__ import annotations
@@ -158,6 +166,22 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--estimate-only",
         action="store_true",
         help="--scale: write only the GPU estimate on paper (seconds; nothing is simulated or run)",
+    )
+    parser.add_argument(
+        "--flops", action="store_true", help="measure the training step's GFLOP/s against torch.mm's instead"
+    )
+    parser.add_argument(
+        "--networks",
+        nargs="+",
+        choices=("reference", "pose"),
+        default=["reference", "pose"],
+        help="--flops: networks to measure",
+    )
+    parser.add_argument(
+        "--batch", type=int, nargs="+", metavar="B", help="--flops: batch sizes (default each method's own)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="--flops: timed repeats (medians are reported)"
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument(
@@ -359,6 +383,34 @@ def _write_gpu_estimate(args: argparse.Namespace, sizes: list[int], family: dict
     print("GPU (estimate, not measured):")
     print(scale.estimate_table(results))
     print(f"estimate written to {path}")
+
+
+def flops_main(args: argparse.Namespace, device) -> int:
+    from worker.engine import bench_flops
+
+    repeats, steps = (2, 3) if args.quick else (args.repeats, 10)
+    rows, profiles = [], {}
+    for name in args.networks:
+        setup = bench_flops.setups()[name]
+        for precision in args.precision:
+            for batch in args.batch or [setup.batch]:
+                print(f"{name} {precision} batch {batch} ...", flush=True)
+                rows.append(bench_flops.measure(setup, device, precision, batch, steps, repeats))
+            profiles[f"{name}-{precision}"] = bench_flops.operator_profile(setup, device, precision)
+    report = {
+        "version": __version__,
+        "device": str(device),
+        "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(getattr(args, "argv", None) or ["cryoclust", "bench", "--flops"]),
+        "runs": rows,
+        "profiles": profiles,
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / f"flops-{device.type}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(bench_flops.table(rows))
+    print(f"load average {' '.join(f'{v:.1f}' for v in rows[-1]['load_average'])}; results written to {path}")
     return 0
 
 
@@ -374,6 +426,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: {notice}")
     if args.methods:
         return methods_main(args, device)
+    if args.flops:
+        return flops_main(args, device)
     if args.quick:
         args.sizes, args.naive_n, args.accuracy_n = [500, 2000], 500, 600
     results: dict = {

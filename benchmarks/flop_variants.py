@@ -1,0 +1,144 @@
+"""Ways to run the same training step, timed against each other in one process, interleaved.
+
+The step is worker.engine.train.train_step's (pair sampling, the two branches under autocast, the
+contrastive loss, backward, fused Adam), with two switches that leave what the network computes
+unchanged: the memory format of the images and weights (channels-last or contiguous), and
+whether the head runs once on both branches (SiameseNetwork.forward_pair) or once per branch.
+Each round times `--steps` steps of every variant in turn, so a busy machine slows them alike;
+medians over the rounds are reported, with torch.mm's GFLOP/s on the same threads and the
+step's ratio to it (FLOPs counted by worker.engine.bench_flops.step_flops).
+
+    PYTHONPATH=. python benchmarks/flop_variants.py --threads 1 2 --precision fp32 bf16
+    PYTHONPATH=. python benchmarks/flop_variants.py --network pose --threads 1
+
+Results go to benchmarks/results/flop-variants-<network>.json, and a Markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from worker.engine import bench_flops
+from worker.engine.model import SiameseNetwork
+from worker.engine.train import CRITERION, autocast
+
+VARIANTS = {  # name: (channels_last, paired head)
+    "channels-last, head per branch": (True, False),
+    "channels-last, paired head": (True, True),
+    "contiguous, head per branch": (False, False),
+    "contiguous, paired head": (False, True),
+}
+
+
+def step(network, optimiser, images, sampler, batch, precision, generator, augment, channels_last, paired):
+    first, second, unlike = sampler.sample(batch, generator)
+    x1, x2 = images[first].float(), images[second].float()
+    if augment is not None:
+        x2 = augment(x2, generator)
+    if channels_last:
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+        x2 = x2.contiguous(memory_format=torch.channels_last)
+    with autocast(images.device, precision):
+        out1, out2 = network.forward_pair(x1, x2) if paired else (network(x1), network(x2))
+    loss = CRITERION(out1.float(), out2.float(), unlike)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+
+
+def compare(setup, precision: str, threads: int, rounds: int, steps: int) -> dict:
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    images, sampler = bench_flops._stack(setup.batch * 8, setup.size, device)
+    augment = bench_flops._augment(setup)
+    runs = {}
+    for name, (channels_last, _) in VARIANTS.items():
+        torch.manual_seed(0)
+        network = SiameseNetwork(setup.size)
+        if channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        optimiser = torch.optim.Adam(network.parameters(), lr=1e-4, fused=True)
+        runs[name] = (network, optimiser, torch.Generator().manual_seed(0))
+    seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    mm: list[float] = []
+    for _ in range(rounds):
+        for name, flags in VARIANTS.items():
+            network, optimiser, generator = runs[name]
+            run = partial(
+                step, network, optimiser, images, sampler, setup.batch, precision, generator, augment, *flags
+            )
+            run()  # warm: the other variants ran in between
+            started = time.perf_counter()
+            for _ in range(steps):
+                run()
+            seconds[name].append((time.perf_counter() - started) / steps)
+        mm += bench_flops.matmul_seconds(device, precision, 2)
+    flops = bench_flops.step_flops(setup, device, precision)["flops_per_step"]
+    mm_rate = 2 * bench_flops.MATMUL_SIZE["cpu"] ** 3 / statistics.median(mm) / 1e9
+    rows = []
+    for name, values in seconds.items():
+        rate = flops / statistics.median(values) / 1e9
+        rows.append(
+            {
+                "variant": name,
+                "precision": precision,
+                "threads": threads,
+                "step_seconds": values,
+                "pairs_per_second": setup.batch / statistics.median(values),
+                "step_gflops": rate,
+                "matmul_gflops": mm_rate,
+                "ratio": rate / mm_rate,
+            }
+        )
+    return {"rows": rows, "load_average": list(os.getloadavg())}
+
+
+def write(folder: Path, setup, results: list[dict]) -> None:
+    report = {
+        "network": setup.name,
+        "size": setup.size,
+        "batch": setup.batch,
+        "date": time.strftime("%Y-%m-%d"),
+        "results": results,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"flop-variants-{setup.name}.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--network", choices=("reference", "pose"), default="reference")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    setup = bench_flops.setups()[args.network]
+    results = []
+    print("| threads | precision | variant | pairs/s | step GFLOP/s | matmul GFLOP/s | ratio | load |")
+    print("|---:|---|---|---:|---:|---:|---:|---|")
+    for threads in args.threads:
+        for precision in args.precision:
+            part = compare(setup, precision, threads, args.rounds, args.steps)
+            results.append(part)
+            write(args.output, setup, results)  # after each part: a long run keeps what it measured
+            load = " ".join(f"{v:.1f}" for v in part["load_average"])
+            for r in part["rows"]:
+                print(
+                    f"| {threads} | {precision} | {r['variant']} | {r['pairs_per_second']:,.0f} | "
+                    f"{r['step_gflops']:,.1f} | {r['matmul_gflops']:,.0f} | {r['ratio']:.0%} | {load} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

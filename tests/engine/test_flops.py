@@ -1,0 +1,58 @@
+"""The FLOP count of one training step against a hand count, and the paired forward pass."""
+
+import pytest
+import torch
+
+from worker.engine.bench_flops import NetworkSetup, step_flops
+from worker.engine.model import SiameseNetwork
+
+SIZE, BATCH = 16, 4
+
+
+def hand_count(size: int) -> tuple[int, int]:
+    """FLOPs per pair of one training step (2 per multiply-add): (linear layers, convolutions).
+
+    Each image passes forward once; backward computes each layer's weight gradient (as many
+    FLOPs as its forward) and its input gradient (as many again), except the first convolution,
+    whose input needs none.
+    """
+    pixels = size * size
+    linear_forward = 2 * (8 * pixels * 500 + 500 * 100 + 100 * 20)
+    conv_forward = [2 * cin * cout * 9 * pixels for cin, cout in ((1, 4), (4, 8), (8, 8))]
+    conv_step = sum(3 * f for f in conv_forward) - conv_forward[0]
+    return 2 * 3 * linear_forward, 2 * conv_step  # two images per pair
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_step_flops_match_the_hand_count(precision):
+    counted = step_flops(NetworkSetup("test", SIZE, BATCH, None, False), torch.device("cpu"), precision)
+    linear, conv = hand_count(SIZE)
+    per_op = {op.split(".")[-1]: flops / BATCH for op, flops in counted["per_operator"].items()}
+    matrix_products = per_op.get("mm", 0) + per_op.get("addmm", 0)
+    assert matrix_products == pytest.approx(linear, rel=0.01)
+    assert per_op["convolution"] + per_op["convolution_backward"] == pytest.approx(conv, rel=0.01)
+    # Nothing else is counted: the linear layers carry 79 % of the step's FLOPs at 16 px.
+    assert counted["flops_per_pair"] == pytest.approx(linear + conv, rel=0.01)
+    assert 0.75 < linear / counted["flops_per_pair"] < 0.85
+
+
+def test_paired_forward_matches_two_forward_passes():
+    torch.manual_seed(0)
+    network = SiameseNetwork(SIZE).to(memory_format=torch.channels_last)
+    twin = SiameseNetwork(SIZE).to(memory_format=torch.channels_last)
+    twin.load_state_dict(network.state_dict())
+    first, second = torch.randn(2, 6, 1, SIZE, SIZE)
+    second = second * 3 + 1  # other batch statistics, so a shared normalisation would show
+    paired = network.forward_pair(first, second)
+    separate = twin(first), twin(second)
+    for a, b in zip(paired, separate, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(network.modules(), twin.modules(), strict=True):
+        if isinstance(a, torch.nn.BatchNorm2d):  # running statistics updated as by two passes
+            torch.testing.assert_close(a.running_mean, b.running_mean)
+            torch.testing.assert_close(a.running_var, b.running_var)
+            assert a.num_batches_tracked == b.num_batches_tracked == 2
+    (sum(o.square().sum() for o in paired)).backward()
+    (sum(o.square().sum() for o in separate)).backward()
+    for a, b in zip(network.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
