@@ -14,7 +14,15 @@ from support.stacks import write_stack
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 on_sqlite = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
-TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 32, "size": 32, "device": "cpu"}
+TINY = {
+    "cluster_num": 3,
+    "epoch_num": 1,
+    "round_num": 1,
+    "batch_size": 32,
+    "size": 32,
+    "device": "cpu",
+    "umap": False,
+}
 
 
 @on_sqlite
