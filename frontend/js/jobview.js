@@ -28,6 +28,7 @@ export class JobView {
     this.round = null;
     this.follow = true; // jump to each new round while the newest one is shown
     this.view = "pca"; // the embedding view asked for; a round without it shows its PCA
+    this.roundViews = new Map(); // round -> the views it has ("pca", "umap")
     this.live = { round: 0, pairsDone: 0, pairsTotal: 0, epoch: null };
     this.loadSeq = 0;
   }
@@ -383,19 +384,20 @@ export class JobView {
     await this.showEmbedding(embedding, r);
   }
 
-  /** Round r's embedding in the view asked for, or its PCA when the round has no such view. */
+  /** Round r's embedding in the view asked for, or its PCA when the round has no such view. A
+   * round's views never change once it is complete; the PCA's answer says which it has. */
   async loadEmbedding(r) {
-    if (this.view !== "pca") {
-      try {
-        return await fetchEmbedding(this.jobId, r, this.view);
-      } catch (err) {
-        if (err.status !== 404) throw err;
-      }
+    let pca = null;
+    if (this.view !== "pca" && !this.roundViews.has(r)) {
+      pca = await fetchEmbedding(this.jobId, r, "pca");
+      this.roundViews.set(r, pca.views);
     }
-    return fetchEmbedding(this.jobId, r, "pca");
+    if (this.view !== "pca" && this.roundViews.get(r).includes(this.view)) return fetchEmbedding(this.jobId, r, this.view);
+    return pca || fetchEmbedding(this.jobId, r, "pca");
   }
 
   async showEmbedding(embedding, r) {
+    this.roundViews.set(r, embedding.views);
     for (const [view, button] of Object.entries(this.viewButtons)) {
       button.disabled = !embedding.views.includes(view);
       button.setAttribute("aria-pressed", String(view === embedding.view));
