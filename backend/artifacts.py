@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import HTTPException
 
-from worker.engine.outputs import FULL_SIZE_FILE, completed_rounds, read_labels_csv, round_dir
+from worker.engine.outputs import FULL_SIZE_FILE, UMAP_FILE, completed_rounds, read_labels_csv, round_dir
 
 ROUND_REF = re.compile(r"^(final|[0-9]{1,4})$")
 
@@ -103,10 +103,23 @@ def parse_class_column(data: bytes) -> np.ndarray | None:
     return value - 1
 
 
-def embedding_2d(folder: Path) -> np.ndarray:
-    path = folder / "embedding_2d.npy"
+EMBEDDING_VIEWS = {"pca": "embedding_2d.npy", "umap": UMAP_FILE}  # view -> its (N, 2) file
+
+
+def embedding_views(folder: Path) -> list[str]:
+    """The 2-D views this round has: "pca" always, "umap" for the last round of a job with umap on."""
+    return [view for view, name in EMBEDDING_VIEWS.items() if (folder / name).is_file()]
+
+
+def embedding_2d(folder: Path, view: str = "pca") -> np.ndarray:
+    path = folder / EMBEDDING_VIEWS[view]
     if not path.is_file():
-        raise HTTPException(404, "embedding_2d.npy is missing")
+        if view == "umap":
+            raise HTTPException(
+                404,
+                f"{folder.name} has no UMAP view: only the last round of a job run with umap on gets one",
+            )
+        raise HTTPException(404, f"{path.name} is missing")
     return np.load(path, mmap_mode="r")
 
 

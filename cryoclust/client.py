@@ -11,6 +11,7 @@
                 print(event.data["round"], event.data["counts"])
         job = cc.job(job.id)
         emb = cc.embedding(job.id)               # .xy (N, 2) float32, .labels (N,) 1-based
+        lay = cc.embedding(job.id, view="umap")  # the last round's UMAP layout, the same form
         avg = cc.averages(job.id)                # (k, B, B) float32, at the input's box
         good = cc.create_subset(ds.id, job_id=job.id, classes=[2, 5, 7])
         again = cc.start_job(good.id, cluster_num=10)
@@ -463,11 +464,15 @@ class Client:
         """The complete rounds, 1-based."""
         return self._json("GET", f"/api/jobs/{job_id}/rounds")
 
-    def embedding(self, job_id: str, round: int | str = "final") -> Embedding:
+    def embedding(self, job_id: str, round: int | str = "final", view: str = "pca") -> Embedding:
         """The 2-D projection and classes of every particle, fetched in the binary form (10
-        bytes a particle, exact float32; its layout is in the README's REST API section)."""
+        bytes a particle, exact float32; its layout is in the README's REST API section).
+        view="umap": the UMAP layout, which only the last round of a job run with umap on has
+        (ApiError 404 otherwise)."""
         response = self._request(
-            "GET", f"/api/jobs/{job_id}/rounds/{round}/embedding", params={"format": "binary"}
+            "GET",
+            f"/api/jobs/{job_id}/rounds/{round}/embedding",
+            params={"format": "binary", "view": view},
         )
         return decode_embedding(response.content)
 

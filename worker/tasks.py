@@ -22,7 +22,7 @@ from cryoclust.core.heartbeats import Heartbeat
 from cryoclust.core.settings import Settings
 from cryoclust.core.tables import Dataset, Job
 from worker.engine.errors import InputError, JobCancelled
-from worker.engine.events import EpochDone, Event, LossPoint, RoundDone, RoundStarted
+from worker.engine.events import EpochDone, Event, LossPoint, RoundDone, RoundStarted, StageProgress
 
 log = logging.getLogger("cryoclust.worker")
 
@@ -95,6 +95,8 @@ class JobRecorder:
                 self.pending_epoch = event
             if now - self.last_loss >= LOSS_INTERVAL:
                 self._write([])
+        elif isinstance(event, StageProgress):
+            pass  # no row: the page shows rounds; the call serves the cancel check below
         else:
             self._write([event])
         if now - self.last_check >= CHECK_INTERVAL:

@@ -48,27 +48,36 @@ def round_embedding(
     round_ref: str,
     session: SessionDep,
     storage: StorageDep,
+    response: Response,
     fmt: Literal["json", "binary"] | None = Query(
         None,
         alias="format",
         description="binary: float32 x, y and uint16 classes (see the README); default JSON, "
         "or binary when Accept asks for application/octet-stream",
     ),
+    view: Literal["pca", "umap"] = Query(
+        "pca",
+        description="pca: the 2-D PCA of the embedding (every round); umap: its UMAP layout (the "
+        "last round of a job run with umap on; 404 otherwise). X-Embedding-Views lists the round's.",
+    ),
     accept: str | None = Header(None),
 ):
-    """The 2-D projection of every particle's embedding, with its class (1-based)."""
+    """The 2-D projection (PCA, or UMAP) of every particle's embedding, with its class (1-based)."""
     job = jobs.get(session, job_id)
     _, folder = artifacts.resolve_round(storage.job_dir(job.id), round_ref)
-    xy = artifacts.embedding_2d(folder)
+    xy = artifacts.embedding_2d(folder, view)
     classes = artifacts.labels(folder) + 1
+    views = {"X-Embedding-Views": ",".join(artifacts.embedding_views(folder))}
     if embedding_binary.wants_binary(accept, fmt):
         headers = {
             "X-Embedding-Count": str(classes.size),
             "X-Embedding-Classes": str(int(classes.max(initial=0))),
+            **views,
         }
         return Response(
             embedding_binary.pack(xy, classes), media_type=embedding_binary.MEDIA_TYPE, headers=headers
         )
+    response.headers.update(views)
     points = np.round(np.asarray(xy, dtype=np.float64), 4)
     return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "labels": classes.tolist()}
 

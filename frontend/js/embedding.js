@@ -28,8 +28,12 @@ export function decodeEmbedding(buffer) {
   };
 }
 
-/** Fetch and decode round r of a job's embedding. */
-export async function fetchEmbedding(jobId, round) {
-  const response = await api(`/api/jobs/${jobId}/rounds/${round}/embedding?format=binary`, { raw: true });
-  return decodeEmbedding(await response.arrayBuffer());
+/** Fetch and decode round r of a job's embedding in one view: "pca" (every round) or "umap"
+ * (the last round of a job run with umap on; an ApiError with status 404 otherwise). The result
+ * also says which `view` it is and which `views` the round has (X-Embedding-Views). */
+export async function fetchEmbedding(jobId, round, view = "pca") {
+  const query = view === "pca" ? "format=binary" : `format=binary&view=${encodeURIComponent(view)}`;
+  const response = await api(`/api/jobs/${jobId}/rounds/${round}/embedding?${query}`, { raw: true });
+  const views = (response.headers.get("X-Embedding-Views") || "pca").split(",").filter(Boolean);
+  return { ...decodeEmbedding(await response.arrayBuffer()), view, views };
 }

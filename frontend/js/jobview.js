@@ -27,6 +27,8 @@ export class JobView {
     this.rounds = [];
     this.round = null;
     this.follow = true; // jump to each new round while the newest one is shown
+    this.view = "pca"; // the embedding view asked for; a round without it shows its PCA
+    this.roundViews = new Map(); // round -> the views it has ("pca", "umap")
     this.live = { round: 0, pairsDone: 0, pairsTotal: 0, epoch: null };
     this.loadSeq = 0;
   }
@@ -83,6 +85,11 @@ export class JobView {
       this.selectRound(r);
     });
     this.sliderLabel = h("span", { class: "muted", id: "round-label" });
+    // PCA | UMAP: UMAP is enabled for a round that has one (the last round of a job with umap on).
+    this.viewButtons = {
+      pca: h("button", { type: "button", class: "small", id: "view-pca", text: "PCA", "aria-pressed": "true", on: { click: () => this.chooseView("pca") } }),
+      umap: h("button", { type: "button", class: "small", id: "view-umap", text: "UMAP", "aria-pressed": "false", disabled: true, title: "UMAP is computed for the last round of a job run with umap on", on: { click: () => this.chooseView("umap") } }),
+    };
     this.scatterNote = h("p", { class: "muted", id: "scatter-note" });
     this.galleryEl = h("div", { id: "gallery" });
     this.galleryTitle = h("h3", { text: "Class averages" });
@@ -107,7 +114,13 @@ export class JobView {
         h(
           "section",
           { class: "panel" },
-          h("div", { class: "row spread wrap" }, h("h3", { text: "Embedding" }), h("span", { class: "row round-control" }, h("label", { for: "round-slider", text: "Round" }), this.slider, this.sliderLabel)),
+          h(
+            "div",
+            { class: "row spread wrap" },
+            h("h3", { text: "Embedding" }),
+            h("span", { class: "row view-toggle", role: "group", "aria-label": "embedding view" }, this.viewButtons.pca, this.viewButtons.umap),
+            h("span", { class: "row round-control" }, h("label", { for: "round-slider", text: "Round" }), this.slider, this.sliderLabel),
+          ),
           this.scatterNote,
           h("div", { class: "scatter-wrap" }, this.scatterEl, this.previewEl),
         ),
@@ -358,7 +371,7 @@ export class JobView {
     let classes;
     try {
       [embedding, classes] = await Promise.all([
-        fetchEmbedding(this.jobId, r),
+        this.loadEmbedding(r),
         api(`/api/jobs/${this.jobId}/rounds/${r}/classes`),
       ]);
     } catch (err) {
@@ -366,13 +379,53 @@ export class JobView {
       return;
     }
     if (seq !== this.loadSeq || this.closed) return;
+    this.classCount = classes.length;
+    this.showClasses(r, classes);
+    await this.showEmbedding(embedding, r);
+  }
+
+  /** Round r's embedding in the view asked for, or its PCA when the round has no such view. A
+   * round's views never change once it is complete; the PCA's answer says which it has. */
+  async loadEmbedding(r) {
+    let pca = null;
+    if (this.view !== "pca" && !this.roundViews.has(r)) {
+      pca = await fetchEmbedding(this.jobId, r, "pca");
+      this.roundViews.set(r, pca.views);
+    }
+    if (this.view !== "pca" && this.roundViews.get(r).includes(this.view)) return fetchEmbedding(this.jobId, r, this.view);
+    return pca || fetchEmbedding(this.jobId, r, "pca");
+  }
+
+  async showEmbedding(embedding, r) {
+    this.roundViews.set(r, embedding.views);
+    for (const [view, button] of Object.entries(this.viewButtons)) {
+      button.disabled = !embedding.views.includes(view);
+      button.setAttribute("aria-pressed", String(view === embedding.view));
+    }
     const n = embedding.labels.length;
     const hover = drawingFor(n) === "density"
       ? `drawn as a density; hover one of ${fmtInt(Math.min(n, HOVER_SAMPLE))} sampled points to see the particle`
       : "hover a point to see the particle";
-    this.scatterNote.textContent = `${fmtInt(n)} particles, ${classes.length} classes; ${hover}.`;
-    this.showClasses(r, classes);
+    const layout = embedding.view === "umap" ? "UMAP layout" : "PCA";
+    this.scatterNote.textContent = `${fmtInt(n)} particles, ${this.classCount} classes, ${layout}; ${hover}.`;
     await this.scatter.show(embedding, r);
+  }
+
+  /** Switch the shown round's scatter to another view (the gallery stays). */
+  async chooseView(view) {
+    if (view === this.view || this.round === null) return;
+    this.view = view;
+    const seq = ++this.loadSeq;
+    const r = this.round;
+    let embedding;
+    try {
+      embedding = await this.loadEmbedding(r);
+    } catch (err) {
+      this.scatterNote.textContent = `Round ${r} could not be loaded: ${err.message}`;
+      return;
+    }
+    if (seq !== this.loadSeq || this.closed) return;
+    await this.showEmbedding(embedding, r);
   }
 
   showClasses(r, classes) {

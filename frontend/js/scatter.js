@@ -61,7 +61,8 @@ export class EmbeddingScatter {
     this.redrawDensity = throttle(() => this.drawDensity(), 120);
   }
 
-  /** Draw round `round` of a decoded embedding ({n, x, y, labels}, see embedding.js). */
+  /** Draw round `round` of a decoded embedding ({n, x, y, labels, view}, see embedding.js); the
+   * same drawing for either view, with the view's axis names. */
   async show(data, round) {
     const started = performance.now();
     const n = data.labels.length;
@@ -83,14 +84,16 @@ export class EmbeddingScatter {
       hovertemplate: `particle %{customdata}<br>class ${cls}<extra></extra>`,
     }));
     this.box = density ? dataBounds(data.x, data.y) : null;
+    const view = data.view || "pca";
+    const axis = view === "umap" ? "UMAP" : "PC";
     const layout = {
       margin: { l: 44, r: 8, t: 28, b: 36 },
-      xaxis: { title: { text: "PC 1" }, zeroline: false },
-      yaxis: { title: { text: "PC 2" }, zeroline: false },
+      xaxis: { title: { text: `${axis} 1` }, zeroline: false },
+      yaxis: { title: { text: `${axis} 2` }, zeroline: false },
       legend: { itemsizing: "constant", orientation: "h", x: 0, y: 1.01, yanchor: "bottom" },
       hovermode: "closest",
       dragmode: "pan",
-      uirevision: `round-${round}`,
+      uirevision: `round-${round}-${view}`,
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "#fff",
       images: density ? [this.densityLayer(this.box, new Set())] : [],
@@ -100,10 +103,11 @@ export class EmbeddingScatter {
       layout.yaxis.range = [this.box.y0, this.box.y1];
     }
     await Plotly.react(this.el, traces, layout, CONFIG);
-    // Plotly keeps the classes hidden in the legend while the round stays the same (uirevision).
+    // Plotly keeps the classes hidden in the legend while the round and view stay (uirevision).
     if (density && this.hiddenClasses().size) this.drawDensity();
     this.el.dataset.drawMs = String(Math.round(performance.now() - started)); // read by the benchmark
     this.el.dataset.round = String(round);
+    this.el.dataset.view = view;
     if (!this.plotted) {
       this.plotted = true;
       this.listen();

@@ -11,6 +11,7 @@ const STAGES = [
   ["train_embed", "train + embed"],
   ["kmeans", "KMeans"],
   ["averages", "averages"],
+  ["umap", "UMAP view"],
 ];
 
 function seconds(value) {

@@ -60,6 +60,60 @@ def test_binary_embedding_decodes_in_the_page_to_the_servers_values(page, server
 
 
 @on_sqlite
+def test_the_view_toggle_switches_the_plot_to_the_umap_layout(page, server, sim_stack):
+    job_params = {"method": "invariant", "cluster_num": 4, "round_num": 2, "size": 16, "device": "cpu"}
+    with server.client() as client:
+        response = client.post("/api/datasets", files={"files": ("umap.mrcs", sim_stack.mrcs.read_bytes())})
+        assert response.status_code == 201, response.text
+        job = client.post("/api/jobs", json={"dataset_id": response.json()["id"], **job_params}).json()
+        assert wait_for_job(client, job["id"], timeout=240)["status"] == "succeeded"
+    folder = server.data_dir / "jobs" / job["id"] / "round_02"
+    layout, pca = np.load(folder / "embedding_umap.npy"), np.load(folder / "embedding_2d.npy")
+    plot, pca_button, umap_button = (
+        page.locator("#scatter-plot"),
+        page.locator("#view-pca"),
+        page.locator("#view-umap"),
+    )
+
+    def plotted_x():
+        """Every x the plot holds, sorted (the traces hold the particles class by class)."""
+        xs = page.evaluate("document.getElementById('scatter-plot').data.flatMap((t) => Array.from(t.x))")
+        return np.sort(np.asarray(xs, dtype=np.float32))
+
+    page.goto(f"{server.url}/#/jobs/{job['id']}")
+    expect(plot).to_have_attribute("data-round", "2")
+    expect(plot).to_have_attribute("data-view", "pca")
+    expect(umap_button).to_be_enabled()
+    expect(pca_button).to_have_attribute("aria-pressed", "true")
+    np.testing.assert_array_equal(plotted_x(), np.sort(pca[:, 0]))
+
+    with page.expect_response(re.compile(r"/rounds/2/embedding\?format=binary&view=umap$")):
+        umap_button.click()
+    expect(plot).to_have_attribute("data-view", "umap")
+    expect(umap_button).to_have_attribute("aria-pressed", "true")
+    expect(pca_button).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#scatter-note")).to_contain_text("UMAP layout")
+    assert page.evaluate("document.getElementById('scatter-plot')._fullLayout.xaxis.title.text") == "UMAP 1"
+    np.testing.assert_array_equal(plotted_x(), np.sort(layout[:, 0]))
+
+    # Round 1 has no UMAP view: its PCA is shown and the toggle is off; round 2 brings UMAP back.
+    page.locator("#round-slider").evaluate(
+        "(el) => { el.value = '1'; el.dispatchEvent(new Event('input')); }"
+    )
+    expect(plot).to_have_attribute("data-round", "1")
+    expect(plot).to_have_attribute("data-view", "pca")
+    expect(umap_button).to_be_disabled()
+    page.locator("#round-slider").evaluate(
+        "(el) => { el.value = '2'; el.dispatchEvent(new Event('input')); }"
+    )
+    expect(plot).to_have_attribute("data-round", "2")
+    expect(plot).to_have_attribute("data-view", "umap")
+    pca_button.click()
+    expect(plot).to_have_attribute("data-view", "pca")
+    np.testing.assert_array_equal(plotted_x(), np.sort(pca[:, 0]))
+
+
+@on_sqlite
 def test_300000_particles_are_drawn_as_a_density_with_a_hover_sample(page, server):
     page.goto(server.url)
     page.wait_for_function("() => typeof window.Plotly === 'object'")

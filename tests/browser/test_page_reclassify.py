@@ -13,7 +13,15 @@ from support.stacks import write_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 32, "size": 32, "device": "cpu"}
+TINY = {
+    "cluster_num": 3,
+    "epoch_num": 1,
+    "round_num": 1,
+    "batch_size": 32,
+    "size": 32,
+    "device": "cpu",
+    "umap": False,
+}
 
 
 def test_new_job_from_ticked_classes(page, server, tmp_path):

@@ -16,7 +16,15 @@ from support.browser import CHROMIUM, CHROMIUM_ARGS
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 on_sqlite = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
-TINY = {"cluster_num": 2, "epoch_num": 1, "round_num": 1, "batch_size": 32, "size": 32, "device": "cpu"}
+TINY = {
+    "cluster_num": 2,
+    "epoch_num": 1,
+    "round_num": 1,
+    "batch_size": 32,
+    "size": 32,
+    "device": "cpu",
+    "umap": False,
+}
 
 
 def history_urls(profile) -> list[str]:

@@ -30,7 +30,9 @@ def easy_set(tmp_path_factory):
 def test_zero_rounds_write_the_initial_classes_as_round_zero(easy_set, tmp_path):
     out = tmp_path / "run"
     events = []
-    config = ClassifyConfig(cluster_num=4, round_num=0, size=32, device="cpu")  # the default method
+    config = ClassifyConfig(
+        cluster_num=4, round_num=0, size=32, device="cpu", umap=False
+    )  # the default method
     with ParticleStack.open(easy_set["star"]) as stack:
         result = classify(stack, config, out, events.append)
         pixels = preprocess(stack, 32)[:, 0].numpy()
@@ -65,7 +67,9 @@ def test_zero_rounds_write_the_initial_classes_as_round_zero(easy_set, tmp_path)
 
 
 def test_more_rounds_later_go_on_from_round_zero_as_an_unbroken_run(easy_set, tmp_path):
-    base = dict(method="reference", cluster_num=4, epoch_num=1, batch_size=32, size=32, device="cpu")
+    base = dict(
+        method="reference", cluster_num=4, epoch_num=1, batch_size=32, size=32, device="cpu", umap=False
+    )
     with ParticleStack.open(easy_set["star"]) as stack:
         classify(stack, ClassifyConfig(round_num=0, **base), tmp_path / "stepwise")
         resumed = classify(stack, ClassifyConfig(round_num=2, **base), tmp_path / "stepwise")

@@ -26,7 +26,7 @@ from support.stacks import write_stack
 
 pytestmark = pytest.mark.slow
 
-JOB = {"cluster_num": 3, "size": 16, "batch_size": 32, "device": "cpu", "learning_rate": 1e-3}
+JOB = {"cluster_num": 3, "size": 16, "batch_size": 32, "device": "cpu", "learning_rate": 1e-3, "umap": False}
 ROUND_FILES = {
     "labels.csv",
     "embedding.npy",

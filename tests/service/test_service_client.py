@@ -16,7 +16,15 @@ from support.stacks import write_stack
 
 from cryoclust.client import ROUTES, ApiError, Client, decode_embedding
 
-TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 2, "batch_size": 16, "size": 16, "device": "cpu"}
+TINY = {
+    "cluster_num": 3,
+    "epoch_num": 1,
+    "round_num": 2,
+    "batch_size": 16,
+    "size": 16,
+    "device": "cpu",
+    "umap": False,
+}
 
 
 def route_of(method: str, path: str) -> tuple[str, str] | None:

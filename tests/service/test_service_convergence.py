@@ -18,6 +18,7 @@ INPUTS = {
     "round_num": 3,
     "size": 32,
     "stop_when_churn_below": 1.0,
+    "umap": False,  # numba would compile umap in each fresh worker (tens of seconds)
 }
 
 

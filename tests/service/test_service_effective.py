@@ -22,6 +22,7 @@ INPUTS = {
     "round_num": 1,
     "batch_size": 16,
     "size": 32,
+    "umap": False,  # numba would compile umap in each fresh worker (tens of seconds)
 }
 FLAGS = {
     "method": "--method",
@@ -52,6 +53,8 @@ def test_worker_records_effective_parameters_equal_to_the_clis(api, workers, sta
 
     argv = ["classify", str(stack_file), "-o", str(tmp_path / "cli"), "-q"]
     for name, value in INPUTS.items():
-        argv += [FLAGS[name], str(value)]
+        argv += (
+            [f"--{'' if value else 'no-'}{name}"] if isinstance(value, bool) else [FLAGS[name], str(value)]
+        )
     assert main(argv) == 0
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["parameters"] == effective

@@ -23,6 +23,7 @@ INPUTS = {
     "batch_size": 16,
     "round_num": 2,
     "size": 16,
+    "umap": False,  # numba would compile umap in each fresh worker (tens of seconds)
 }
 
 

@@ -14,7 +14,15 @@ from support.stacks import write_stack
 
 from worker.engine.io.star import write_particles_star
 
-TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 16, "size": 16, "device": "cpu"}
+TINY = {
+    "cluster_num": 3,
+    "epoch_num": 1,
+    "round_num": 1,
+    "batch_size": 16,
+    "size": 16,
+    "device": "cpu",
+    "umap": False,
+}
 
 
 def lab_storage(tmp_path: Path) -> tuple[Path, Path]:

@@ -203,6 +203,7 @@ def test_backend_never_imports_torch(tmp_path):
         "from backend.app import create_app\n"
         "create_app()\n"
         "assert 'torch' not in sys.modules, 'the API imported torch'\n"
+        "assert 'umap' not in sys.modules and 'numba' not in sys.modules, 'the API imported umap'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
     # worker/__init__ must stay free of celery (the engine imports the package).

@@ -21,7 +21,15 @@ from support.processes import ServeProcess
 from support.settings import child_env, make_settings
 from support.stacks import write_stack
 
-TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 16, "size": 32, "device": "cpu"}
+TINY = {
+    "cluster_num": 3,
+    "epoch_num": 1,
+    "round_num": 1,
+    "batch_size": 16,
+    "size": 32,
+    "device": "cpu",
+    "umap": False,
+}
 
 
 def celery_command(settings, name: str) -> list[str]:

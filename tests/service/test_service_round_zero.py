@@ -18,7 +18,8 @@ def test_a_job_of_zero_rounds_serves_round_zero(api, workers, stack_file):
         assert minimum == 0
         dataset_id = upload(client, stack_file).json()["id"]
         response = client.post(
-            "/api/jobs", json={"dataset_id": dataset_id, "cluster_num": 3, "round_num": 0, "size": 32}
+            "/api/jobs",
+            json={"dataset_id": dataset_id, "cluster_num": 3, "round_num": 0, "size": 32, "umap": False},
         )
         assert response.status_code == 201, response.text
         job = wait_for_job(client, response.json()["id"], timeout=120, logs=[worker])

@@ -16,7 +16,15 @@ from support.databases import REDIS_URL
 from support.net import require_port
 from support.settings import make_settings
 
-TINY = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 16, "size": 16, "device": "cpu"}
+TINY = {
+    "cluster_num": 3,
+    "epoch_num": 1,
+    "round_num": 1,
+    "batch_size": 16,
+    "size": 16,
+    "device": "cpu",
+    "umap": False,
+}
 
 
 def labels_csv(client, job_id: str) -> list[dict]:

@@ -1,6 +1,9 @@
-"""Initial labels, KMeans on embeddings, and the 2-D projection for the scatter plot."""
+"""Initial labels, KMeans on embeddings, and the 2-D projections (PCA, UMAP) for the scatter plot."""
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -18,6 +21,10 @@ PCA_SAMPLE = 50_000  # particles the initial PCA is fitted on; every particle is
 PCA_OVERSAMPLES = 10  # extra random directions of the randomized SVD (as scikit-learn's)
 PCA_POWER_ITERATIONS = 7  # scikit-learn's choice for few components of a large matrix
 PCA_CHUNK_BYTES = 32 * 2**20  # float32 pixels converted and projected at once
+UMAP_SAMPLE = 20_000  # particles the UMAP layout is fitted on; the rest are placed by `transform`
+UMAP_CHUNK = 20_000  # particles placed by one `transform` call (a progress step, a cancel check)
+UMAP_NEIGHBOURS = 15  # umap-learn's default
+UMAP_MIN_PARTICLES = 10  # fewer: no UMAP view (its spectral start needs a few points)
 
 
 def kmeans_labels(features, k: int, seed: int, device=None) -> np.ndarray:
@@ -123,3 +130,50 @@ def project_2d(embedding: np.ndarray, seed: int) -> np.ndarray:
     if embedding.shape[1] <= 2:
         return embedding.astype(np.float32)
     return PCA(n_components=2, random_state=seed).fit_transform(embedding).astype(np.float32)
+
+
+def umap_2d(
+    embedding: np.ndarray,
+    seed: int,
+    *,
+    sample: int = UMAP_SAMPLE,
+    chunk: int = UMAP_CHUNK,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray | None:
+    """A 2-D UMAP layout of the embeddings, float32 (N, 2): fitted on at most `sample` of them
+    drawn with `seed` (umap's random_state, which also makes it single-threaded and repeatable),
+    the others placed with `transform`, `chunk` at a time. on_progress(done, total) follows the
+    particles placed. None for fewer than UMAP_MIN_PARTICLES particles."""
+    n = len(embedding)
+    if n < UMAP_MIN_PARTICLES:
+        return None
+    with warnings.catch_warnings():  # umap says on import that ParametricUMAP needs TensorFlow
+        warnings.simplefilter("ignore", ImportWarning)
+        import umap  # numba compiles on first use: only the worker that draws a UMAP pays for it
+
+    embedding = np.ascontiguousarray(embedding, dtype=np.float32)
+    rows = _sample_rows(n, sample, torch.Generator().manual_seed(seed)).numpy()
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(UMAP_NEIGHBOURS, len(rows) - 1),
+        random_state=seed,
+        transform_seed=seed,
+        n_jobs=1,
+        # Below 4,096 points umap otherwise takes exact distances through a Python call per pair
+        # (10 s for 2,000); its nearest-neighbour descent takes 0.5 s.
+        force_approximation_algorithm=True,
+    )
+    out = np.empty((n, 2), dtype=np.float32)
+    with warnings.catch_warnings():
+        # umap's advice (a graph in several pieces, as well-separated classes give) is not the user's to act on
+        warnings.simplefilter("ignore", UserWarning)
+        out[rows] = reducer.fit_transform(embedding[rows])
+        if on_progress:
+            on_progress(len(rows), n)
+        rest = np.setdiff1d(np.arange(n), rows, assume_unique=True)
+        for start in range(0, len(rest), chunk):
+            block = rest[start : start + chunk]
+            out[block] = reducer.transform(embedding[block])
+            if on_progress:
+                on_progress(len(rows) + start + len(block), n)
+    return out

@@ -97,6 +97,8 @@ class Param:
         """The help text with the default (or the auto rule), as the CLI and OpenAPI show it."""
         if self.default is AUTO:
             return f"{self.help} Default: auto ({self.auto})."
+        if self.kind is bool:
+            return f"{self.help} Default: {'on' if self.default else 'off'}."
         return (
             f"{self.help} Default: {self.default!r}."
             if self.kind is str
@@ -269,6 +271,14 @@ PARAMETERS: tuple[Param, ...] = (
         resolve=_on_unless_reference,
         help="Align members in-plane before averaging, for sharper class averages.",
     ),
+    Param(
+        "umap",
+        bool,
+        True,
+        "UMAP view",
+        help="Also lay the last round's embedding out with UMAP for the page (fitted on 20,000 "
+        "particles, the rest placed onto it); off saves its seconds (README, UMAP view).",
+    ),
 )
 BY_NAME = {p.name: p for p in PARAMETERS}
 
@@ -295,6 +305,7 @@ class ClassifyConfig:
     storage: str | None = default("storage")
     phase_flip: bool | None = default("phase_flip")
     align_averages: bool | None = default("align_averages")
+    umap: bool = default("umap")
 
     def __post_init__(self) -> None:
         problems = {p.name: p.problem(getattr(self, p.name)) for p in PARAMETERS}

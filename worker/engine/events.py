@@ -43,6 +43,16 @@ class EmbedProgress:
 
 
 @dataclass(frozen=True)
+class StageProgress:
+    """A stage of a round beyond training and embedding, e.g. "umap" (the last round's UMAP view)."""
+
+    round: int
+    stage: str
+    done: int  # particles done so far
+    total: int
+
+
+@dataclass(frozen=True)
 class RoundDone:
     round: int  # 0: the initial classes of a run of 0 rounds
     round_num: int
@@ -54,7 +64,7 @@ class RoundDone:
     scores: dict[str, float] = field(default_factory=dict)  # e.g. mean_log_likelihood (pose methods)
 
 
-Event = RoundStarted | LossPoint | EpochDone | EmbedProgress | RoundDone
+Event = RoundStarted | LossPoint | EpochDone | EmbedProgress | StageProgress | RoundDone
 Callback = Callable[[Event], None]
 
 

@@ -21,6 +21,7 @@ from worker.engine.io.star import write_particles_star
 
 ROUND_DIR = re.compile(r"^round_(\d{2,})$")
 FULL_SIZE_FILE = "class_averages_full.mrcs"  # a round's averages at the input's box and pixel size
+UMAP_FILE = "embedding_umap.npy"  # the last round's UMAP layout (N, 2), beside embedding_2d.npy (PCA)
 
 
 def round_dir(out_dir: Path, round_index: int) -> Path:
@@ -130,6 +131,7 @@ def write_round(
     embedding: np.ndarray,
     embedding_2d: np.ndarray,
     averages: np.ndarray,
+    embedding_umap: np.ndarray | None = None,
     pixel_size: float,
     pixel_size_known: bool,
     classes: list[dict],
@@ -143,6 +145,8 @@ def write_round(
         write_labels_csv(tmp / "labels.csv", labels, image_names)
         np.save(tmp / "embedding.npy", embedding.astype(np.float32))
         np.save(tmp / "embedding_2d.npy", embedding_2d.astype(np.float32))
+        if embedding_umap is not None:
+            np.save(tmp / UMAP_FILE, embedding_umap.astype(np.float32))
         write_stack(tmp / "class_averages.mrcs", averages.astype(np.float32), pixel_size)
         write_bytes(tmp / "class_averages.png", gallery(averages, classes, pixel_size, pixel_size_known))
         write_json(tmp / "classes.json", classes)

@@ -20,12 +20,20 @@ import torch
 
 from worker.engine import outputs
 from worker.engine.averages import MeanAverager
-from worker.engine.cluster import kmeans_labels, pca_features, project_2d
+from worker.engine.cluster import kmeans_labels, pca_features, project_2d, umap_2d
 from worker.engine.config import STORAGE_BYTES, ClassifyConfig
 from worker.engine.convergence import label_churn, stop_reason
 from worker.engine.devices import resolve_device
 from worker.engine.errors import InputError
-from worker.engine.events import Callback, Event, LossPoint, RoundDone, RoundStarted, ignore
+from worker.engine.events import (
+    Callback,
+    Event,
+    LossPoint,
+    RoundDone,
+    RoundStarted,
+    StageProgress,
+    ignore,
+)
 from worker.engine.io.atomic import temporary_sibling
 from worker.engine.io.particles import ParticleStack
 from worker.engine.memory import FULL_SIZE_BYTES, check_fits
@@ -315,13 +323,15 @@ def _round_zero(run: _Run, labels: np.ndarray, initial: _Initial) -> dict:
     averages = MeanAverager().average(run.images, labels, k)
     classes = outputs.class_table(labels, k, class_resolutions(run.images, labels, k, run.pixel_size))
     averaged = time.perf_counter()
-    timings = run.stage_timings(averages=averaged - started)
+    layout = _umap_view(run, 0, initial.features[:, :EMBEDDING_DIM])  # round 0 is the run's last
+    laid_out = time.perf_counter()
+    timings = run.stage_timings(averages=averaged - started, **_umap_timing(layout, laid_out - averaged))
     info = {
         "round": 0,
         "counts": [row["count"] for row in classes],
         "churn": None,
         "loss": None,
-        "seconds": initial.seconds + averaged - started,
+        "seconds": initial.seconds + laid_out - started,
         "timings": timings,
     }
     flat = np.zeros((n, 2), dtype=np.float32)  # two columns even when the PCA kept one
@@ -333,6 +343,7 @@ def _round_zero(run: _Run, labels: np.ndarray, initial: _Initial) -> dict:
         image_names=run.stack.image_names,
         embedding=initial.features[:, :EMBEDDING_DIM],
         embedding_2d=flat,
+        embedding_umap=layout,
         averages=averages,
         pixel_size=run.pixel_size,
         pixel_size_known=run.stack.pixel_size_known,
@@ -342,6 +353,22 @@ def _round_zero(run: _Run, labels: np.ndarray, initial: _Initial) -> dict:
     )
     run.on_event(RoundDone(0, 0, info["counts"], info["seconds"], None, timings, None))
     return info
+
+
+def _umap_view(run: _Run, r: int, embedding: np.ndarray) -> np.ndarray | None:
+    """The UMAP layout of round r's embedding when the job asks for one (its last round only:
+    numba compiles umap on first use, tens of seconds, and the earlier rounds keep their PCA)."""
+    if not run.config.umap:
+        return None
+    return umap_2d(
+        embedding,
+        run.config.seed,
+        on_progress=lambda done, total: run.on_event(StageProgress(r, "umap", done, total)),
+    )
+
+
+def _umap_timing(layout: np.ndarray | None, seconds: float) -> dict[str, float]:
+    return {} if layout is None else {"umap": seconds}
 
 
 def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -373,8 +400,14 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
         labels, k, _class_quality(run.images, labels, k, run.pixel_size, run.averager), run.pixel_size
     )
     averaged = time.perf_counter()
+    last = r == config.round_num or stop_reason(churn, config.stop_when_churn_below, r) is not None
+    layout = _umap_view(run, r, embedding) if last else None
+    laid_out = time.perf_counter()
     timings = run.stage_timings(
-        train_embed=trained - round_started, kmeans=clustered - trained, averages=averaged - clustered
+        train_embed=trained - round_started,
+        kmeans=clustered - trained,
+        averages=averaged - clustered,
+        **_umap_timing(layout, laid_out - averaged),
     )
     info = {
         "round": r,
@@ -382,7 +415,7 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
         "churn": churn,
         "loss": state["loss"],
         **(run.method.round_scores() if hasattr(run.method, "round_scores") else {}),
-        "seconds": averaged - round_started,
+        "seconds": laid_out - round_started,
         "timings": timings,
     }
     extra = {STATE_FILE: run.method.state_arrays()} if hasattr(run.method, "state_arrays") else None
@@ -393,6 +426,7 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
         image_names=run.stack.image_names,
         embedding=embedding,
         embedding_2d=project_2d(embedding, config.seed),
+        embedding_umap=layout,
         averages=averages,
         pixel_size=run.pixel_size,
         pixel_size_known=run.stack.pixel_size_known,

@@ -175,7 +175,7 @@ class ProgressPrinter:
     def __call__(self, event) -> None:
         from tqdm import tqdm
 
-        from worker.engine.events import EpochDone, LossPoint, RoundDone, RoundStarted
+        from worker.engine.events import EpochDone, LossPoint, RoundDone, RoundStarted, StageProgress
 
         if isinstance(event, RoundStarted) and not self.quiet:
             self.done = 0
@@ -194,6 +194,19 @@ class ProgressPrinter:
             self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}")
         elif isinstance(event, EpochDone) and self.bar is not None:
             self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}")
+        elif isinstance(event, StageProgress) and not self.quiet:
+            if self.bar is None or self.bar.desc != f"{event.stage} {event.round}":
+                if self.bar is not None:
+                    self.bar.close()
+                self.bar = tqdm(
+                    total=event.total,
+                    desc=f"{event.stage} {event.round}",
+                    unit="particle",
+                    unit_scale=True,
+                    leave=False,
+                    file=sys.stderr,
+                )
+            self.bar.update(event.done - self.bar.n)
         elif isinstance(event, RoundDone):
             if self.bar is not None:
                 self.bar.close()
