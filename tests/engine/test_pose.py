@@ -204,3 +204,48 @@ def test_without_the_network_every_em_iteration_reports_its_loss_and_progress():
     done = [p.pairs_done for p in points]
     assert done == sorted(done) and done[-1] == 200
     assert points[-1].loss < points[0].loss  # the negative log-likelihood falls as EM fits
+
+
+def test_scoring_only_the_allowed_classes_matches_scoring_them_among_all():
+    """The pruned E-step scores each particle against its allowed classes only; for those it
+    must give what the full E-step gives, and nothing to the others."""
+    sim = simulate(n=300, k=4, snr=0.5, rotate=True, shift=2.0, ctf=True, seed=24)
+    _, small, ctfs, _ = _prepared(sim)
+    sigma2 = noise_spectrum(small)
+    references = torch.stack([small[torch.as_tensor(sim.views) == c].mean(0) for c in range(4)])
+    full = expectation(small, ctfs, references, sigma2, torch.zeros(4), angle_grid(15.0), radius=2)
+    everything = torch.ones((300, 4), dtype=torch.bool)
+    same = expectation(
+        small, ctfs, references, sigma2, torch.zeros(4), angle_grid(15.0), radius=2, allowed=everything
+    )
+    assert torch.equal(full.classes, same.classes)
+    assert torch.allclose(full.log_likelihood, same.log_likelihood, atol=1e-4)
+    # two allowed classes a particle, differing from row to row
+    pair = torch.stack([torch.arange(300) % 4, (torch.arange(300) + 1 + torch.arange(300) % 2) % 4], 1)
+    allowed = torch.zeros((300, 4), dtype=torch.bool).scatter_(1, pair, True)
+    pruned = expectation(
+        small, ctfs, references, sigma2, torch.zeros(4), angle_grid(15.0), radius=2, allowed=allowed
+    )
+    assert bool(allowed.gather(1, pruned.classes).all())  # every kept pose is of an allowed class
+    assert float(pruned.class_probs[~allowed].abs().max()) == 0.0
+    # per particle, the allowed classes' shares are the full posterior renormalised over them
+    expected = full.class_probs * allowed
+    expected = expected / expected.sum(1, keepdim=True)
+    assert torch.allclose(pruned.class_probs, expected, atol=1e-4)
+
+
+def test_ctfs_computed_when_read_equal_the_stored_isotropic_ctfs():
+    from worker.engine.ctf import CtfParams, ctf_values
+
+    rng = np.random.default_rng(3)
+    du = rng.uniform(10_000, 25_000, 50)
+    dv = du + rng.uniform(-400, 400, 50)
+    ctf = CtfParams.uniform(du, dv, rng.uniform(0, 180, 50))
+    isotropic = CtfParams.uniform((du + dv) / 2)
+    read = particle_ctfs(ctf, 50, 32, 4.0, True)
+    assert len(read) == 50
+    assert np.array_equal(read[0:50].numpy(), np.abs(ctf_values(isotropic, 32, 4.0)))
+    assert np.array_equal(read.take(np.array([7, 2]))[0:2].numpy(), read[0:50].numpy()[[7, 2]])
+    assert read[45:60].shape == (5, 32, 17)
+    with pytest.raises(TypeError, match="slices"):
+        read[3]

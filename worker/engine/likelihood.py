@@ -31,13 +31,12 @@ import numpy as np
 import torch
 
 from worker.engine.align import soft_mask, transform
-from worker.engine.ctf import CtfParams, ctf_values
+from worker.engine.ctf import CtfParams, frequency_grid, wavelength
 from worker.engine.preprocess import fourier_crop
 from worker.engine.quality import ring_index
 
 BATCH = 512  # particles scored at a time: scores are BATCH x K x angles x shifts floats
 TOP_POSES = 4  # poses kept per particle for the M-step
-CTF_BATCH = 2048  # particles whose CTFs are computed at a time
 MASK_FRACTION = 0.45  # soft mask radius as a fraction of the box (less the shift range)
 
 
@@ -96,51 +95,56 @@ def on_grid(profile: torch.Tensor, size: int) -> torch.Tensor:
 class ParticleCtfs:
     """Each particle's isotropic CTF on the rfft2 grid of `size`, read as (N, S, S//2+1) slices.
 
-    Computed slice by slice when read, never stored whole: at a million particles a stored copy
-    would take 2.2 GB at 32 px and 8.7 GB at 64 px, while a batch's CTFs cost a small fraction
-    of the batch's scoring. Phase-flipped particles carry |CTF|; without CTF parameters every
-    value is 1.
+    Computed slice by slice on the particles' device when read, never stored whole: at a
+    million particles a stored copy would take 2.2 GB at 32 px and 8.7 GB at 64 px, while a
+    batch's CTFs cost a small fraction of the batch's scoring, and on a GPU no batch waits for
+    the host. The CTF's phase, isotropic at the mean defocus, is a polynomial in the squared
+    frequency k2 per particle: gamma = a k2 - b k2^2 + c (ctf.ctf_values' terms, float64).
+    Phase-flipped particles carry |CTF|; without CTF parameters every value is 1.
     """
 
     def __init__(
         self, ctf: CtfParams | None, n: int, size: int, pixel_size: float, flipped: bool, device=None
     ) -> None:
-        self.n, self.size, self.pixel_size, self.flipped, self.device = n, size, pixel_size, flipped, device
-        self.ctf = None
+        self.n, self.size, self.flipped, self.device = n, size, flipped, device
+        self.terms: torch.Tensor | None = None  # (N, 3): a, b, c of each particle's phase
         if ctf is not None:
-            mean = (np.asarray(ctf.defocus_u) + np.asarray(ctf.defocus_v)) / 2
-            self.ctf = CtfParams(
-                mean,
-                mean,
-                np.zeros(n),
-                ctf.voltage,
-                ctf.spherical_aberration,
-                ctf.amplitude_contrast,
-                ctf.phase_shift,
+            f64 = np.float64
+            lam = wavelength(np.asarray(ctf.voltage, dtype=f64))
+            cs = np.asarray(ctf.spherical_aberration, dtype=f64) * 1e7  # mm -> Å
+            mean = (np.asarray(ctf.defocus_u, dtype=f64) + np.asarray(ctf.defocus_v, dtype=f64)) / 2
+            q = np.clip(np.asarray(ctf.amplitude_contrast, dtype=f64), 0.0, 0.999)
+            terms = np.broadcast_arrays(
+                np.pi * lam * mean,
+                0.5 * np.pi * cs * lam**3,
+                np.arcsin(q) + np.deg2rad(np.asarray(ctf.phase_shift, dtype=f64)),
             )
+            self.terms = torch.as_tensor(np.stack(terms, 1), device=device)
+        kx, ky = frequency_grid(size, pixel_size)
+        k2 = (kx**2 + ky**2).reshape(-1)
+        # gamma = terms @ powers: one matrix product per slice, no per-term temporaries
+        self.powers = torch.as_tensor(np.stack([k2, -(k2**2), np.ones_like(k2)]), device=device)
 
     def __len__(self) -> int:
         return self.n
 
     def take(self, index: np.ndarray) -> ParticleCtfs:
         """The CTFs of the particles at `index`, in that order."""
-        taken = ParticleCtfs(None, len(index), self.size, self.pixel_size, self.flipped, self.device)
-        taken.ctf = None if self.ctf is None else self.ctf.subset(np.asarray(index))
+        taken = ParticleCtfs(None, len(index), self.size, 1.0, self.flipped, self.device)
+        taken.powers = self.powers
+        if self.terms is not None:
+            taken.terms = self.terms[torch.as_tensor(np.asarray(index), device=self.terms.device)]
         return taken
 
     def __getitem__(self, rows: slice) -> torch.Tensor:
         if not isinstance(rows, slice):
             raise TypeError("ParticleCtfs are read as slices, e.g. ctfs[start:stop]")
-        picked = range(self.n)[rows]
-        shape = (len(picked), self.size, self.size // 2 + 1)
-        if self.ctf is None:
-            return torch.ones(shape, device=self.device)
-        out = torch.empty(shape, device=self.device)
-        for begin in range(0, len(picked), CTF_BATCH):  # ctf_values' float64 work arrays
-            part = np.asarray(picked[begin : begin + CTF_BATCH])
-            values = torch.as_tensor(ctf_values(self.ctf.subset(part), self.size, self.pixel_size))
-            out[begin : begin + len(part)] = (values.abs() if self.flipped else values).to(self.device)
-        return out
+        if self.terms is None:
+            picked = range(self.n)[rows]
+            return torch.ones((len(picked), self.size, self.size // 2 + 1), device=self.device)
+        values = torch.sin_(self.terms[rows] @ self.powers).float()
+        values = values.reshape(-1, self.size, self.size // 2 + 1)
+        return values.abs_() if self.flipped else values
 
 
 def particle_ctfs(
@@ -255,24 +259,34 @@ def expectation(
         c = ctfs[start : start + BATCH]
         filtered = torch.fft.irfft2(torch.fft.rfft2(x) * c * inverse, s=(size, size))
         flat = filtered.reshape(len(x), -1)
+        # Each row scores "slots": every class, or only its allowed ones (pruned iterations score
+        # 1 to 3 of K), so the scores, their logsumexp and top-k shrink with the classes scored.
         if allowed is None:
+            slots = torch.arange(k, device=device).expand(len(x), k)
             cross = (flat @ bank.T).reshape(len(x), k, a, w2)
-        else:  # score each particle against its allowed classes only
+        else:
             rows_allowed = allowed[start : start + BATCH]
-            cross = torch.full((len(x), k, a, w2), float("-inf"), device=device)
+            m = max(int(rows_allowed.sum(1).max()), 1)
+            # each row's allowed classes first, in class order; the slots past them stay -inf
+            slots = torch.argsort((~rows_allowed).long() * k + torch.arange(k, device=device), dim=1)[:, :m]
+            valid = torch.gather(rows_allowed, 1, slots)
+            cross = torch.full((len(x), m, a, w2), float("-inf"), device=device)
             banks = bank.reshape(k, a * w2, -1)
             for cls in torch.nonzero(rows_allowed.any(0)).flatten().tolist():
-                rows = torch.nonzero(rows_allowed[:, cls]).flatten()
-                cross[rows, cls] = (flat[rows] @ banks[cls].T).reshape(len(rows), a, w2)
+                rows, slot = torch.nonzero(valid & (slots == cls), as_tuple=True)  # a class once a row
+                cross[rows, slot] = (flat[rows] @ banks[cls].T).reshape(len(rows), a, w2)
+        m = slots.shape[1]
         norm = (c**2 * inverse).reshape(len(x), -1) @ power.reshape(k * a, -1).T / size**2  # (B, K*A)
-        scores = cross - 0.5 * norm.reshape(len(x), k, a, 1)
-        scores = scores.reshape(len(x), k, a * w2) + log_prior[None, :, None]
+        norm = torch.gather(norm.reshape(len(x), k, a), 1, slots[:, :, None].expand(-1, -1, a))
+        scores = cross - 0.5 * norm[..., None]
+        scores = scores.reshape(len(x), m, a * w2) + log_prior[slots][:, :, None]
         # float32 is enough: logsumexp and softmax subtract the maximum first
-        per_class = logsumexp_last(scores)  # (B, K)
+        per_slot = logsumexp_last(scores)  # (B, m)
+        per_class = torch.full((len(x), k), float("-inf"), device=device).scatter_(1, slots, per_slot)
         total = torch.logsumexp(per_class, -1)  # (B,)
         values, flat = scores.reshape(len(x), -1).topk(top, dim=1)
         kept = torch.softmax(values.double(), dim=1)
-        cls, rest = flat // (a * w2), flat % (a * w2)
+        cls, rest = torch.gather(slots, 1, flat // (a * w2)), flat % (a * w2)
         ia, shift = rest // w2, rest % w2
         ty, tx = shift // (2 * radius + 1) - radius, shift % (2 * radius + 1) - radius
         out["classes"].append(cls)
