@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from cryoclust.cli import main, parse_args
 from worker.engine.config import ClassifyConfig
-from worker.engine.events import EpochDone, LossPoint, RoundDone, RoundStarted
+from worker.engine.events import EpochDone, LossPoint, RoundDone, RoundStarted, StageProgress
 from worker.engine.io.particles import ParticleStack
 from worker.engine.pipeline import classify
 from worker.engine.simulate import read_truth, simulate, write_simulation
@@ -142,7 +142,12 @@ def test_events_arrive_in_order(easy_set, tmp_path):
     )
     with ParticleStack.open(easy_set["particles"]) as stack:
         classify(stack, config, tmp_path, events.append)
-    kinds = [type(e) for e in events]
+    # Preprocessing and the initial labels report their progress first, each up to every particle.
+    before = events[: next(i for i, e in enumerate(events) if isinstance(e, RoundStarted))]
+    assert {e.stage for e in before} == {"preprocess", "initial labels"}
+    for stage in ("preprocess", "initial labels"):
+        assert [e.done for e in before if e.stage == stage][-1] == 300
+    kinds = [type(e) for e in events if not isinstance(e, StageProgress)]
     assert kinds[0] is RoundStarted and kinds[-1] is RoundDone
     assert kinds.count(EpochDone) == 2
     points = [e for e in events if isinstance(e, LossPoint)]

@@ -13,7 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 from cryoclust.cli import main
 from worker.engine.cluster import initial_labels
 from worker.engine.config import ClassifyConfig
-from worker.engine.events import RoundDone
+from worker.engine.events import RoundDone, StageProgress
 from worker.engine.io.particles import ParticleStack
 from worker.engine.outputs import completed_rounds, read_labels_csv
 from worker.engine.pipeline import classify
@@ -37,6 +37,9 @@ def test_zero_rounds_write_the_initial_classes_as_round_zero(easy_set, tmp_path)
         result = classify(stack, config, out, events.append)
         pixels = preprocess(stack, 32)[:, 0].numpy()
     assert completed_rounds(out) == [0]
+    progress = [e for e in events if isinstance(e, StageProgress)]
+    assert {e.stage for e in progress} == {"preprocess", "initial labels"}
+    events = [e for e in events if not isinstance(e, StageProgress)]
     assert [type(e) for e in events] == [RoundDone]  # no training, no round started
     assert events[0].round == 0 and events[0].loss is None and events[0].churn is None
     # The labels are the initial PCA + KMeans labels (float16 storage: the same classes).

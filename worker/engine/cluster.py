@@ -97,9 +97,12 @@ def _chunk_rows(images: torch.Tensor) -> int:
     return max(1, PCA_CHUNK_BYTES // (4 * images[0].numel()))
 
 
-def project(images, mean: torch.Tensor, axes: torch.Tensor) -> np.ndarray:
+def project(
+    images, mean: torch.Tensor, axes: torch.Tensor, on_progress: Callable[[int, int], None] | None = None
+) -> np.ndarray:
     """(N, C) float32 coordinates of the flattened images on the axes, chunk by chunk (a float16
-    stack is converted one chunk at a time, never whole; the mean is taken off after projecting)."""
+    stack is converted one chunk at a time, never whole; the mean is taken off after projecting).
+    on_progress(done, total) follows the chunks."""
     images = _as_tensor(images)
     out = np.empty((len(images), len(axes)), dtype=np.float32)
     offset = mean @ axes.T
@@ -108,16 +111,23 @@ def project(images, mean: torch.Tensor, axes: torch.Tensor) -> np.ndarray:
         block = images[start : start + step]
         flat = block.reshape(len(block), -1).to(mean.device, torch.float32)
         out[start : start + len(block)] = (flat @ axes.T - offset).cpu().numpy()
+        if on_progress is not None:
+            on_progress(start + len(block), len(images))
     return out
 
 
 def pca_features(
-    images, seed: int, components: int = PCA_COMPONENTS, *, sample: int = PCA_SAMPLE
+    images,
+    seed: int,
+    components: int = PCA_COMPONENTS,
+    *,
+    sample: int = PCA_SAMPLE,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Project flattened images (a numpy array or a tensor (N, ...), float16 or float32, on any
     device) onto their leading principal components, fitted on a random sample of them."""
     mean, axes = principal_axes(images, seed, components, sample=sample)
-    return project(images, mean, axes)
+    return project(images, mean, axes, on_progress)
 
 
 def initial_labels(images, k: int, seed: int) -> np.ndarray:

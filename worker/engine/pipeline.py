@@ -193,6 +193,7 @@ def _start(
         config.size,
         device,
         before_normalise=_phase_flipper(stack, config),
+        on_progress=lambda done, total: on_event(StageProgress(0, "preprocess", done, total)),
         dtype=STORAGE_DTYPES[config.storage],
     )
     preprocess_seconds = time.perf_counter() - started
@@ -307,7 +308,11 @@ def _initial_labels(run: _Run) -> tuple[np.ndarray, _Initial]:
     """PCA + KMeans on the pixels: the PCA is fitted on a sample and projects the stack chunk by
     chunk on its device, so no float32 copy of the whole stack is made."""
     started = time.perf_counter()
-    features = pca_features(run.images[:, 0], run.config.seed)
+    features = pca_features(
+        run.images[:, 0],
+        run.config.seed,
+        on_progress=lambda done, total: run.on_event(StageProgress(0, "initial labels", done, total)),
+    )
     labels = kmeans_labels(features, run.config.cluster_num, run.config.seed, run.images.device)
     kept = features[:, :EMBEDDING_DIM].copy()  # what round 0 writes; the rest goes now
     return labels, _Initial(kept, time.perf_counter() - started)

@@ -195,12 +195,14 @@ class ProgressPrinter:
         elif isinstance(event, EpochDone) and self.bar is not None:
             self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}")
         elif isinstance(event, StageProgress) and not self.quiet:
-            if self.bar is None or self.bar.desc != f"{event.stage} {event.round}":
+            # the stages before the rounds (preprocess, initial labels) carry round 0
+            desc = f"{event.stage} {event.round}" if event.round else event.stage
+            if self.bar is None or self.bar.desc != desc:
                 if self.bar is not None:
                     self.bar.close()
                 self.bar = tqdm(
                     total=event.total,
-                    desc=f"{event.stage} {event.round}",
+                    desc=desc,
                     unit="particle",
                     unit_scale=True,
                     leave=False,
