@@ -81,3 +81,21 @@ def test_phase_flipping_with_the_true_ctf_brings_the_average_closer_to_the_view(
         assert corrected > plain + 0.1, (view, plain, corrected)
         wiener = wiener_average(sim.images[members], sim.ctf.subset(members), sim.pixel_size, 2.0)
         assert correlation(wiener, clean) > corrected
+
+
+def test_the_device_phase_flip_matches_the_numpy_one_with_astigmatism():
+    import torch
+
+    from worker.engine.ctf_device import PhaseFlipper
+
+    rng = np.random.default_rng(4)
+    images = rng.standard_normal((40, 48, 48)).astype(np.float32)
+    du = rng.uniform(10000, 25000, 40)
+    ctf = CtfParams.uniform(du, du - rng.uniform(0, 800, 40), rng.uniform(0, 180, 40), phase_shift=10.0)
+    flipper = PhaseFlipper(ctf, 2.5, 48)
+    on_device = torch.cat(
+        [flipper(torch.from_numpy(images[s : s + 16]), slice(s, s + 16)) for s in (0, 16, 32)]
+    )
+    assert on_device.dtype == torch.float32 and on_device.shape == (40, 48, 48)
+    assert np.allclose(on_device.numpy(), phase_flip(images, ctf, 2.5), atol=1e-4)
+    assert not np.allclose(on_device.numpy(), images, atol=1e-2)  # it did flip

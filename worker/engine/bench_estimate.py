@@ -3,9 +3,9 @@
 `cryoclust bench --scale` writes these beside its measurements when no GPU was measured,
 marked "estimate": true. The work of each stage is counted from the engine's code and its own
 constants (imported, so the count follows them): floating-point operations and bytes through the
-device's memory, bytes over PCIe, kernel launches, and what runs on the host in the same loops
-(phase flipping in preprocessing, and the CTF values the E- and M-steps compute per batch with
-numpy). A stage takes
+device's memory, bytes over PCIe, kernel launches, and what runs on the host (the stack's read;
+the phase flip and the CTF values of the E- and M-steps are computed on the device). A stage
+takes
 
     host seconds + max(FLOPs / (peak FLOP/s x efficiency), bytes / (bandwidth x efficiency))
     + PCIe bytes / (PCIe bandwidth x efficiency) + launches x launch cost
@@ -47,11 +47,7 @@ class Assumptions:
     pcie_efficiency: float = 0.4  # pageable (not pinned) host memory
     launch_seconds: float = 10e-6  # one kernel launch or host-device synchronisation
     kernels_per_batch: int = 30  # launches of one E-step batch, read off likelihood.expectation
-    # Host work in the same loops, measured with numpy on one core of this project's CPU (under
-    # load): 41-54 ns per CTF value (ctf_values, 2,048 particles at 32 and 64 px), 2.0 GFLOP/s
-    # for rfft2/irfft2 pairs at 64 px. A GPU server's host core is taken to be as fast.
-    host_ctf_value_seconds: float = 50e-9
-    host_fft_flops: float = 2.0e9
+    # Host work: only the stack's read (the CTFs and the phase flip are computed on the device).
     host_read_bandwidth: float = 5e9  # the stack read from the page cache
     cuda_context_bytes: int = 512 * 2**20
     lloyd_iterations: int = 20  # Lloyd iterations per KMeans run (the code stops on convergence)
@@ -64,6 +60,7 @@ ASSUMED = Assumptions()
 # product's output (1), minus the norm (read + write: 2), plus the prior (2), logsumexp_last
 # (amax 1, subtract 2, clamp 2, exp 2, sum 1: 8), topk (1).
 SCORE_PASSES = 14
+SINE_FLOPS = 20  # a float64 sine, counted as this many operations
 
 
 @dataclass
@@ -104,11 +101,11 @@ def angle_count(step: float) -> int:
     return math.ceil(360.0 / step)  # poses.angle_grid: arange(0, 360, step)
 
 
-def _host_ctfs(n: int, size: int, a: Assumptions) -> Work:
-    """CTF values of n particles at `size`, computed with numpy and copied to the device
-    (float64, as likelihood.ParticleCtfs reads them)."""
+def _device_ctfs(n: int, size: int, a: Assumptions) -> Work:
+    """CTF values of n particles at `size`, computed on the device when read
+    (ctf_device.ParticleCtfs: a float64 matrix product of 3 phase terms, a sine, a float32 copy)."""
     values = n * spectrum(size)
-    return Work(bytes=values * 12, pcie_bytes=values * 8, host_seconds=values * a.host_ctf_value_seconds)
+    return Work(flops=values * (2 * 3 + SINE_FLOPS), bytes=values * 12)
 
 
 def expectation(n: int, k: int, scored: int, angles: int, size: int, storage: int, a: Assumptions) -> Work:
@@ -117,7 +114,7 @@ def expectation(n: int, k: int, scored: int, angles: int, size: int, storage: in
     shifts = (2 * poses.SHIFT_RADIUS + 1) ** 2
     pixels, coefficients, templates = size * size, spectrum(size), k * angles
     batches = math.ceil(n / likelihood.BATCH)
-    scores = n * k * angles * shifts
+    scores = n * scored * angles * shifts  # the scores of the classes scored only
     # The template bank, once per call: each template rotated on a grid twice as fine, rolled.
     bank = Work(
         flops=templates * (2 * fft_flops(size) + 2 * fft_flops(2 * size) + 20 * 4 * pixels + fft_flops(size)),
@@ -133,7 +130,7 @@ def expectation(n: int, k: int, scored: int, angles: int, size: int, storage: in
         + scores * 4 * SCORE_PASSES,
         launches=batches * (a.kernels_per_batch + (4 * k if scored < k else 0)),  # pruned: per class
     )
-    return bank + work + _host_ctfs(n, size, a)
+    return bank + work + _device_ctfs(n, size, a)
 
 
 def maximisation(
@@ -152,7 +149,7 @@ def maximisation(
         bytes=n * pixels * storage + moved * (pixels * 4 * (8 if sharp else 3) + coefficients * 8 * 3),
         launches=math.ceil(n / likelihood.BATCH) * poses_kept * 15,
     )
-    return work + _host_ctfs(n, size, a)
+    return work + _device_ctfs(n, size, a)
 
 
 def update_noise(n: int, size: int, storage: int, a: Assumptions) -> Work:
@@ -162,7 +159,7 @@ def update_noise(n: int, size: int, storage: int, a: Assumptions) -> Work:
         bytes=n * (pixels * storage + coefficients * 8 * 3),
         launches=math.ceil(n / likelihood.BATCH) * 8,
     )
-    return work + _host_ctfs(n, size, a)
+    return work + _device_ctfs(n, size, a)
 
 
 def run_em(
@@ -223,16 +220,16 @@ def kmeans(n: int, dims: int, k: int, a: Assumptions) -> Work:
 
 
 def preprocess(n: int, box: int, size: int, storage: int, ctf: bool, a: Assumptions) -> Work:
-    """Read the stack, phase flip it on the host (numpy FFTs and CTF values), move it to the
-    device, normalise and Fourier-crop it there, store it in the storage precision."""
+    """Read the stack on the host, move it to the device, phase flip it there (ctf_device.
+    PhaseFlipper: 5 phase terms, a sine, two FFTs), normalise and Fourier-crop it, store it in
+    the storage precision."""
     pixels = box * box
     host = n * pixels * 4 / a.host_read_bandwidth
-    if ctf:
-        host += n * (2 * fft_flops(box) / a.host_fft_flops + spectrum(box) * a.host_ctf_value_seconds)
+    flip = n * (2 * fft_flops(box) + spectrum(box) * (2 * 5 + SINE_FLOPS + 8)) if ctf else 0.0
     crop = fft_flops(box) + fft_flops(size) if box > size else 0.0
     return Work(
-        flops=n * (5 * pixels + crop),
-        bytes=n * (pixels * 4 * 3 + size * size * storage),
+        flops=n * (5 * pixels + crop) + flip,
+        bytes=n * (pixels * 4 * 3 + size * size * storage) + (n * spectrum(box) * 8 * 4 if ctf else 0),
         pcie_bytes=n * pixels * 4,
         host_seconds=host,
         launches=math.ceil(n * pixels * 4 / (64 * 2**20)) * 10,
@@ -354,7 +351,7 @@ def gpu_estimate(
     n: int, k: int, rounds: int, box: int, size: int | None = None, storage: str | None = None
 ) -> dict:
     """One run's estimate as the scale benchmark records it: per stage seconds, FLOPs and
-    bytes, their sum, the seconds without the host's CTF and phase-flip work, device memory.
+    bytes, their sum, the seconds without the host's work (the stack's read), device memory.
     `size` and `storage` default to what `cryoclust classify -r ROUNDS` would use."""
     defaults = ClassifyConfig(round_num=rounds).resolved()
     size, storage = size or defaults.size, storage or defaults.storage

@@ -65,18 +65,13 @@ def run_pca_kmeans(star: Path, k: int, device: str) -> tuple[np.ndarray, np.ndar
     """PCA+KMeans on phase-flipped, normalised particles; aligned class averages."""
     from worker.engine.align import AlignedAverager
     from worker.engine.cluster import initial_labels
-    from worker.engine.ctf import phase_flip
+    from worker.engine.ctf_device import PhaseFlipper
     from worker.engine.io.particles import ParticleStack
     from worker.engine.preprocess import preprocess
 
     with ParticleStack.open(star) as stack:
         started = time.perf_counter()
-        flip = None
-        if stack.ctf is not None:
-
-            def flip(chunk, rows):
-                return phase_flip(chunk, stack.ctf.subset(np.arange(rows.start, rows.stop)), stack.pixel_size)
-
+        flip = None if stack.ctf is None else PhaseFlipper(stack.ctf, stack.pixel_size, stack.box, device)
         images = preprocess(stack, stack.box, device, before_normalise=flip)
         labels = initial_labels(images[:, 0], k, 0)
         averages = AlignedAverager().average(images[:, 0], labels, k)

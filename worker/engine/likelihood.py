@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from worker.engine.align import soft_mask, transform
-from worker.engine.ctf import CtfParams, frequency_grid, wavelength
+from worker.engine.ctf import CtfParams
+from worker.engine.ctf_device import ParticleCtfs
 from worker.engine.preprocess import fourier_crop
 from worker.engine.quality import ring_index
 
@@ -90,61 +91,6 @@ def ring_mean(values: torch.Tensor, size: int) -> torch.Tensor:
 def on_grid(profile: torch.Tensor, size: int) -> torch.Tensor:
     """Spread a ring profile (..., S//2+1) over the rfft2 grid (..., S, S//2+1)."""
     return profile[..., rings(size, profile.device)]
-
-
-class ParticleCtfs:
-    """Each particle's isotropic CTF on the rfft2 grid of `size`, read as (N, S, S//2+1) slices.
-
-    Computed slice by slice on the particles' device when read, never stored whole: at a
-    million particles a stored copy would take 2.2 GB at 32 px and 8.7 GB at 64 px, while a
-    batch's CTFs cost a small fraction of the batch's scoring, and on a GPU no batch waits for
-    the host. The CTF's phase, isotropic at the mean defocus, is a polynomial in the squared
-    frequency k2 per particle: gamma = a k2 - b k2^2 + c (ctf.ctf_values' terms, float64).
-    Phase-flipped particles carry |CTF|; without CTF parameters every value is 1.
-    """
-
-    def __init__(
-        self, ctf: CtfParams | None, n: int, size: int, pixel_size: float, flipped: bool, device=None
-    ) -> None:
-        self.n, self.size, self.flipped, self.device = n, size, flipped, device
-        self.terms: torch.Tensor | None = None  # (N, 3): a, b, c of each particle's phase
-        if ctf is not None:
-            f64 = np.float64
-            lam = wavelength(np.asarray(ctf.voltage, dtype=f64))
-            cs = np.asarray(ctf.spherical_aberration, dtype=f64) * 1e7  # mm -> Å
-            mean = (np.asarray(ctf.defocus_u, dtype=f64) + np.asarray(ctf.defocus_v, dtype=f64)) / 2
-            q = np.clip(np.asarray(ctf.amplitude_contrast, dtype=f64), 0.0, 0.999)
-            terms = np.broadcast_arrays(
-                np.pi * lam * mean,
-                0.5 * np.pi * cs * lam**3,
-                np.arcsin(q) + np.deg2rad(np.asarray(ctf.phase_shift, dtype=f64)),
-            )
-            self.terms = torch.as_tensor(np.stack(terms, 1), device=device)
-        kx, ky = frequency_grid(size, pixel_size)
-        k2 = (kx**2 + ky**2).reshape(-1)
-        # gamma = terms @ powers: one matrix product per slice, no per-term temporaries
-        self.powers = torch.as_tensor(np.stack([k2, -(k2**2), np.ones_like(k2)]), device=device)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def take(self, index: np.ndarray) -> ParticleCtfs:
-        """The CTFs of the particles at `index`, in that order."""
-        taken = ParticleCtfs(None, len(index), self.size, 1.0, self.flipped, self.device)
-        taken.powers = self.powers
-        if self.terms is not None:
-            taken.terms = self.terms[torch.as_tensor(np.asarray(index), device=self.terms.device)]
-        return taken
-
-    def __getitem__(self, rows: slice) -> torch.Tensor:
-        if not isinstance(rows, slice):
-            raise TypeError("ParticleCtfs are read as slices, e.g. ctfs[start:stop]")
-        if self.terms is None:
-            picked = range(self.n)[rows]
-            return torch.ones((len(picked), self.size, self.size // 2 + 1), device=self.device)
-        values = torch.sin_(self.terms[rows] @ self.powers).float()
-        values = values.reshape(-1, self.size, self.size // 2 + 1)
-        return values.abs_() if self.flipped else values
 
 
 def particle_ctfs(

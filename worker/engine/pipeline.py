@@ -69,14 +69,12 @@ def _averager(config: ClassifyConfig, method):
     return MeanAverager()
 
 
-def _phase_flipper(stack: ParticleStack, config: ClassifyConfig):
+def _phase_flipper(stack: ParticleStack, config: ClassifyConfig, device):
     if not (config.flips_phase and stack.ctf is not None):
         return None
-    from worker.engine.ctf import phase_flip
+    from worker.engine.ctf_device import PhaseFlipper
 
-    return lambda chunk, rows: phase_flip(
-        chunk, stack.ctf.subset(np.arange(rows.start, rows.stop)), stack.pixel_size
-    )
+    return PhaseFlipper(stack.ctf, stack.pixel_size, stack.box, device)
 
 
 def _class_quality(images: torch.Tensor, labels: np.ndarray, k: int, pixel_size: float, averager) -> list:
@@ -192,7 +190,7 @@ def _start(
         stack,
         config.size,
         device,
-        before_normalise=_phase_flipper(stack, config),
+        before_normalise=_phase_flipper(stack, config, device),
         on_progress=lambda done, total: on_event(StageProgress(0, "preprocess", done, total)),
         dtype=STORAGE_DTYPES[config.storage],
     )
@@ -259,7 +257,7 @@ def _full_size_averages(run: _Run, last_round: int, labels: np.ndarray, on_notic
         stack,
         box,
         run.images.device,
-        before_normalise=_phase_flipper(stack, run.config),
+        before_normalise=_phase_flipper(stack, run.config, run.images.device),
         dtype=STORAGE_DTYPES[run.config.storage],
     )
     averages = run.averager.average_at(full, labels, k, pixel_size)

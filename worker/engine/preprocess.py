@@ -49,7 +49,7 @@ def model_size(box: int, size: int) -> int:
     return min(size, box - box % 2)
 
 
-ChunkHook = Callable[[np.ndarray, slice], np.ndarray]
+ChunkHook = Callable[[torch.Tensor, slice], torch.Tensor]
 
 
 def preprocess(
@@ -65,7 +65,8 @@ def preprocess(
     """Read, normalise and Fourier-crop the whole stack into a (N, 1, S, S) tensor of `dtype`
     (the storage precision: STORAGE_DTYPES[config.storage]).
 
-    `before_normalise(chunk, rows)` may change each raw chunk first (CTF phase flipping).
+    `before_normalise(chunk, rows)` may change each raw chunk first, a float32 tensor on the
+    device (CTF phase flipping: ctf_device.PhaseFlipper).
     """
     n, box = len(stack), stack.box
     target = model_size(box, size)
@@ -74,9 +75,9 @@ def preprocess(
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         raw = stack.read(start, stop)
-        if before_normalise is not None:
-            raw = before_normalise(raw, slice(start, stop))
         images = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)).to(device)
+        if before_normalise is not None:
+            images = before_normalise(images, slice(start, stop))
         out[start:stop, 0] = fourier_crop(normalise(images), target)
         if on_progress is not None:
             on_progress(stop, n)

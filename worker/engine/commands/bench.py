@@ -383,6 +383,7 @@ def _write_gpu_estimate(args: argparse.Namespace, sizes: list[int], family: dict
     print("GPU (estimate, not measured):")
     print(scale.estimate_table(results))
     print(f"estimate written to {path}")
+    return 0
 
 
 def flops_main(args: argparse.Namespace, device) -> int:
