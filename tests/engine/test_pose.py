@@ -249,3 +249,37 @@ def test_ctfs_computed_when_read_equal_the_stored_isotropic_ctfs():
     assert read[45:60].shape == (5, 32, 17)
     with pytest.raises(TypeError, match="slices"):
         read[3]
+
+
+def test_splitting_a_class_does_not_depend_on_torchs_global_random_state():
+    """Re-seeding an emptied class splits the largest one in two; the same stack gives the same
+    halves whatever the process drew before (a worker runs many jobs in one process)."""
+    from worker.engine.poses import _split
+
+    sim = simulate(n=200, k=2, snr=0.5, seed=25)
+    small = fourier_crop(normalise(torch.from_numpy(sim.images)), SEARCH_SIZE)
+    # pure noise too: no clear split, so the smallest change of the axis moves particles across
+    noise = normalise(
+        torch.from_numpy(np.random.default_rng(8).standard_normal((200, 32, 32)).astype(np.float32))
+    )
+    posterior = Posterior(
+        classes=torch.zeros(200, 1, dtype=torch.long),
+        angles=torch.zeros(200, 1),
+        shifts=torch.zeros(200, 1, 2),
+        weights=torch.ones(200, 1),
+        class_probs=torch.ones(200, 1),
+        log_likelihood=torch.zeros(200),
+    )
+    for images in (noise, small):
+        halves = []
+        for seed in range(6):
+            torch.manual_seed(seed)
+            halves.append(torch.stack(_split(images, posterior, 0)))
+        assert all(torch.equal(halves[0], other) for other in halves[1:])
+    # the two seeds are the two views' means, in either order
+    views = [small[torch.as_tensor(sim.views) == v].mean(0) for v in range(2)]
+    error = min(
+        float((halves[0][0] - views[0]).abs().max() + (halves[0][1] - views[1]).abs().max()),
+        float((halves[0][0] - views[1]).abs().max() + (halves[0][1] - views[0]).abs().max()),
+    )
+    assert error < 0.5

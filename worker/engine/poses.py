@@ -110,8 +110,12 @@ def _split(images: torch.Tensor, posterior: Posterior, largest: int) -> tuple[to
     members = torch.nonzero(cls == largest).flatten()
     aligned = transform(images[members].float(), angle[members], shift[members]).reshape(len(members), -1)
     centred = aligned - aligned.mean(0)
-    _, _, v = torch.pca_lowrank(centred, q=1, center=False, niter=4)
-    side = (centred @ v[:, 0]) > 0
+    # The leading eigenvector of the (pixels x pixels) covariance: exact and free of random
+    # numbers (a randomized PCA here drew from torch's global generator, so a run's classes
+    # depended on what the process had computed before).
+    _, vectors = torch.linalg.eigh((centred.T @ centred).double())
+    axis = vectors[:, -1].to(centred.dtype)
+    side = (centred @ (axis * torch.sign(axis[axis.abs().argmax()]))) > 0
     size = images.shape[-1]
     return aligned[side].mean(0).reshape(size, size), aligned[~side].mean(0).reshape(size, size)
 
