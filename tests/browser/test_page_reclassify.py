@@ -57,7 +57,10 @@ def test_new_job_from_ticked_classes(page, server, tmp_path):
     expect(card).to_contain_text("pixel size unknown")
 
     for field, value in {**TINY, "cluster_num": 2}.items():
-        page.fill(f"#job-{field}", str(value))
+        if isinstance(value, bool):
+            page.set_checked(f"#job-{field}", value)
+        else:
+            page.fill(f"#job-{field}", str(value))
     page.click("#job-form button[type=submit]")
     page.wait_for_url(re.compile(r"#/jobs/\w+$"))
     second = page.url.rsplit("/", 1)[1]

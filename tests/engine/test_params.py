@@ -122,6 +122,7 @@ OTHER_MEANINGS = {
     "worker/engine/aspire_child.py": "seed: the ASPIRE anchor's own seed",
     "worker/engine/bench_speed.py": "the benchmark's own settings",
     "worker/engine/bench_scale.py": "seed: the simulated stack's own seed",
+    "worker/engine/bench_flops.py": "seed: the benchmark's random particles",
     "worker/engine/commands/bench.py": "the benchmark's own settings",
     "frontend/js/gallery.js": "size: the size of a thumbnail",
     "frontend/js/datasets.js": "size: the size of a thumbnail",

@@ -87,7 +87,7 @@ def test_only_the_last_round_gets_a_umap_view_timed_as_a_stage(easy_set, tmp_pat
     assert (last / UMAP_FILE).exists() is umap
     timings = [json.loads((folder / "round.json").read_text())["timings"] for folder in (first, last)]
     assert "umap" not in timings[0] and ("umap" in timings[1]) is umap
-    stages = [e for e in events if isinstance(e, StageProgress)]
+    stages = [e for e in events if isinstance(e, StageProgress) and e.stage == "umap"]
     assert bool(stages) is umap
     if umap:
         xy = np.load(last / UMAP_FILE)
