@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from worker.engine.bench_speed import peak_rss_bytes
+
 GIB = 2**30
 BAR_FACTOR = 1.5  # peak RSS <= BAR_FACTOR x stored stack + BAR_EXTRA (issue 10's bar)
 BAR_EXTRA = 2 * GIB
@@ -43,14 +45,6 @@ def stored_stack_bytes(n: int, size: int, storage: str) -> int:
 
 def bar_bytes(stored: int) -> int:
     return int(BAR_FACTOR * stored + BAR_EXTRA)
-
-
-def _own_peak_rss() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def run_measured(argv: list[str], stderr_path: Path, on_line: Print | None = None) -> dict:
@@ -192,7 +186,7 @@ def classify_run(
         stored_stack_bytes=stored,
         bar_bytes=bar,
         bar_held=measured["exit_status"] == 0 and measured["peak_rss_bytes"] <= bar,
-        bench_peak_rss_bytes=_own_peak_rss(),  # what exec could have carried into the child's peak
+        bench_peak_rss_bytes=peak_rss_bytes(),  # what exec could have carried into the child's peak
     )
     peak = measured["peak_rss_bytes"] / GIB
     outcome = (

@@ -48,7 +48,7 @@ class AnonymousPeak:
         self.peak = max(self.peak, self._read())
 
 
-def _peak_rss_bytes() -> int:
+def peak_rss_bytes() -> int:
     """This process's peak resident memory (VmHWM; ru_maxrss would carry the parent's over exec)."""
     with open("/proc/self/status") as handle:
         for line in handle:
@@ -116,7 +116,7 @@ def measure_engine(
         "pairs_per_second": epochs * n / (t3 - t2),
         "embed_per_second": n / (t4 - t3),
         "preprocessed_bytes": images.numel() * images.element_size(),
-        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss_bytes(),
         "peak_anonymous_bytes": anon.peak,
         "gpu_peak_bytes": torch.cuda.max_memory_allocated() if dev.type == "cuda" else None,
     }
@@ -151,7 +151,7 @@ def measure_naive(stack_path: str, k: int, epochs: int, size: int, workdir: str,
         "round_seconds": t2 - t0,
         "pairs_per_second": result["pairs"] / result["train_seconds"],
         "embed_per_second": n / result["embed_seconds"],
-        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss_bytes(),
         "peak_anonymous_bytes": anon.peak,
     }
 
