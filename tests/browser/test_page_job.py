@@ -129,6 +129,7 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     assert page.locator("#job-dataset option:checked").inner_text().startswith("e2e <simulated>")
     for field, value in JOB_FORM.items():
         page.fill(f"#job-{field}", value)
+    page.set_checked("#job-umap", False)  # spares the worker UMAP's compilation (test_page_embedding has it)
     page.select_option("#job-method", "pose")  # the network: many loss points a round, and epochs
     page.click("#job-form button[type=submit]")
     page.wait_for_url(re.compile(r"#/jobs/\w+$"))
@@ -422,6 +423,7 @@ def test_live_view_resumes_after_the_stream_breaks(page, server, sim_stack):
                 "size": 32,
                 "device": "cpu",
                 "batch_size": 32,
+                "umap": False,
             },
         ).json()
         deadline = time.monotonic() + 90
