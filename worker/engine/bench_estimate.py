@@ -297,31 +297,13 @@ def stage_work(n: int, k: int, rounds: int, box: int, size: int, storage: int, a
     sample = pose.em_sample_size(n, k)
     fine = angle_count(poses.FINE_STEP)
     for r in range(1, rounds + 1):
-        if r == 1 and sample == n:
+        if r == 1:  # from random subsets, on a sample of a large stack
+            first = pose.FIRST_ITERATIONS
             train += run_em(
-                n,
-                k,
-                pose.FIRST_ITERATIONS,
-                poses.COARSE_ITERATIONS,
-                search,
-                storage,
-                a,
-                fresh=True,
-                posterior=False,
+                sample, k, first, poses.COARSE_ITERATIONS, search, storage, a, fresh=True, posterior=False
             )
-        elif r == 1:  # iterations on a sample, then one pass over every particle
-            train += run_em(
-                sample,
-                k,
-                pose.FIRST_ITERATIONS,
-                poses.COARSE_ITERATIONS,
-                search,
-                storage,
-                a,
-                fresh=True,
-                posterior=False,
-            )
-            train += run_em(n, k, 1, 0, search, storage, a, fresh=False, posterior=False)
+            if sample < n:  # then one pass over every particle
+                train += run_em(n, k, 1, 0, search, storage, a, fresh=False, posterior=False)
         else:  # the labels' references, then EM from them
             train += expectation(n, k, 1, fine, search, storage, a)
             train += maximisation(n, k, search, likelihood.TOP_POSES, storage, a)
