@@ -30,6 +30,7 @@ from worker.engine.config import ClassifyConfig
 from worker.engine.ctf import CtfParams
 from worker.engine.events import Callback, EpochDone, LossPoint
 from worker.engine.likelihood import (
+    TOP_POSES,
     Posterior,
     expectation,
     maximisation,
@@ -63,6 +64,7 @@ HALF_START_RING = 0.25  # the half sets start from their reference low-passed to
 CROP_BATCH = 4096  # particles Fourier-cropped to the search size at a time
 EM_SAMPLE = 20_000  # round 1 iterates on a sample of this many particles of a larger stack
 EM_SAMPLE_PER_CLASS = 200  # ... or of this many per class, when that is more
+MEMBER_CHUNK = 65_536  # a half set's particles scored (and copied) at a time
 
 
 class PoseMethod:
@@ -243,15 +245,8 @@ class PoseMethod:
         for h, members in enumerate((~parity, parity)):
             reference = start
             for _ in range(HALF_ITERATIONS):
-                posterior = expectation(
-                    small,
-                    ctfs,
-                    reference,
-                    state.sigma2,
-                    torch.zeros(k, device=full.device),
-                    angle_grid(FINE_STEP, full.device),
-                    SHIFT_RADIUS,
-                    allowed=allowed,
+                posterior = _expect_members(
+                    small, ctfs, members, reference, state.sigma2, angle_grid(FINE_STEP, full.device), allowed
                 )
                 reference, _ = maximisation(small, ctfs, posterior, k, state.sigma2, members=members.float())
             halves[:, h], _ = maximisation(
@@ -307,6 +302,47 @@ def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -
             on_iteration(FIRST_ITERATIONS + iteration, state)
 
     return run_em(small, ctfs, k, 1, seed, state=state, on_iteration=last, coarse_iterations=0)
+
+
+def _expect_members(
+    small: torch.Tensor,
+    ctfs,
+    members: torch.Tensor,
+    references: torch.Tensor,
+    sigma2: torch.Tensor,
+    angles: torch.Tensor,
+    allowed: torch.Tensor,
+) -> Posterior:
+    """The E-step of a half set: the particles flagged in `members` (N,) only, a chunk at a time
+    (half the stack's scoring, never a copy of it whole), against their allowed references with
+    a flat prior. The others keep weight 0, so the M-steps leave them out. Over all N particles."""
+    rows = torch.nonzero(members).flatten()
+    n, k, device = len(small), len(references), small.device
+    top = min(TOP_POSES, k * len(angles) * (2 * SHIFT_RADIUS + 1) ** 2)
+    out = Posterior(
+        torch.zeros((n, top), dtype=torch.long, device=device),
+        torch.zeros((n, top), device=device),
+        torch.zeros((n, top, 2), device=device),
+        torch.zeros((n, top), device=device),
+        torch.zeros((n, k), device=device),
+        torch.zeros(n, device=device),
+    )
+    flat_prior = torch.zeros(k, device=device)
+    for start in range(0, len(rows), MEMBER_CHUNK):
+        index = rows[start : start + MEMBER_CHUNK]
+        part = expectation(
+            small[index],
+            ctfs.take(index.cpu().numpy()),
+            references,
+            sigma2,
+            flat_prior,
+            angles,
+            SHIFT_RADIUS,
+            allowed=allowed[index],
+        )
+        for field in ("classes", "angles", "shifts", "weights", "class_probs", "log_likelihood"):
+            getattr(out, field)[index] = getattr(part, field)
+    return out
 
 
 def _best_only(posterior: Posterior) -> Posterior:
