@@ -21,7 +21,7 @@ GIB = 2**30
 def test_scale_bench_end_to_end_writes_peak_memory_stage_timings_and_the_bar(tmp_path, capsys):
     out, work = tmp_path / "results", tmp_path / "work"
     argv = ["bench", "--scale", "-g", "cpu", "--sizes", "200", "--rounds", "0,1", "--classes", "2"]
-    argv += ["--box", "24", "-o", str(out), "--workdir", str(work)]
+    argv += ["--box", "24", "-o", str(out), "--workdir", str(work), "--no-umap"]  # numba: 25 s a child
     assert bench.main(parse_args(argv)) == 0
     printed = capsys.readouterr().out
     assert "N=200 -r 0: ok" in printed and "N=200 -r 1: ok" in printed
@@ -39,6 +39,7 @@ def test_scale_bench_end_to_end_writes_peak_memory_stage_timings_and_the_bar(tmp
         assert run["bar_bytes"] == int(1.5 * run["stored_stack_bytes"] + 2 * GIB)
         assert run["bar_held"] is (run["peak_rss_bytes"] <= run["bar_bytes"])
         assert {"preprocess", "initial_labels", "averages"} <= set(run["timings"])
+        assert "umap" not in run["timings"]  # --no-umap reached the child
         assert [r["round"] for r in run["round_timings"]] == ([0] if rounds == 0 else [1])
     assert {"train_embed", "kmeans"} <= set(runs[1]["timings"])
     assert "train_embed" not in runs[0]["timings"]

@@ -122,10 +122,12 @@ def ensure_stack(workdir: Path, n: int, family: dict, say: Print) -> dict:
     return {**record, "reused": False, **measured}
 
 
-def classify_argv(stack: str, out: Path, rounds: int, classes: int, device: str) -> list[str]:
+def classify_argv(
+    stack: str, out: Path, rounds: int, classes: int, device: str, options: tuple[str, ...] = ()
+) -> list[str]:
     return [
         *(sys.executable, "-m", "cryoclust", "classify", stack, "-o", str(out)),
-        *("-r", str(rounds), "-c", str(classes), "-g", device, "-q"),
+        *("-r", str(rounds), "-c", str(classes), "-g", device, "-q", *options),
     ]
 
 
@@ -150,15 +152,23 @@ def stage_totals(rounds: list[dict]) -> dict[str, float]:
 
 
 def classify_run(
-    stack: str, n: int, box: int, rounds: int, out: Path, classes: int, device: str, say: Print
+    stack: str,
+    n: int,
+    box: int,
+    rounds: int,
+    out: Path,
+    classes: int,
+    device: str,
+    say: Print,
+    options: tuple[str, ...] = (),
 ) -> dict:
-    """One measured `cryoclust classify -r rounds` into a fresh `out`."""
+    """One measured `cryoclust classify -r rounds [options]` into a fresh `out`."""
     from worker.engine.config import ClassifyConfig
 
     shutil.rmtree(out, ignore_errors=True)
     say(f"N={n:,}: classify -r {rounds} -c {classes} ...")
     measured = run_measured(
-        classify_argv(stack, out, rounds, classes, device),
+        classify_argv(stack, out, rounds, classes, device, options),
         out.parent / f"{out.name}.stderr",
         on_line=lambda line: say(f"    {line}"),
     )
@@ -282,9 +292,11 @@ def run_scale(
     keep_data: bool,
     say: Print,
     family: dict = FAMILY,
+    options: tuple[str, ...] = (),
 ) -> list[dict]:
-    """Every size's stack, then its classify runs; the records of the runs. Stacks and run
-    folders made here are removed after each size unless keep_data (a reused stack stays)."""
+    """Every size's stack, then its classify runs (with `options`, e.g. --no-umap); the records
+    of the runs. Stacks and run folders made here are removed after each size unless keep_data
+    (a reused stack stays)."""
     records = []
     workdir.mkdir(parents=True, exist_ok=True)
     for n in sizes:
@@ -308,7 +320,7 @@ def run_scale(
             continue
         for r in rounds:
             out = workdir / f"run-{n}-r{r}"
-            record = classify_run(stack["path"], n, family["box"], r, out, classes, device, say)
+            record = classify_run(stack["path"], n, family["box"], r, out, classes, device, say, options)
             records.append({**record, "simulation": simulation})
             if not keep_data:
                 shutil.rmtree(out, ignore_errors=True)

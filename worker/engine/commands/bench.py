@@ -163,6 +163,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         help="--scale: keep the stacks and run folders (a later run reuses a matching stack)",
     )
     parser.add_argument(
+        "--no-umap",
+        action="store_true",
+        help="--scale: run classify --no-umap (its stage timings then have no UMAP)",
+    )
+    parser.add_argument(
         "--estimate-only",
         action="store_true",
         help="--scale: write only the GPU estimate on paper (seconds; nothing is simulated or run)",
@@ -337,6 +342,7 @@ def scale_main(args: argparse.Namespace) -> int:
             args.keep_data,
             lambda text: print(text, flush=True),
             family,
+            ("--no-umap",) if args.no_umap else (),
         )
     finally:
         if temporary and not args.keep_data:
