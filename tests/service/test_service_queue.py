@@ -234,7 +234,7 @@ def test_filesystem_broker_end_to_end_with_cryoclust_serve(tmp_path, db_url):
             stack = write_stack(tmp_path / "fs" / "particles.mrcs", n=40, box=32)
             dataset_id = upload(client, stack).json()["id"]
             # the reference method trains every epoch asked for: still running at Ctrl-C
-            params = {**TINY, "method": "reference", "epoch_num": 300, "batch_size": 64}
+            params = {**TINY, "method": "reference", "epoch_num": 100, "batch_size": 64}
             job = client.post("/api/jobs", json={"dataset_id": dataset_id, **params}).json()
             deadline = time.monotonic() + 60
             while not client.get(f"/api/jobs/{job['id']}/loss").json()["rounds"]:
