@@ -78,7 +78,7 @@ def easy_set(tmp_path_factory):
 
 @pytest.mark.parametrize("umap", [True, False], ids=["umap-on", "umap-off"])
 def test_only_the_last_round_gets_a_umap_view_timed_as_a_stage(easy_set, tmp_path, umap):
-    config = ClassifyConfig(method="invariant", cluster_num=3, round_num=2, size=32, device="cpu", umap=umap)
+    config = ClassifyConfig(method="pose-em", cluster_num=3, round_num=2, size=32, device="cpu", umap=umap)
     events = []
     with ParticleStack.open(easy_set["star"]) as stack:
         classify(stack, config, tmp_path, events.append)
