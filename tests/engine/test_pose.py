@@ -187,7 +187,7 @@ def test_the_search_copy_keeps_the_float16_storage_and_gives_the_same_classes():
 def test_without_the_network_every_em_iteration_reports_its_loss_and_progress():
     from worker.engine.config import ClassifyConfig
     from worker.engine.events import LossPoint
-    from worker.engine.pose import FIRST_ITERATIONS
+    from worker.engine.pose import first_iterations
 
     sim = simulate(n=200, k=2, snr=0.5, rotate=True, seed=23)
     images = normalise(torch.from_numpy(sim.images))
@@ -200,7 +200,7 @@ def test_without_the_network_every_em_iteration_reports_its_loss_and_progress():
         images[:, None], np.zeros(200, dtype=int), config, 1, torch.Generator().manual_seed(0), events.append
     )
     points = [e for e in events if isinstance(e, LossPoint)]
-    assert [p.step for p in points] == list(range(1, FIRST_ITERATIONS + 1))
+    assert [p.step for p in points] == list(range(1, first_iterations(200, 2) + 1))
     done = [p.pairs_done for p in points]
     assert done == sorted(done) and done[-1] == 200
     assert points[-1].loss < points[0].loss  # the negative log-likelihood falls as EM fits

@@ -297,11 +297,25 @@ def stage_work(n: int, k: int, rounds: int, box: int, size: int, storage: int, a
     sample = pose.em_sample_size(n, k)
     fine = angle_count(poses.FINE_STEP)
     for r in range(1, rounds + 1):
-        if r == 1:  # from random subsets, on a sample of a large stack
-            first = pose.FIRST_ITERATIONS
+        if r == 1:  # from random subsets with more classes, on a sample of a large stack
+            over = pose.over_clustered(k, sample)
             train += run_em(
-                sample, k, first, poses.COARSE_ITERATIONS, search, storage, a, fresh=True, posterior=False
+                sample,
+                over,
+                pose.FIRST_ITERATIONS,
+                poses.COARSE_ITERATIONS,
+                search,
+                storage,
+                a,
+                fresh=True,
+                posterior=False,
             )
+            if over > k:  # merged back to k: the merged classes' references, then EM from them
+                train += expectation(sample, k, 1, fine, search, storage, a)
+                train += maximisation(sample, k, search, likelihood.TOP_POSES, storage, a)
+                train += run_em(
+                    sample, k, pose.MERGED_ITERATIONS, 0, search, storage, a, fresh=False, posterior=False
+                )
             if sample < n:  # then one pass over every particle
                 train += run_em(n, k, 1, 0, search, storage, a, fresh=False, posterior=False)
         else:  # the labels' references, then EM from them

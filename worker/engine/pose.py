@@ -2,8 +2,10 @@
 CTF in the model (worker.engine.poses), and the Siamese network trained on the aligned particles.
 
 One round:
-1. EM at the search size (32 px): round 1 starts from random subsets; later rounds start from
-   the previous round's labels (each label class aligned to the reference most of it came from).
+1. EM at the search size (32 px): round 1 starts from random subsets with twice the classes
+   asked for and merges the classes the posterior cannot tell apart back to K (merge.py), so
+   close views are not left in one class; later rounds start from the previous round's labels
+   (each label class aligned to the reference most of it came from).
 2. Every particle is brought to its most probable pose, masked, and the Siamese network (at the
    search size) learns contrastive pairs on these aligned, phase-flipped particles: partners
    from the same EM class, and each second image re-posed by a small random rotation and shift,
@@ -38,6 +40,7 @@ from worker.engine.likelihood import (
     resample,
     search_mask,
 )
+from worker.engine.merge import merge_groups
 from worker.engine.model import EMBEDDING_DIM
 from worker.engine.pairs import PairSampler
 from worker.engine.poses import (
@@ -64,6 +67,9 @@ HALF_START_RING = 0.25  # the half sets start from their reference low-passed to
 CROP_BATCH = 4096  # particles Fourier-cropped to the search size at a time
 EM_SAMPLE = 20_000  # round 1 iterates on a sample of this many particles of a larger stack
 EM_SAMPLE_PER_CLASS = 200  # ... or of this many per class, when that is more
+OVER_CLUSTERING = 2.0  # round 1's EM runs with this many times the classes asked for (see merge.py)
+MIN_OVER_CLASS = 50  # ... while each of them keeps this many particles on average
+MERGED_ITERATIONS = 2  # EM iterations after the merge back to the classes asked for
 MEMBER_CHUNK = 65_536  # a half set's particles scored (and copied) at a time
 
 
@@ -152,7 +158,7 @@ class PoseMethod:
         # mean log-likelihood) after each, with the share of the round done, for the live curve
         # and the progress bars. With the network, its training reports instead.
         first = self.state is None
-        iterations = (FIRST_ITERATIONS + (em_sample_size(n, k) < n)) if first else LATER_ITERATIONS
+        iterations = first_iterations(n, k) if first else LATER_ITERATIONS
 
         def progress(iteration: int, state: EmState) -> None:
             if not self.network:
@@ -285,23 +291,60 @@ def em_sample_size(n: int, k: int) -> int:
 
 
 def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -> EmState:
-    """Round 1's EM from random subsets. On a large stack the iterations run on a seeded sample
+    """Round 1's EM from random subsets, with OVER_CLUSTERING times k classes; the classes whose
+    particles the posterior cannot tell apart are then merged back to k (worker.engine.merge) and MERGED_ITERATIONS
+    more iterations settle the k classes. On a large stack the iterations run on a seeded sample
     (the references and noise model are settled long before every particle has been scored ten
     times), then one E- and M-step over every particle gives each its classes and poses."""
     n = len(small)
     sample = em_sample_size(n, k)
-    if sample == n:
-        return run_em(small, ctfs, k, FIRST_ITERATIONS, seed, on_iteration=on_iteration)
-    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
-    index = torch.as_tensor(rows, device=small.device)
-    state = run_em(small[index], ctfs.take(rows), k, FIRST_ITERATIONS, seed, on_iteration=on_iteration)
-    state.posterior = None  # the sample's; every particle is scored against all classes next
+    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if sample < n else None
+    part = small if rows is None else small[torch.as_tensor(rows, device=small.device)]
+    part_ctfs = ctfs if rows is None else ctfs.take(rows)
+    done = 0
 
-    def last(iteration: int, state: EmState) -> None:
+    def counted(iteration: int, state: EmState) -> None:
         if on_iteration is not None:
-            on_iteration(FIRST_ITERATIONS + iteration, state)
+            on_iteration(done + iteration, state)
 
-    return run_em(small, ctfs, k, 1, seed, state=state, on_iteration=last, coarse_iterations=0)
+    over = over_clustered(k, len(part))
+    state = run_em(part, part_ctfs, over, FIRST_ITERATIONS, seed, on_iteration=counted)
+    done = FIRST_ITERATIONS
+    if over > k:
+        best = state.posterior.classes[:, 0]
+        groups = torch.as_tensor(merge_groups(state.posterior.class_probs, best, k), device=small.device)
+        labels = groups[best].cpu().numpy()
+        state.references = references_from_labels(part, part_ctfs, labels, k, state)
+        counts = torch.bincount(torch.as_tensor(labels), minlength=k).float().clamp(min=1)
+        state.log_prior = torch.log(counts / counts.sum()).to(small.device)
+        state.posterior = None  # the merged classes' first E-step scores every class
+        state = run_em(
+            part,
+            part_ctfs,
+            k,
+            MERGED_ITERATIONS,
+            seed,
+            state=state,
+            on_iteration=counted,
+            coarse_iterations=0,
+        )
+        done += MERGED_ITERATIONS
+    if rows is None:
+        return state
+    state.posterior = None  # the sample's; every particle is scored against all classes next
+    return run_em(small, ctfs, k, 1, seed, state=state, on_iteration=counted, coarse_iterations=0)
+
+
+def over_clustered(k: int, n: int) -> int:
+    """Classes of round 1's first EM: OVER_CLUSTERING x k, while each keeps MIN_OVER_CLASS
+    particles on average; never fewer than k."""
+    return max(k, min(int(OVER_CLUSTERING * k), n // MIN_OVER_CLASS))
+
+
+def first_iterations(n: int, k: int) -> int:
+    """EM iterations of round 1 (the progress bars' length)."""
+    merged = MERGED_ITERATIONS if over_clustered(k, em_sample_size(n, k)) > k else 0
+    return FIRST_ITERATIONS + merged + (em_sample_size(n, k) < n)
 
 
 def _expect_members(
