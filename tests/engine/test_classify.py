@@ -107,6 +107,7 @@ def test_classify_command_recovers_the_classes_and_writes_every_output(easy_set,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["particles"] == 300 and len(summary["rounds"]) == 2
     assert summary["parameters"]["cluster_num"] == 4
+    assert summary["device"] == "cpu" and summary["device_peak_bytes"] is None  # a GPU's peak only
     config = json.loads((out / "config.json").read_text())
     assert config["command"] == ["cryoclust", *argv]
 

@@ -183,6 +183,7 @@ def classify_run(
             status="ok",
             method=summary["parameters"]["method"],
             total_seconds=summary["total_seconds"],
+            device_peak_bytes=summary.get("device_peak_bytes"),
             timings=stage_totals(per_round),
             round_timings=per_round,
         )
@@ -234,17 +235,16 @@ def _seconds(value) -> str:
 
 def table(results: dict) -> str:
     lines = [
-        "| N | rounds | status | wall s | CPU s | peak RSS GiB | stored GiB | bar GiB | bar held | "
-        + " | ".join(STAGES)
-        + " |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---|" + "---:|" * len(STAGES),
+        "| N | rounds | status | wall s | CPU s | peak RSS GiB | GPU peak GiB | stored GiB | bar GiB | "
+        "bar held | " + " | ".join(STAGES) + " |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|" + "---:|" * len(STAGES),
     ]
     for run in results["runs"]:
         timings = run.get("timings", {})
         lines.append(
             f"| {run['n']:,} | {run['rounds']} | {run['status']} | {_seconds(run.get('wall_seconds'))} | "
             f"{_seconds(run.get('cpu_seconds'))} | {_gib(run.get('peak_rss_bytes'))} | "
-            f"{_gib(run.get('stored_stack_bytes'))} | {_gib(run.get('bar_bytes'))} | "
+            f"{_gib(run.get('device_peak_bytes'))} | {_gib(run.get('stored_stack_bytes'))} | {_gib(run.get('bar_bytes'))} | "
             f"{'yes' if run.get('bar_held') else 'no'} | "
             + " | ".join(_seconds(timings.get(stage)) for stage in STAGES)
             + " |"

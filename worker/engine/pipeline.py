@@ -459,10 +459,16 @@ def _summary(run: _Run, rounds: list[dict], stopped: str | None, full_size: dict
         "preprocess_seconds": run.preprocess_seconds,
         "rounds": rounds,
         "total_seconds": time.perf_counter() - run.started,
+        "device_peak_bytes": _device_peak_bytes(run.device),
         "version": __version__,
         "stopped": stopped,
         "full_size_averages": full_size,
     }
+
+
+def _device_peak_bytes(device: torch.device) -> int | None:
+    """The most GPU memory torch held at once in this process (None on the CPU)."""
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
 def _save_weights(path: Path, network: torch.nn.Module, round_index: int) -> None:
