@@ -134,7 +134,7 @@ class Job:
 @dataclass(frozen=True)
 class Event:
     id: int
-    kind: str  # status, round_started, loss, epoch, round, end
+    kind: str  # status, stage, round_started, loss, epoch, round, end
     data: dict
 
 

@@ -83,6 +83,8 @@ class JobRecorder:
         self.pending: LossPoint | None = None
         self.pending_epoch: EpochDone | None = None
         self.last_loss = 0.0
+        self.stage: str | None = None
+        self.last_stage = 0.0
         self.last_check = time.monotonic()
 
     def __call__(self, event: Event) -> None:
@@ -96,7 +98,11 @@ class JobRecorder:
             if now - self.last_loss >= LOSS_INTERVAL:
                 self._write([])
         elif isinstance(event, StageProgress):
-            pass  # no row: the page shows rounds; the call serves the cancel check below
+            # A stage reports every chunk: a row per LOSS_INTERVAL, its first and its last.
+            first = event.stage != self.stage
+            if first or event.done >= event.total or now - self.last_stage >= LOSS_INTERVAL:
+                self.stage, self.last_stage = event.stage, now
+                self._write([event])
         else:
             self._write([event])
         if now - self.last_check >= CHECK_INTERVAL:
@@ -149,12 +155,19 @@ class JobRecorder:
                 rows.append(
                     ("epoch", {"round": e.round, "epoch": e.epoch, "loss": e.loss, "seconds": e.seconds})
                 )
+            elif isinstance(e, StageProgress):
+                rows.append(("stage", {"round": e.round, "stage": e.stage, "done": e.done, "total": e.total}))
             elif isinstance(e, RoundStarted):
                 self.pairs_total = max(1, e.pairs_total)
                 rows.append(
                     (
                         "round_started",
-                        {"round": e.round, "round_num": e.round_num, "pairs_total": e.pairs_total},
+                        {
+                            "round": e.round,
+                            "round_num": e.round_num,
+                            "pairs_total": e.pairs_total,
+                            "epochs": e.epochs,
+                        },
                     )
                 )
                 values = {"round": e.round, "progress": self._progress(e.round, 0)}

@@ -73,7 +73,7 @@ async def job_events(
     last_event_id: int | None = Query(None, ge=0, le=MAX_ID, description="resume after this event id"),
     last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
 ) -> StreamingResponse:
-    """Server-Sent Events: status, round_started, loss, epoch, round, then end."""
+    """Server-Sent Events: status, stage, round_started, loss, epoch, round, then end."""
     after = last_event_id or 0
     if last_event_id_header:
         try:

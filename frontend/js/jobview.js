@@ -12,7 +12,7 @@ import { LossPlot } from "./lossplot.js";
 import { drawingFor, EmbeddingScatter, HOVER_SAMPLE } from "./scatter.js";
 import { StageTimings } from "./timings.js";
 
-const EVENT_TYPES = ["status", "round_started", "loss", "epoch", "round", "end"];
+const EVENT_TYPES = ["status", "stage", "round_started", "loss", "epoch", "round", "end"];
 
 export class JobView {
   constructor(root, jobId, { onGone }) {
@@ -29,7 +29,7 @@ export class JobView {
     this.follow = true; // jump to each new round while the newest one is shown
     this.view = "pca"; // the embedding view asked for; a round without it shows its PCA
     this.roundViews = new Map(); // round -> the views it has ("pca", "umap")
-    this.live = { round: 0, pairsDone: 0, pairsTotal: 0, epoch: null };
+    this.live = { round: 0, pairsDone: 0, pairsTotal: 0, epoch: null, epochs: null, stage: null };
     this.loadSeq = 0;
   }
 
@@ -169,7 +169,6 @@ export class JobView {
     if (ACTIVE.has(job.status)) actions.append(h("button", { type: "button", id: "job-cancel", text: "Cancel job", on: { click: () => this.cancel() } }));
     else actions.append(h("button", { type: "button", id: "job-delete", class: "danger", text: "Delete job", on: { click: () => this.remove() } }));
     this.liveEl = this.liveEl || h("span", { class: "live", id: "live-state" });
-    const epochText = job.status === "running" && this.live.epoch ? ` · epoch ${this.live.epoch}/${p.epoch_num}` : "";
     replace(
       this.headEl,
       h(
@@ -181,7 +180,7 @@ export class JobView {
       h(
         "div",
         { class: "row wrap" },
-        (this.roundEl = h("span", { id: "job-round", text: `round ${round}/${total}${epochText}` })),
+        (this.roundEl = h("span", { id: "job-round", text: this.roundText() })),
         (this.progressEl = h("span", {}, progressBar(this.progress(), "job progress"))),
         h("span", { class: "muted", text: `${fmtInt(this.dataset.n_particles)} particles · box ${this.dataset.box_size ?? "?"} px` }),
         where ? h("span", { class: "muted", text: where }) : null,
@@ -265,8 +264,12 @@ export class JobView {
         this.renderHead();
       }
       this.renderProgressSoon();
+    } else if (type === "stage") {
+      this.live.stage = data;
+      this.renderProgressSoon();
     } else if (type === "round_started") {
-      this.live = { round: Number(data.round), pairsDone: 0, pairsTotal: Number(data.pairs_total), epoch: 1 };
+      const epochs = Number(data.epochs) || null; // absent from jobs run before it was sent
+      this.live = { round: Number(data.round), pairsDone: 0, pairsTotal: Number(data.pairs_total), epoch: 1, epochs, stage: null };
       this.job.round = Math.max(this.job.round || 0, Number(data.round));
       if (data.round_num) this.job.round_num = data.round_num;
       this.renderHead();
@@ -306,19 +309,31 @@ export class JobView {
     }
   }
 
+  /** "round r/R", then while running the round's epoch (when it trains more than one) or the
+   * stage in progress outside training (preprocess, initial labels, UMAP) with its share done. */
+  roundText() {
+    const p = this.job.params || {};
+    const total = this.job.round_num ?? p.round_num ?? "?";
+    const round = Math.max(this.job.round || 0, this.live.round || 0);
+    // A timer set by the last event may fire after the job has ended: no detail then.
+    if (this.job.status !== "running") return `round ${round}/${total}`;
+    const stage = this.live.stage;
+    if (stage && Number(stage.done) < Number(stage.total)) {
+      const share = Math.floor((100 * Number(stage.done)) / Math.max(1, Number(stage.total)));
+      return `round ${round}/${total} · ${stage.stage} ${share}%`;
+    }
+    const epochs = this.live.epochs ?? p.epoch_num;
+    const epoch = this.live.epoch && epochs > 1 ? ` · epoch ${this.live.epoch}/${epochs}` : "";
+    return `round ${round}/${total}${epoch}`;
+  }
+
   /** Update the round and progress in place (many loss events a second; buttons stay put). */
   renderProgressSoon() {
     if (this.headTimer) return;
     this.headTimer = setTimeout(() => {
       this.headTimer = null;
       if (this.closed || !this.roundEl) return;
-      const p = this.job.params || {};
-      const total = this.job.round_num ?? p.round_num ?? "?";
-      const round = Math.max(this.job.round || 0, this.live.round || 0);
-      // A timer set by the last loss event may fire after the job has ended: no epoch then.
-      const running = this.job.status === "running";
-      const epoch = running && this.live.epoch ? ` · epoch ${this.live.epoch}/${p.epoch_num}` : "";
-      this.roundEl.textContent = `round ${round}/${total}${epoch}`;
+      this.roundEl.textContent = this.roundText();
       replace(this.progressEl, progressBar(this.progress(), "job progress"));
     }, 250);
   }

@@ -137,11 +137,13 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
 
     # Loss points arrive while the job runs, growing point by point.
     seen_running: list[int] = []
+    round_lines: set[str] = set()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         status, points = badge(page), loss_points(page)
         if status == "running" and points:
             seen_running.append(points)
+            round_lines.add(page.locator("#job-round").inner_text())
         if status in TERMINAL:
             break
         time.sleep(0.1)
@@ -151,6 +153,8 @@ def test_upload_run_watch_export_download(page, server, sim_stack, tmp_path):
     )
     expect(page.locator("#live-state")).to_have_text("finished")
     expect(page.locator("#job-round")).to_have_text("round 2/2")
+    # While it trains, the round line names the epoch out of the round's own (pose: min(2, 5)).
+    assert any(re.fullmatch(r"round [12]/2 · epoch [12]/2", line) for line in round_lines), round_lines
 
     with server.client() as client:
         history = client.get(f"/api/jobs/{job_id}/loss").json()

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 class RoundStarted:
     round: int  # 1-based
     round_num: int
-    pairs_total: int  # pairs this round will train on (epoch_num * N)
+    pairs_total: int  # pairs this round will train on (epochs * N)
+    epochs: int = 1  # the round's own epochs: epoch_num, at most 5 for pose, 1 pass for pose-em
 
 
 @dataclass(frozen=True)

@@ -390,7 +390,7 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
         run.on_event(event)
 
     epochs = run.method.epochs(config) if hasattr(run.method, "epochs") else config.epoch_num
-    run.on_event(RoundStarted(r, config.round_num, epochs * n))
+    run.on_event(RoundStarted(r, config.round_num, epochs * n, epochs))
     embedding, state = run.method.train_round(run.images, labels, config, r, run.generator, record)
     trained = time.perf_counter()
     previous = labels
