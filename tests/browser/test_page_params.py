@@ -26,6 +26,8 @@ CLI_FLAGS = {
     "size": "--size",
     "seed": "--seed",
 }
+# UMAP off in all three (numba compiles it once per worker; the embedding tests have it).
+NO_UMAP = {"umap": False}
 
 
 def wait_done(client, job_id: str, timeout: float = 180) -> dict:
@@ -52,6 +54,7 @@ def test_page_rest_and_cli_record_identical_effective_parameters(page, server, s
         page.select_option("#job-dataset", dataset_id)
         for field, value in INPUTS.items():
             page.fill(f"#job-{field}", str(value))
+        page.set_checked("#job-umap", False)
         page.click("#job-form button[type=submit]")
         page.wait_for_url(re.compile(r"#/jobs/\w+$"))
         from_page = page.url.rsplit("/", 1)[1]
@@ -61,13 +64,13 @@ def test_page_rest_and_cli_record_identical_effective_parameters(page, server, s
         expect(shown).to_contain_text("device cpu")
         expect(shown).not_to_contain_text("auto")
 
-        response = client.post("/api/jobs", json={"dataset_id": dataset_id, **INPUTS})
+        response = client.post("/api/jobs", json={"dataset_id": dataset_id, **INPUTS, **NO_UMAP})
         assert response.status_code == 201, response.text
         from_rest = response.json()["id"]
         page_job, rest_job = wait_done(client, from_page), wait_done(client, from_rest)
 
     out = tmp_path / "cli"
-    argv = ["classify", str(sim_stack.mrcs), "-o", str(out), "-q"]
+    argv = ["classify", str(sim_stack.mrcs), "-o", str(out), "-q", "--no-umap"]
     for field, value in INPUTS.items():
         argv += [CLI_FLAGS[field], str(value)]
     assert main(argv) == 0
@@ -87,3 +90,4 @@ def test_page_rest_and_cli_record_identical_effective_parameters(page, server, s
     assert page_job["params"]["phase_flip"] is None
     assert effective["phase_flip"] == BY_NAME["phase_flip"].resolve(effective)
     assert effective["device"] == "cpu" and {k: effective[k] for k in INPUTS} == INPUTS
+    assert effective["umap"] is False
