@@ -6,6 +6,7 @@ uvicorn --factory backend.app:create_app
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -78,6 +79,10 @@ async def lifespan(app: FastAPI):
         yield
     finally:
         task.cancel()
+        # A reap under way in a worker thread ends (cancellation waits for the thread) before
+        # the database goes: else its connection outlives the pool and is closed by no one.
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         app.state.stacks.clear()
         app.state.dispatcher.close()
         app.state.db.dispose()

@@ -52,6 +52,7 @@ def test_classify_command_recovers_the_classes_and_writes_every_output(easy_set,
         "1",
         "--method",
         "pose",  # the network's epochs and loss points, which pose-em (the default) has not
+        "--no-umap",  # the UMAP view is test_umap_view's (numba compiles it once per process)
         "-q",
     ]
     assert main(argv) == 0
