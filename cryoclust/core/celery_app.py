@@ -18,6 +18,7 @@ from celery import Celery
 from cryoclust.core.settings import Settings
 
 TASK_CLASSIFY = "classify"
+FILESYSTEM_TRANSPORT = "cryoclust.core.fs_transport:Transport"
 
 
 def broker_options(settings: Settings) -> dict:
@@ -60,6 +61,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_enable_remote_control=not settings.uses_filesystem_broker,
         worker_send_task_events=False,
         broker_transport_options=broker_options(settings),
+        # the filesystem transport, stopping within half a second (fs_transport.py)
+        broker_transport=FILESYSTEM_TRANSPORT if settings.uses_filesystem_broker else None,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
