@@ -6,10 +6,9 @@ uvicorn --factory backend.app:create_app
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -81,7 +80,7 @@ async def lifespan(app: FastAPI):
         task.cancel()
         # A reap under way in a worker thread ends (cancellation waits for the thread) before
         # the database goes: else its connection outlives the pool and is closed by no one.
-        with contextlib.suppress(asyncio.CancelledError):
+        with suppress(asyncio.CancelledError):
             await task
         app.state.stacks.clear()
         app.state.dispatcher.close()

@@ -161,6 +161,8 @@ def _start(
     if notice and on_notice:
         on_notice(notice)
     config = config.resolved(str(device))  # the effective parameters, as config.json records them
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # a worker runs many jobs: this run's peak only
     size = model_size(stack.box, config.size)
     # Before anything is read: a run that cannot fit stops here with one line, not in the OOM killer.
     fit = check_fits(
@@ -467,7 +469,7 @@ def _summary(run: _Run, rounds: list[dict], stopped: str | None, full_size: dict
 
 
 def _device_peak_bytes(device: torch.device) -> int | None:
-    """The most GPU memory torch held at once in this process (None on the CPU)."""
+    """The most GPU memory torch held at once during this run (None on the CPU)."""
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
