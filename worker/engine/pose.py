@@ -292,8 +292,8 @@ def em_sample_size(n: int, k: int) -> int:
 
 def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -> EmState:
     """Round 1's EM from random subsets, with OVER_CLUSTERING times k classes; the classes whose
-    particles the posterior cannot tell apart are then merged back to k (worker.engine.merge) and MERGED_ITERATIONS
-    more iterations settle the k classes. On a large stack the iterations run on a seeded sample
+    particles the posterior cannot tell apart are then merged back to k (worker.engine.merge) and
+    MERGED_ITERATIONS more iterations settle the k classes. On a large stack the iterations run on a seeded sample
     (the references and noise model are settled long before every particle has been scored ten
     times), then one E- and M-step over every particle gives each its classes and poses."""
     n = len(small)
@@ -313,10 +313,10 @@ def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -
     if over > k:
         best = state.posterior.classes[:, 0]
         groups = torch.as_tensor(merge_groups(state.posterior.class_probs, best, k), device=small.device)
-        labels = groups[best].cpu().numpy()
-        state.references = references_from_labels(part, part_ctfs, labels, k, state)
-        counts = torch.bincount(torch.as_tensor(labels), minlength=k).float().clamp(min=1)
-        state.log_prior = torch.log(counts / counts.sum()).to(small.device)
+        merged = groups[best]
+        state.references = references_from_labels(part, part_ctfs, merged.cpu().numpy(), k, state)
+        counts = torch.bincount(merged, minlength=k).float().clamp(min=1)
+        state.log_prior = torch.log(counts / counts.sum())
         state.posterior = None  # the merged classes' first E-step scores every class
         state = run_em(
             part,
