@@ -2,8 +2,10 @@
 
 The step is worker.engine.train.train_step's (pair sampling, the two branches under autocast, the
 contrastive loss, backward, fused Adam), with two switches that leave what the network computes
-unchanged: the memory format of the images and weights (channels-last or contiguous), and
-whether the head runs once on both branches (SiameseNetwork.forward_pair) or once per branch.
+unchanged: the memory format of the images and weights (channels-last or contiguous), whether
+the head runs once on both branches (SiameseNetwork.forward_pair) or once per branch, and
+whether the forward pass is compiled by torch.compile (Inductor fuses BatchNorm, ReLU and
+padding into generated loops; its compilation, 20-40 s, happens before the timing).
 Each round times `--steps` steps of every variant in turn, so a busy machine slows them alike;
 medians over the rounds are reported, with torch.mm's GFLOP/s on the same threads and the
 step's ratio to it (FLOPs counted by worker.engine.bench_flops.step_flops).
@@ -27,18 +29,22 @@ from pathlib import Path
 import torch
 
 from worker.engine import bench_flops
+from worker.engine.allocator import reuse_freed_memory
 from worker.engine.model import SiameseNetwork
 from worker.engine.train import CRITERION, autocast
 
-VARIANTS = {  # name: (channels_last, paired head)
-    "channels-last, head per branch": (True, False),
-    "channels-last, paired head": (True, True),
-    "contiguous, head per branch": (False, False),
-    "contiguous, paired head": (False, True),
+VARIANTS = {  # name: (channels_last, paired head, compiled)
+    "channels-last, head per branch": (True, False, False),
+    "channels-last, paired head": (True, True, False),
+    "contiguous, head per branch": (False, False, False),
+    "contiguous, paired head": (False, True, False),
+    "channels-last, paired head, compiled": (True, True, True),
 }
 
 
-def step(network, optimiser, images, sampler, batch, precision, generator, augment, channels_last, paired):
+def step(
+    network, optimiser, images, sampler, batch, precision, generator, augment, channels_last, paired, pair
+):
     first, second, unlike = sampler.sample(batch, generator)
     x1, x2 = images[first].float(), images[second].float()
     if augment is not None:
@@ -47,7 +53,7 @@ def step(network, optimiser, images, sampler, batch, precision, generator, augme
         x1 = x1.contiguous(memory_format=torch.channels_last)
         x2 = x2.contiguous(memory_format=torch.channels_last)
     with autocast(images.device, precision):
-        out1, out2 = network.forward_pair(x1, x2) if paired else (network(x1), network(x2))
+        out1, out2 = pair(x1, x2) if paired else (network(x1), network(x2))
     loss = CRITERION(out1.float(), out2.float(), unlike)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
@@ -55,25 +61,38 @@ def step(network, optimiser, images, sampler, batch, precision, generator, augme
 
 
 def compare(setup, precision: str, threads: int, rounds: int, steps: int) -> dict:
+    reuse_freed_memory()  # as classify does
     torch.set_num_threads(threads)
     device = torch.device("cpu")
     images, sampler = bench_flops._stack(setup.batch * 8, setup.size, device)
     augment = bench_flops._augment(setup)
     runs = {}
-    for name, (channels_last, _) in VARIANTS.items():
+    for name, (channels_last, _, compiled) in VARIANTS.items():
         torch.manual_seed(0)
         network = SiameseNetwork(setup.size)
         if channels_last:
             network = network.to(memory_format=torch.channels_last)
         optimiser = torch.optim.Adam(network.parameters(), lr=1e-4, fused=True)
-        runs[name] = (network, optimiser, torch.Generator().manual_seed(0))
+        pair = torch.compile(network.forward_pair) if compiled else network.forward_pair
+        runs[name] = (network, optimiser, torch.Generator().manual_seed(0), pair)
     seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
     mm: list[float] = []
     for _ in range(rounds):
-        for name, flags in VARIANTS.items():
-            network, optimiser, generator = runs[name]
+        for name, (channels_last, paired, _) in VARIANTS.items():
+            network, optimiser, generator, pair = runs[name]
             run = partial(
-                step, network, optimiser, images, sampler, setup.batch, precision, generator, augment, *flags
+                step,
+                network,
+                optimiser,
+                images,
+                sampler,
+                setup.batch,
+                precision,
+                generator,
+                augment,
+                channels_last,
+                paired,
+                pair,
             )
             run()  # warm: the other variants ran in between
             started = time.perf_counter()

@@ -1,5 +1,7 @@
 """The FLOP count of one training step against a hand count, and the paired forward pass."""
 
+import json
+
 import pytest
 import torch
 
@@ -56,3 +58,16 @@ def test_paired_forward_matches_two_forward_passes():
     (sum(o.square().sum() for o in separate)).backward()
     for a, b in zip(network.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_flops_bench_measures_each_thread_count_asked_for(tmp_path, capsys):
+    from cryoclust.cli import parse_args
+    from worker.engine.commands import bench
+
+    argv = ["bench", "--flops", "-g", "cpu", "--quick", "--networks", "pose", "--precision", "fp32"]
+    assert bench.main(parse_args(argv + ["--threads", "1", "2", "-o", str(tmp_path)])) == 0
+    report = json.loads((tmp_path / "flops-cpu-quick.json").read_text())
+    assert [run["threads"] for run in report["runs"]] == [1, min(2, torch.get_num_threads())]
+    assert all(run["step_gflops"] > 0 and 0 < run["ratio"] for run in report["runs"])
+    assert set(report["profiles"]) == {"pose-fp32-1-threads", "pose-fp32-2-threads"}
+    assert "| pose | 24 | 32 | fp32 | 1 |" in capsys.readouterr().out

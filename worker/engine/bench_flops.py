@@ -7,7 +7,7 @@ second images), it
   with torch.utils.flop_counter: convolutions and matrix products, as FLOPs are usually counted
   (BatchNorm, ReLU, padding and the Adam update are memory-bound and count as zero);
 - times real steps through worker.engine.train.train_network, as a round runs them (same
-  precision, memory format, fused Adam, pair sampling and loss reporting);
+  precision, memory format, fused Adam, pair sampling, loss reporting and allocator settings);
 - times a large torch.mm in the same dtype on the same threads;
 and reports GFLOP/s of each and their ratio. With `profile`, torch.profiler's self time and
 FLOPs per operator show where a step's time goes.
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from worker.engine.allocator import reuse_freed_memory
 from worker.engine.config import ClassifyConfig
 from worker.engine.events import ignore
 from worker.engine.pairs import PairSampler
@@ -140,6 +141,7 @@ def measure(
 ) -> dict:
     """One line of the table: the step's and the matmul's GFLOP/s (medians) and their ratio."""
     batch = batch or setup.batch
+    reuse_freed_memory()  # as classify does
     threads = cpu_threads(device, setup.threads) if setup.threads else nullcontext()
     with threads:
         flops = step_flops(setup, device, precision, batch)
@@ -184,6 +186,7 @@ def operator_profile(
     from torch.profiler import ProfilerActivity, profile
 
     batch = batch or setup.batch
+    reuse_freed_memory()
     images, sampler = _stack(batch * 4, setup.size, device)
     network = fresh_network(setup.size, device, 0)
     optimiser = torch.optim.Adam(network.parameters(), lr=1e-4, fused=True)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from worker.engine import outputs
+from worker.engine.allocator import reuse_freed_memory
 from worker.engine.averages import MeanAverager
 from worker.engine.cluster import kmeans_labels, pca_features, project_2d, umap_2d
 from worker.engine.config import STORAGE_BYTES, ClassifyConfig
@@ -152,6 +153,7 @@ def _start(
     command: list[str] | None,
 ) -> _Run:
     """Check the input and the memory, record config.json and preprocess: what every round shares."""
+    reuse_freed_memory()  # no page faults for each batch's temporaries (allocator.py)
     n, k = len(stack), config.cluster_num
     if n < 2:
         raise InputError(f"{stack.source}: a classification needs at least 2 particles, found {n}")

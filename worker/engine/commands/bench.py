@@ -55,6 +55,7 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from worker.engine.errors import CommandError
@@ -187,6 +188,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--repeats", type=int, default=5, help="--flops: timed repeats (medians are reported)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        metavar="T",
+        help="--flops: CPU threads (default each method's own: torch's default for reference, 1 for pose)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument(
@@ -398,12 +406,15 @@ def flops_main(args: argparse.Namespace, device) -> int:
     repeats, steps = (2, 3) if args.quick else (args.repeats, 10)
     rows, profiles = [], {}
     for name in args.networks:
-        setup = bench_flops.setups()[name]
-        for precision in args.precision:
-            for batch in args.batch or [setup.batch]:
-                print(f"{name} {precision} batch {batch} ...", flush=True)
-                rows.append(bench_flops.measure(setup, device, precision, batch, steps, repeats))
-            profiles[f"{name}-{precision}"] = bench_flops.operator_profile(setup, device, precision)
+        own = bench_flops.setups()[name]
+        for threads in args.threads or [own.threads]:
+            setup = replace(own, threads=threads)
+            for precision in args.precision:
+                for batch in args.batch or [setup.batch]:
+                    print(f"{name} {precision} batch {batch} threads {threads or 'default'} ...", flush=True)
+                    rows.append(bench_flops.measure(setup, device, precision, batch, steps, repeats))
+                key = f"{name}-{precision}" + (f"-{threads}-threads" if args.threads else "")
+                profiles[key] = bench_flops.operator_profile(setup, device, precision)
     report = {
         "version": __version__,
         "device": str(device),
