@@ -74,7 +74,7 @@ def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
     }
     for field, value in defaults.items():
         expect(page.locator(f"#job-{field}")).to_have_value(value)
-    expect(page.locator("#job-method")).to_have_value("pose-em")  # the best measured method
+    expect(page.locator("#job-method")).to_have_value("pose")  # the method that passes every bar
     offered = page.locator("#job-method option").evaluate_all("options => options.map(o => o.value)")
     assert offered == ["reference", "invariant", "pose", "pose-em"]
     # The "auto" options are shown as auto, with the rule that decides them.

@@ -51,7 +51,7 @@ def test_classify_command_recovers_the_classes_and_writes_every_output(easy_set,
         "--seed",
         "1",
         "--method",
-        "pose",  # the network's epochs and loss points, which pose-em (the default) has not
+        "pose",  # the default: the network's epochs and loss points
         "--no-umap",  # the UMAP view is test_umap_view's (numba compiles it once per process)
         "-q",
     ]
@@ -183,7 +183,7 @@ def test_defaults_are_the_original_programs():
         config.batch_size,
         config.round_num,
     ) == (4, "cuda:0", 5e-4, 20, 128, 5)
-    assert (config.seed, config.size, config.method) == (0, 64, "pose-em")  # the best measured method
+    assert (config.seed, config.size, config.method) == (0, 64, "pose")  # the method that passes every bar
 
 
 def test_a_callback_can_cancel_between_batches_leaving_complete_rounds_only(easy_set, tmp_path):

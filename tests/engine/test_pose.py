@@ -283,3 +283,38 @@ def test_splitting_a_class_does_not_depend_on_torchs_global_random_state():
         float((halves[0][0] - views[1]).abs().max() + (halves[0][1] - views[0]).abs().max()),
     )
     assert error < 0.5
+
+
+def test_on_a_large_stack_the_network_learns_from_a_sample_and_embeds_every_particle(monkeypatch):
+    """Above NETWORK_SAMPLE particles the network's epochs run over a seeded sample (so a round's
+    training costs the same at any N) and its forward pass embeds all of them; progress still
+    counts whole epochs of the stack."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score as adjusted_rand_index
+
+    import worker.engine.pose as pose
+    from worker.engine.config import ClassifyConfig
+    from worker.engine.events import LossPoint
+
+    sim = simulate(n=600, k=3, snr=0.5, rotate=True, shift=2.0, seed=24)
+    images = normalise(torch.from_numpy(sim.images))
+    monkeypatch.setattr(pose, "NETWORK_SAMPLE", 200)
+    assert pose.network_sample(200, 0, "cpu") is None
+    learn = pose.network_sample(600, 0, "cpu")
+    assert len(learn) == 200 and len(set(learn.tolist())) == 200
+    assert torch.equal(learn, pose.network_sample(600, 0, "cpu"))  # seeded
+
+    method = PoseMethod()
+    method.set_optics(None, 2.0, False)
+    config = ClassifyConfig(cluster_num=3, round_num=1, epoch_num=2, size=64, seed=0, device="cpu")
+    events = []
+    embedding, _ = method.train_round(
+        images[:, None], np.zeros(600, dtype=int), config, 1, torch.Generator().manual_seed(0), events.append
+    )
+    assert embedding.shape == (600, 20) and np.isfinite(embedding).all()
+    points = [e for e in events if isinstance(e, LossPoint)]
+    steps_per_epoch = -(-200 // pose.NETWORK_BATCH)  # over the sample, not the 600
+    assert max(p.step for p in points) == 2 * steps_per_epoch
+    assert points[-1].pairs_done == 2 * 600  # two epochs of the stack, as the bars count them
+    labels = KMeans(3, n_init=10, random_state=0).fit_predict(embedding)
+    assert adjusted_rand_index(sim.views, labels) >= 0.95

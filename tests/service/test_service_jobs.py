@@ -29,7 +29,7 @@ def test_create_list_get_cancel_delete(api, dataset_id):
         job = response.json()
         assert job["status"] == "queued" and job["round_num"] == 2 and job["progress"] == 0
         assert job["params"]["cluster_num"] == 3 and job["params"]["learning_rate"] == 5e-4
-        assert job["params"]["method"] == "pose-em" and job["params"]["batch_size"] == 128
+        assert job["params"]["method"] == "pose" and job["params"]["batch_size"] == 128
         # The task went to the broker: the filesystem queue holds one message.
         queue = api.data_dir / "broker" / "queue"
         assert len(list(queue.iterdir())) == 1

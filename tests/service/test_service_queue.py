@@ -138,7 +138,7 @@ def test_redis_worker_runs_a_job_streams_events_and_cancels(redis_settings, work
         for name in ("preprocess", "initial labels"):
             last = [d for d in stages if d["stage"] == name][-1]
             assert last["round"] == 0 and last["done"] == last["total"] == 60, stages
-        assert data[first_round]["epochs"] == 1  # pose-em: one pass, whatever epoch_num says
+        assert data[first_round]["epochs"] == TINY["epoch_num"]  # pose: epoch_num, at most 5
         assert [d["status"] for d, k in zip(data, kinds) if k == "status"] == [
             "queued",
             "running",

@@ -67,6 +67,7 @@ HALF_START_RING = 0.25  # the half sets start from their reference low-passed to
 CROP_BATCH = 4096  # particles Fourier-cropped to the search size at a time
 EM_SAMPLE = 20_000  # round 1 iterates on a sample of this many particles of a larger stack
 EM_SAMPLE_PER_CLASS = 200  # ... or of this many per class, when that is more
+NETWORK_SAMPLE = 20_000  # the network learns from at most this many particles, then embeds all
 OVER_CLUSTERING = 2.0  # round 1's EM runs with this many times the classes asked for (see merge.py)
 MIN_OVER_CLASS = 50  # ... while each of them keeps this many particles on average
 MERGED_ITERATIONS = 2  # EM iterations after the merge back to the classes asked for
@@ -215,12 +216,25 @@ class PoseMethod:
         from worker.engine.train import embed, fresh_network, train_network
 
         network = fresh_network(aligned.shape[-1], aligned.device, config.seed + round_index)
-        sampler = PairSampler.from_labels(self.state.posterior.classes[:, 0].contiguous())
+        classes = self.state.posterior.classes[:, 0]
+        learn = network_sample(len(aligned), config.seed * 1000 + round_index, aligned.device)
+        report = on_event
+        if learn is not None:  # a large stack: epochs over a sample, the embedding of every particle
+            aligned_sample, classes = aligned[learn], classes[learn]
+            scale = len(aligned) / len(learn)
+
+            def report(event) -> None:  # progress in epochs of the round, as the bars count them
+                if isinstance(event, LossPoint):
+                    event = replace(event, pairs_done=round(event.pairs_done * scale))
+                on_event(event)
+        else:
+            aligned_sample = aligned
+        sampler = PairSampler.from_labels(classes.contiguous())
         short = replace(
             config, epoch_num=self.epochs(config), batch_size=min(config.batch_size, NETWORK_BATCH)
         )
         loss = train_network(
-            network, aligned, sampler, short, round_index, generator, on_event, augment=_repose
+            network, aligned_sample, sampler, short, round_index, generator, report, augment=_repose
         )
         embedding = embed(network, aligned, config.precision, on_event, round_index)
         return embedding, {"network": network, "loss": loss}
@@ -288,6 +302,16 @@ def em_sample_size(n: int, k: int) -> int:
     """How many particles round 1's EM iterations run on: all of a small stack; of a large one a
     seeded sample of EM_SAMPLE, or EM_SAMPLE_PER_CLASS for each class when that is more."""
     return min(n, max(EM_SAMPLE, EM_SAMPLE_PER_CLASS * k))
+
+
+def network_sample(n: int, seed: int, device) -> torch.Tensor | None:
+    """The rows the network learns from: None (all) up to NETWORK_SAMPLE particles, else a
+    seeded sample of NETWORK_SAMPLE. Its epochs are over the sample, so a round's training costs
+    the same at 100,000 or 1,000,000 particles; its forward pass then embeds every particle."""
+    if n <= NETWORK_SAMPLE:
+        return None
+    rows = np.sort(np.random.default_rng(seed).choice(n, NETWORK_SAMPLE, replace=False))
+    return torch.as_tensor(rows, device=device)
 
 
 def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -> EmState:
