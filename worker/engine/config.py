@@ -18,9 +18,8 @@ METHODS = ("reference", "invariant", "pose", "pose-em")
 PRECISIONS = ("fp32", "bf16")
 STORAGES = ("float16", "float32")  # the preprocessed stack in memory
 STORAGE_BYTES = {"float16": 2, "float32": 4}
-DEFAULT_METHOD = (
-    "pose"  # the one that passes every bar (README "Benchmark of methods"); "reference" is the original
-)
+# The one method that passes every bar (README "Benchmark of methods"); "reference" is the original.
+DEFAULT_METHOD = "pose"
 # A device asked for but missing falls back to cpu (worker/engine/devices.py).
 DEFAULT_DEVICE = "cuda:0"
 DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]{1,2})?|mps)$"
