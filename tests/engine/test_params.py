@@ -170,7 +170,7 @@ def test_the_check_above_finds_a_copied_default():
     copies = [
         "cluster_num: int = 4",
         "learning_rate=5e-4",
-        '{ name: "x", method: "pose-em" }',
+        f'{{ name: "x", method: "{BY_NAME["method"].default}" }}',  # the default, whichever it is
         'parser.add_argument("-e", "--epoch_num", type=int, default=20)',
     ]
     names = ["cluster_num", "learning_rate", "method", "epoch_num"]
