@@ -6,8 +6,9 @@ of its heap back to the kernel, so every step's 16-32 MiB activations and score 
 back as fresh pages: the kernel zeroes and maps each 4 KiB page again. Measured on this
 project's 2-core CPU, one thread: 33,000-55,000 page faults and 0.06-0.11 s of system time per
 training step of the reference network (0.73-0.82 s a step). With blocks up to 32 MiB kept in
-the heap (glibc's largest setting) and up to 256 MiB of freed memory kept in it, a step faults
-no page at all (0.66 s). A pose-em round gains less (3.3 -> 2.1 million faults, 7.8 -> 6.1 s of
+the heap (glibc's largest setting) and up to 256 MiB of freed memory kept in it, most steps
+fault almost no page (0.66 s); blocks above 32 MiB, such as the 64 MiB weight gradient, are
+still mapped afresh by glibc in some processes. A pose-em round gains less (3.3 -> 2.1 million faults, 7.8 -> 6.1 s of
 system time in a 60 s run); its peak resident memory grew by 0.18 GiB.
 """
 
