@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.browser import CHROMIUM, CHROMIUM_ARGS
-from support.databases import BACKENDS, database_url
+from support.databases import database_url
 from support.processes import ServeProcess
 from support.settings import child_env, make_settings
 
@@ -32,13 +32,13 @@ class Server:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def server(request, tmp_path_factory) -> Iterator[Server]:
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Iterator[Server]:
     """`cryoclust serve` with its embedded filesystem broker and local worker, token required, on
-    SQLite and on PostgreSQL (one server each; page tests that run no job ask for SQLite only,
-    every test that runs one takes both)."""
-    root = tmp_path_factory.mktemp(f"serve-{request.param}")
-    with database_url(request.param) as url:
+    SQLite: the set-up `make run` serves. The page reaches the database only through the API,
+    whose routes and workers tests/service and tests/reliability run on both databases."""
+    root = tmp_path_factory.mktemp("serve")
+    with database_url("sqlite") as url:
         import_root = root / "lab"
         import_root.mkdir()
         settings = make_settings(

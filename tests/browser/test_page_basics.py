@@ -13,8 +13,6 @@ from playwright.sync_api import expect
 from worker.engine.config import BY_NAME, PARAMETERS, default
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-# These pages run no job: the server on SQLite is enough (test_page_job runs jobs on both).
-on_sqlite = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 FRONTEND = ROOT / "frontend"
@@ -29,7 +27,6 @@ def test_page_never_writes_html_from_strings():
             assert sink not in text, f"{name} uses {sink}"
 
 
-@on_sqlite
 def test_bad_upload_shows_the_server_message_as_text(page, server, console):
     console.allow(r"status of 4\d\d")  # the browser logs the failed upload request itself
     page.goto(server.url)
@@ -54,7 +51,6 @@ def test_bad_upload_shows_the_server_message_as_text(page, server, console):
     expect(page.locator("#upload-status")).to_be_hidden()
 
 
-@on_sqlite
 def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
     with server.client() as client:
         response = client.post(
@@ -110,7 +106,6 @@ def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
         expect(submit).to_be_enabled()
 
 
-@on_sqlite
 def test_star_with_its_stack_uploads_as_one_dataset(page, server, sim_stack):
     page.goto(server.url)
     page.fill("#dataset-name", "star and stack")
@@ -122,7 +117,6 @@ def test_star_with_its_stack_uploads_as_one_dataset(page, server, sim_stack):
     expect(page.locator("#upload-error")).to_be_hidden()
 
 
-@on_sqlite
 def test_scatter_stays_responsive_with_50000_points(page, server):
     """The page's own scatter module draws 50,000 particles with WebGL and answers hovers."""
     page.goto(server.url)

@@ -15,10 +15,9 @@ from support.api import wait_for_job
 from worker.engine.outputs import UMAP_FILE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-on_sqlite = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
 TINY_JOB = {"cluster_num": 3, "epoch_num": 1, "round_num": 1, "batch_size": 32, "size": 16, "device": "cpu"}
-# The PCA view only: UMAP (numba compiles it once per worker) is the toggle test's, on SQLite alone.
+# The PCA view only: UMAP (numba compiles it once per worker) is the toggle test's.
 PCA_ONLY = {**TINY_JOB, "umap": False}
 
 
@@ -63,7 +62,6 @@ def test_binary_embedding_decodes_in_the_page_to_the_servers_values(page, server
     )
 
 
-@on_sqlite
 def test_the_view_toggle_switches_the_plot_to_the_umap_layout(page, server, sim_stack):
     # The page alone is the subject: the worker's UMAP (and numba's compilation of it, most of a
     # minute per fresh worker) is test_service_umap's. The last round gets a layout of its own,
@@ -125,7 +123,6 @@ def test_the_view_toggle_switches_the_plot_to_the_umap_layout(page, server, sim_
     np.testing.assert_array_equal(plotted_x(), np.sort(pca[:, 0]))
 
 
-@on_sqlite
 def test_300000_particles_are_drawn_as_a_density_with_a_hover_sample(page, server):
     page.goto(server.url)
     page.wait_for_function("() => typeof window.Plotly === 'object'")

@@ -12,10 +12,8 @@ from playwright.sync_api import expect
 from support.stacks import write_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-on_sqlite = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
 
-@on_sqlite
 def test_import_from_server_path(page, server, console, tmp_path):
     console.allow(r"status of 4\d\d")  # the browser logs the refused request itself
     stack = write_stack(server.import_root / "page-import" / "run7.mrcs", n=40, box=24)
@@ -46,7 +44,6 @@ def test_import_from_server_path(page, server, console, tmp_path):
     assert stack.is_file(), "deleting an imported dataset leaves the lab's file alone"
 
 
-@on_sqlite
 def test_large_upload_goes_in_pieces_and_resumes_after_a_dropped_connection(page, server, console, tmp_path):
     """A file over the resumable threshold (32 MiB) goes over tus in 16 MiB pieces; the second
     piece's connection is reset; the page asks the server's offset and finishes the upload."""

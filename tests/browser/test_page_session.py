@@ -14,7 +14,6 @@ from support.api import upload_id, wait_for_job
 from support.browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-on_sqlite = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
 TINY = {
     "cluster_num": 2,
@@ -108,7 +107,6 @@ def test_sign_in_sets_a_session_cookie_and_no_url_carries_the_token(
     assert "token=" not in log and server.token not in log
 
 
-@on_sqlite
 def test_a_cross_origin_request_with_the_cookie_is_refused(browser, server, sim_stack):
     with server.client() as client:
         dataset_id = upload_id(client, sim_stack.mrcs)

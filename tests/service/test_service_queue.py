@@ -226,6 +226,7 @@ def serve_with_worker(tmp_path, db_url: str) -> ServeProcess:
     return ServeProcess(child_env(settings), tmp_path, "--data-dir", str(settings.data_dir))
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # with the filesystem queue, as `make run`
 def test_filesystem_broker_end_to_end_with_cryoclust_serve(tmp_path, db_url):
     """`cryoclust serve` with no Redis runs a job with its own worker; Ctrl-C mid-job gives the
     job back to the queue and the next start finishes it from its last complete round."""
