@@ -25,6 +25,7 @@ from worker.engine.cluster import kmeans_labels, pca_features, project_2d, umap_
 from worker.engine.config import STORAGE_BYTES, ClassifyConfig
 from worker.engine.convergence import label_churn, stop_reason
 from worker.engine.devices import resolve_device
+from worker.engine.empty_boxes import with_empty_class
 from worker.engine.errors import InputError
 from worker.engine.events import (
     Callback,
@@ -399,6 +400,12 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     trained = time.perf_counter()
     previous = labels
     labels = kmeans_labels(embedding, k, config.seed + r, run.images.device)
+    empty = run.method.empty_rows() if hasattr(run.method, "empty_rows") else None
+    empty_class = None
+    if empty is not None:
+        labels, empty_class = with_empty_class(
+            embedding, labels, empty, k, config.seed + r, run.images.device
+        )
     churn = label_churn(previous, labels)
     clustered = time.perf_counter()
     averages = run.averager.average(run.images, labels, k)
@@ -421,6 +428,8 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
         "counts": [row["count"] for row in classes],
         "churn": churn,
         "loss": state["loss"],
+        "empty_class": empty_class,  # the class of boxes that look empty, if one was made
+        "empty_boxes": int(empty.sum()) if empty is not None else 0,
         **(run.method.round_scores() if hasattr(run.method, "round_scores") else {}),
         "seconds": laid_out - round_started,
         "timings": timings,

@@ -10,7 +10,10 @@ One round:
    search size) learns contrastive pairs on these aligned, phase-flipped particles: partners
    from the same EM class, and each second image re-posed by a small random rotation and shift,
    so a particle and its re-posed copy count as the same. Its loss is the page's live curve.
+   Above NETWORK_SAMPLE particles it learns from a seeded sample of them.
 3. Every aligned particle is embedded; the pipeline's KMeans on the embedding gives the labels.
+4. Boxes whose likelihood is no better than an empty box's (worker.engine.empty_boxes) are
+   flagged after the EM; when there are enough of them, the pipeline gives them a class.
 
 `network=False` is the ablation: the embedding is then the one-hot of the EM class posterior,
 so KMeans returns the EM labels themselves.
@@ -30,6 +33,7 @@ import torch
 from worker.engine.align import transform
 from worker.engine.config import ClassifyConfig
 from worker.engine.ctf import CtfParams
+from worker.engine.empty_boxes import empty_rows
 from worker.engine.events import Callback, EpochDone, LossPoint
 from worker.engine.likelihood import (
     TOP_POSES,
@@ -88,6 +92,7 @@ class PoseMethod:
         self._small: torch.Tensor | None = None
         self._ctfs: torch.Tensor | None = None
         self.final_poses: tuple[Posterior, torch.Tensor, int] | None = None  # set by `average`
+        self._empty: np.ndarray | None = None  # set by train_round
 
     # -- the pipeline's hooks ---------------------------------------------------------------
     def set_optics(self, ctf: CtfParams | None, pixel_size: float, flipped: bool) -> None:
@@ -120,6 +125,10 @@ class PoseMethod:
             t["classes"], t["angles"], t["shifts"], t["weights"], t["class_probs"], t["log_likelihood"]
         )
         self.state = EmState(t["references"], t["sigma2"], t["log_prior"], posterior)
+
+    def empty_rows(self) -> np.ndarray | None:
+        """The round's boxes that look empty (bool (N,)), or None (see worker.engine.empty_boxes)."""
+        return self._empty
 
     def round_scores(self) -> dict[str, float]:
         """The round's convergence figure: the mean over particles of the log-likelihood summed
@@ -182,6 +191,7 @@ class PoseMethod:
                 coarse_iterations=0,
             )
         posterior = self.state.posterior
+        self._empty = empty_rows(small, self.state, ctfs, seed) if k >= 2 else None
         if not self.network:
             embedding = np.zeros((n, EMBEDDING_DIM), dtype=np.float32)
             embedding[:, : min(k, EMBEDDING_DIM)] = posterior.class_probs[:, :EMBEDDING_DIM].cpu().numpy()

@@ -38,7 +38,7 @@ Example:
     cryoclust bench --methods -g cpu                       # every family, held-out seeds
     cryoclust bench --methods --families blobs10 ring30-junk --methods-only invariant
     cryoclust bench --methods --quick                      # easy family, 300 particles
-    cryoclust bench --methods --seeds development -n 1000 --no-anchors   # for tuning
+    cryoclust bench --methods --seeds development -n 1000 --anchors      # for tuning, no anchors
     cryoclust bench --scale -g cpu --sizes 100000 --workdir /data/scale --keep-data
     cryoclust bench --scale -g cpu --sizes 1000000 --rounds 0 --workdir /data/scale
     cryoclust bench --scale --estimate-only                # the GPU estimate alone
