@@ -52,16 +52,26 @@ def test_scattered_flagged_boxes_get_a_class_of_their_own():
         assert len(np.unique(out[kept & (truth == view)])) == 1
 
 
-def _run(tmp_path, junk: float) -> tuple[dict, np.ndarray, object]:
+def _run(tmp_path, junk: float, rounds: int = 1) -> tuple[dict, np.ndarray, object]:
     sim = simulate(
         n=600, k=3, box=32, snr=0.1, rotate=True, shift=2.0, ctf=True, pixel_size=4.0, seed=11, junk=junk
     )
     paths = write_simulation(sim, tmp_path / "data")
-    config = ClassifyConfig(method="pose-em", cluster_num=4, round_num=1, size=32, device="cpu", umap=False)
+    config = ClassifyConfig(
+        method="pose-em", cluster_num=4, round_num=rounds, size=32, device="cpu", umap=False
+    )
     with ParticleStack.open(paths["star"]) as stack:
         result = classify(stack, config, tmp_path / "out")
-    info = json.loads((tmp_path / "out" / "round_01" / "round.json").read_text())
+    info = json.loads((tmp_path / "out" / f"round_{rounds:02d}" / "round.json").read_text())
     return info, result.labels, sim
+
+
+def test_only_the_last_round_gives_the_empty_boxes_a_class(tmp_path):
+    info, labels, sim = _run(tmp_path, junk=0.25, rounds=2)
+    first = json.loads((tmp_path / "out" / "round_01" / "round.json").read_text())
+    assert first["empty_boxes"] > 0 and first["empty_class"] is None  # flagged, no class yet
+    assert info["empty_class"] is not None
+    assert (sim.views[labels == info["empty_class"]] < 0).mean() > 0.5
 
 
 def test_empty_ice_ends_up_in_a_class_of_its_own(tmp_path):

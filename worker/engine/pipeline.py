@@ -400,13 +400,16 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     trained = time.perf_counter()
     previous = labels
     labels = kmeans_labels(embedding, k, config.seed + r, run.images.device)
+    churn = label_churn(previous, labels)
+    last = r == config.round_num or stop_reason(churn, config.stop_when_churn_below, r) is not None
+    # Only the last round gives the boxes that look empty a class: a class of junk would give the
+    # next round's EM a reference of junk to start from.
     empty = run.method.empty_rows() if hasattr(run.method, "empty_rows") else None
     empty_class = None
-    if empty is not None:
+    if last and empty is not None:
         labels, empty_class = with_empty_class(
             embedding, labels, empty, k, config.seed + r, run.images.device
         )
-    churn = label_churn(previous, labels)
     clustered = time.perf_counter()
     averages = run.averager.average(run.images, labels, k)
     run.averaged_round = r
@@ -414,7 +417,6 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
         labels, k, _class_quality(run.images, labels, k, run.pixel_size, run.averager), run.pixel_size
     )
     averaged = time.perf_counter()
-    last = r == config.round_num or stop_reason(churn, config.stop_when_churn_below, r) is not None
     layout = _umap_view(run, r, embedding) if last else None
     laid_out = time.perf_counter()
     timings = run.stage_timings(
