@@ -13,7 +13,8 @@ One round:
    Above NETWORK_SAMPLE particles it learns from a seeded sample of them.
 3. Every aligned particle is embedded; the pipeline's KMeans on the embedding gives the labels.
 4. Boxes whose likelihood is no better than an empty box's (worker.engine.empty_boxes) are
-   flagged after the EM; when there are enough of them, the pipeline gives them a class.
+   flagged after the EM; when there are enough of them, the pipeline gives them a class in the
+   run's last round.
 
 `network=False` is the ablation: the embedding is then the one-hot of the EM class posterior,
 so KMeans returns the EM labels themselves.
