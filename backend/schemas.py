@@ -220,6 +220,11 @@ class ClassOut(BaseModel):
         description="the round's averages (average.png, class_averages.mrcs) are at the input's box "
         "and pixel size (the last round of a finished job), not at the model size",
     )
+    empty: bool = Field(
+        False,
+        description="the class given to the boxes that score no better than an empty box (ice, no "
+        "particle): made in the last round of the pose methods when enough boxes look empty",
+    )
 
 
 class MembersOut(BaseModel):

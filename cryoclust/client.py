@@ -164,6 +164,7 @@ class ClassInfo:
     fraction: float
     quality: float | None  # FRC 0.5 resolution in Å; None when the pixel size is unknown
     quality_nyquist: float | None  # the same figure as a fraction of Nyquist
+    empty: bool = False  # the class of the boxes that look empty (no particle)
 
 
 class _ProgressReader:
@@ -479,7 +480,14 @@ class Client:
     def classes(self, job_id: str, round: int | str = "final") -> list[ClassInfo]:
         rows = self._json("GET", f"/api/jobs/{job_id}/rounds/{round}/classes")
         return [
-            ClassInfo(r["class"], r["count"], r["fraction"], r.get("quality"), r.get("quality_nyquist"))
+            ClassInfo(
+                r["class"],
+                r["count"],
+                r["fraction"],
+                r.get("quality"),
+                r.get("quality_nyquist"),
+                r.get("empty", False),
+            )
             for r in rows
         ]
 

@@ -1,6 +1,6 @@
-// Class averages of one round: sorted by size (or quality), counts and percentages, tick
-// classes to export them as a subset or to classify them again ("New job from these classes"),
-// click one to page through its member particles.
+// Class averages of one round: sorted by size (or quality), counts and percentages, the class of
+// boxes that look empty marked as such; tick classes to export them as a subset or to classify
+// them again ("New job from these classes"), click one to page through its member particles.
 
 import { api, saveResponse, apiUrl } from "./api.js";
 import { classColour, fmtInt, fmtPercent, h, replace } from "./dom.js";
@@ -106,15 +106,19 @@ export class ClassGallery {
       }),
     );
     const quality = qualityLabel(c);
+    const empty = c.empty
+      ? h("span", { class: "badge empty-boxes", text: "empty boxes", title: "these boxes score no better than boxes of noise alone: ice with no particle" })
+      : null;
     return h(
       "figure",
-      { class: `class-card${this.membersOf === c.class ? " open" : ""}`, dataset: { cls: String(c.class) } },
+      { class: `class-card${this.membersOf === c.class ? " open" : ""}${c.empty ? " empty" : ""}`, dataset: { cls: String(c.class) } },
       image,
       h(
         "figcaption",
         {},
         h("label", { class: "row tight" }, tick, h("span", { class: "swatch", style: `background:${classColour(c.class)}` }), h("strong", { text: `class ${c.class}` })),
         h("span", { class: "muted", text: `${fmtInt(c.count)} · ${fmtPercent(fraction)}` }),
+        empty,
         quality,
       ),
     );

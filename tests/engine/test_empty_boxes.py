@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from worker.engine import outputs
+from worker.engine.commands.classify import class_table_lines
 from worker.engine.config import ClassifyConfig
 from worker.engine.empty_boxes import noise_boxes, with_empty_class
 from worker.engine.io.particles import ParticleStack
@@ -84,10 +86,18 @@ def test_empty_ice_ends_up_in_a_class_of_its_own(tmp_path):
     assert members[ice].mean() >= 0.8, members[ice].mean()
     assert junk[members].mean() > 0.75  # the class is junk, not a view
     assert members[~junk].mean() < 0.03  # and it costs the views few particles
+    # classes.json, the gallery's captions and the CLI's table say which class it is
+    classes = json.loads((tmp_path / "out" / "classes.json").read_text())
+    assert [row["class"] for row in classes if row["empty"]] == [empty_class + 1]
+    caption = outputs.captions(classes, 4.0, True)[empty_class]
+    assert caption.startswith(f"#{empty_class + 1} empty ")
+    table = class_table_lines(tmp_path / "out")
+    assert [line.split()[0] for line in table if line.endswith("empty boxes")] == [str(empty_class + 1)]
 
 
 def test_a_stack_without_junk_keeps_every_class_for_its_views(tmp_path):
     info, labels, sim = _run(tmp_path, junk=0.0)
     assert info["empty_class"] is None
     assert info["empty_boxes"] < 0.02 * sim.n
+    assert not any(row["empty"] for row in json.loads((tmp_path / "out" / "classes.json").read_text()))
     assert len(np.unique(labels)) == 4

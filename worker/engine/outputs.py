@@ -52,14 +52,25 @@ def completed_rounds(out_dir: Path) -> list[int]:
 
 
 def class_table(
-    labels: np.ndarray, k: int, quality: list[float | None] | None = None, pixel_size: float | None = None
+    labels: np.ndarray,
+    k: int,
+    quality: list[float | None] | None = None,
+    pixel_size: float | None = None,
+    empty_class: int | None = None,
 ) -> list[dict]:
-    """Per class: number (1-based), count, fraction, and with `quality` the FRC figure in Å at
-    `pixel_size` (the averages') and as a fraction of Nyquist, which needs no pixel size."""
+    """Per class: number (1-based), count, fraction, `empty` (whether it is the class given to the
+    boxes that look empty, 0-based `empty_class`; see worker.engine.empty_boxes), and with
+    `quality` the FRC figure in Å at `pixel_size` (the averages') and as a fraction of Nyquist,
+    which needs no pixel size."""
     counts = np.bincount(labels, minlength=k)
     rows = []
     for c in range(k):
-        row = {"class": c + 1, "count": int(counts[c]), "fraction": float(counts[c] / len(labels))}
+        row = {
+            "class": c + 1,
+            "count": int(counts[c]),
+            "fraction": float(counts[c] / len(labels)),
+            "empty": c == empty_class,
+        }
         if quality is not None:
             row["quality"] = quality[c]
             if pixel_size is not None:
@@ -91,10 +102,13 @@ UNKNOWN_PIXEL_NOTE = "pixel size unknown: FRC as a fraction of Nyquist"
 
 
 def captions(classes: list[dict], pixel_size: float, pixel_size_known: bool) -> list[str]:
-    """The gallery's caption of each class: number, count, share and FRC figure."""
+    """The gallery's caption of each class: number, count, share, FRC figure, and "empty" on the
+    class of boxes that look empty."""
     text = []
     for row in classes:
-        line = f"#{row['class']}  {row['count']:,} ({100 * row['fraction']:.0f}%)"
+        # "empty" next to the number: a caption too long for its tile loses its end
+        empty = " empty" if row.get("empty") else ""
+        line = f"#{row['class']}{empty}  {row['count']:,} ({100 * row['fraction']:.0f}%)"
         # "A": the gallery's font may have no Å glyph; short words: a caption is one tile wide
         quality = quality_text(row, pixel_size, pixel_size_known, angstrom="A", nyquist="Nyq")
         if quality:

@@ -414,7 +414,11 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     averages = run.averager.average(run.images, labels, k)
     run.averaged_round = r
     classes = outputs.class_table(
-        labels, k, _class_quality(run.images, labels, k, run.pixel_size, run.averager), run.pixel_size
+        labels,
+        k,
+        _class_quality(run.images, labels, k, run.pixel_size, run.averager),
+        run.pixel_size,
+        empty_class,
     )
     averaged = time.perf_counter()
     layout = _umap_view(run, r, embedding) if last else None

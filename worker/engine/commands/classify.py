@@ -89,7 +89,8 @@ def describe_pixel_size(stack) -> str:
 
 def class_table_lines(out_dir: Path) -> list[str]:
     """The final classes as a table: size, share and FRC figure (in Å only when the pixel size
-    is known, else as a fraction of Nyquist), from OUT/classes.json and summary.json."""
+    is known, else as a fraction of Nyquist), and which class holds the boxes that look empty,
+    from OUT/classes.json and summary.json."""
     import json
 
     from worker.engine.outputs import quality_text
@@ -101,7 +102,8 @@ def class_table_lines(out_dir: Path) -> list[str]:
     lines = ["class  particles  share  FRC 0.5"]
     for row in classes:
         quality = quality_text(row, pixel, known) or "-"
-        lines.append(f"{row['class']:>5}  {row['count']:>9,}  {row['fraction']:>5.0%}  {quality}")
+        note = "  empty boxes" if row.get("empty") else ""
+        lines.append(f"{row['class']:>5}  {row['count']:>9,}  {row['fraction']:>5.0%}  {quality}{note}")
     if not known:
         lines.append("pixel size unknown: FRC as a fraction of Nyquist (give --apix to set it)")
     return lines
