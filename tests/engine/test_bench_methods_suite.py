@@ -297,6 +297,7 @@ def test_suite_scores_cached_anchors_on_the_family_stack(tmp_path):
     assert rows["relion"]["view_correlation"] > 0.99 and rows["relion"]["cached"]
     assert rows["aspire"]["missing"]  # never run here, so reported as missing
     assert report["seed_set"] == "development" and report["families"]["easy"]["classes"] == 4
+    assert report["cpu_model"]  # results differ between CPU models: the report says which
     table = markdown_table(report)
     assert "| easy | relion | 1.000 |" in table and "No result yet: aspire" in table
     json.dumps(report)  # the results file is plain JSON
