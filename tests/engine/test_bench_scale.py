@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cryoclust.cli import parse_args
@@ -41,6 +42,7 @@ def test_scale_bench_end_to_end_writes_peak_memory_stage_timings_and_the_bar(tmp
         assert {"preprocess", "initial_labels", "averages"} <= set(run["timings"])
         assert "umap" not in run["timings"]  # --no-umap reached the child
         assert [r["round"] for r in run["round_timings"]] == ([0] if rounds == 0 else [1])
+        assert 0.0 <= run["nmi"] <= 1.0 and -1.0 <= run["ari"] <= 1.0  # scored against truth.csv
     assert {"train_embed", "kmeans"} <= set(runs[1]["timings"])
     assert "train_embed" not in runs[0]["timings"]
     assert not any(work.iterdir())  # stacks and runs made here are removed without --keep-data
@@ -184,3 +186,18 @@ def test_estimate_only_writes_the_gpu_estimate_and_runs_nothing(tmp_path, capsys
     ]
     assert all(r["estimate"] and r["storage"] == "float16" and r["model_size"] == 64 for r in results["runs"])
     assert "not measured" in results["note"]
+
+
+def test_a_runs_last_round_is_scored_against_the_truth(tmp_path):
+    from worker.engine.outputs import write_labels_csv
+    from worker.engine.simulate import simulate, write_simulation
+
+    sim = simulate(n=40, k=2, box=16, snr=1.0, seed=3)
+    paths = write_simulation(sim, tmp_path / "stack")
+    names = [f"{i + 1:06d}@particles.mrcs" for i in range(40)]
+    (tmp_path / "out" / "round_01").mkdir(parents=True)
+    (tmp_path / "out" / "round_02").mkdir()
+    write_labels_csv(tmp_path / "out" / "round_01" / "labels.csv", np.zeros(40, dtype=np.int64), names)
+    write_labels_csv(tmp_path / "out" / "round_02" / "labels.csv", 1 - sim.views, names)  # classes swapped
+    scores = scale.scores_against_truth(paths["truth"], tmp_path / "out")
+    assert scores["ari"] == pytest.approx(1.0) and scores["nmi"] == pytest.approx(1.0)  # the last round's

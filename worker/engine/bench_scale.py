@@ -151,6 +151,17 @@ def stage_totals(rounds: list[dict]) -> dict[str, float]:
     return totals
 
 
+def scores_against_truth(truth: Path, out: Path) -> dict[str, float]:
+    """ARI and NMI of a run's last round against the simulated views (junk a class of its own),
+    read from the files before the bench removes them."""
+    from worker.engine.bench_metrics import partition_scores
+    from worker.engine.outputs import read_labels_csv
+    from worker.engine.simulate import read_truth
+
+    last = max(out.glob("round_[0-9]*"))
+    return partition_scores(read_truth(truth), read_labels_csv(last / "labels.csv"))
+
+
 def classify_run(
     stack: str,
     n: int,
@@ -199,6 +210,9 @@ def classify_run(
         bar_held=measured["exit_status"] == 0 and measured["peak_rss_bytes"] <= bar,
         bench_peak_rss_bytes=peak_rss_bytes(),  # what exec could have carried into the child's peak
     )
+    truth = Path(stack).parent / "truth.csv"
+    if record["status"] == "ok" and truth.is_file():
+        record.update(scores_against_truth(truth, out))
     peak = measured["peak_rss_bytes"] / GIB
     outcome = (
         "ok" if record["status"] == "ok" else f"FAILED ({measured['exit_status']}: {measured.get('error')})"
@@ -236,8 +250,8 @@ def _seconds(value) -> str:
 def table(results: dict) -> str:
     lines = [
         "| N | rounds | status | wall s | CPU s | peak RSS GiB | GPU peak GiB | stored GiB | bar GiB | "
-        "bar held | " + " | ".join(STAGES) + " |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|" + "---:|" * len(STAGES),
+        "bar held | ARI | " + " | ".join(STAGES) + " |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|" + "---:|" * len(STAGES),
     ]
     for run in results["runs"]:
         timings = run.get("timings", {})
@@ -246,6 +260,7 @@ def table(results: dict) -> str:
             f"{_seconds(run.get('cpu_seconds'))} | {_gib(run.get('peak_rss_bytes'))} | "
             f"{_gib(run.get('device_peak_bytes'))} | {_gib(run.get('stored_stack_bytes'))} | {_gib(run.get('bar_bytes'))} | "
             f"{'yes' if run.get('bar_held') else 'no'} | "
+            f"{'-' if run.get('ari') is None else format(run['ari'], '.3f')} | "
             + " | ".join(_seconds(timings.get(stage)) for stage in STAGES)
             + " |"
         )
