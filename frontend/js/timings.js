@@ -1,7 +1,7 @@
 // Seconds per stage and round, from the "round" events' timings (round.json): preprocessing and
 // initial labels (in the first round a run writes), then each round's training or pose search
-// with embedding, KMeans and averages. The event stream replays every round, so a finished job
-// shows them all and a running one grows.
+// with embedding, KMeans, the last round's likelihood step (pose) and averages. The event
+// stream replays every round, so a finished job shows them all and a running one grows.
 
 import { fmtDuration, h, replace } from "./dom.js";
 
@@ -10,6 +10,7 @@ const STAGES = [
   ["initial_labels", "initial labels"],
   ["train_embed", "train + embed"],
   ["kmeans", "KMeans"],
+  ["refine", "likelihood step"],
   ["averages", "averages"],
   ["umap", "UMAP view"],
 ];

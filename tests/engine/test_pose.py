@@ -4,6 +4,7 @@ views, half sets are gold-standard, and alignment never makes an average worse."
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import adjusted_rand_score
 
 from worker.engine.ctf import phase_flip
 from worker.engine.likelihood import Posterior, expectation, maximisation, noise_spectrum, particle_ctfs
@@ -318,3 +319,65 @@ def test_on_a_large_stack_the_network_learns_from_a_sample_and_embeds_every_part
     assert points[-1].pairs_done == 2 * 600  # two epochs of the stack, as the bars count them
     labels = KMeans(3, n_init=10, random_state=0).fit_predict(embedding)
     assert adjusted_rand_index(sim.views, labels) >= 0.95
+
+
+def test_the_likelihood_step_repairs_classes_the_clustering_got_wrong():
+    from worker.engine.config import ClassifyConfig
+    from worker.engine.simulate import simulate as simulate_stack
+
+    sim = simulate_stack(n=400, k=4, snr=0.3, rotate=True, shift=3.0, ctf=True, seed=31)
+    images, *_ = _prepared(sim)
+    method = PoseMethod()
+    method.set_optics(sim.ctf, sim.pixel_size, True)
+    config = ClassifyConfig(cluster_num=4, round_num=1, epoch_num=1, size=64, seed=3, device="cpu")
+    method.train_round(
+        images[:, None],
+        np.zeros(sim.n, dtype=int),
+        config,
+        1,
+        torch.Generator().manual_seed(3),
+        lambda e: None,
+    )
+    # A quarter of the particles moved to a wrong class, as a poor clustering would leave them.
+    rng = np.random.default_rng(0)
+    wrong = rng.random(sim.n) < 0.25
+    labels = sim.views.copy()
+    labels[wrong] = (sim.views[wrong] + rng.integers(1, 4, wrong.sum())) % 4
+    calls = []
+    refined = method.refine_labels(
+        labels, 4, None, 3, on_iteration=lambda done, total: calls.append((done, total))
+    )
+    assert adjusted_rand_score(sim.views, labels) < 0.6
+    assert adjusted_rand_score(sim.views, refined) > 0.95
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    # Boxes flagged as empty keep the class they were given, and it takes no other box.
+    method._empty = np.arange(sim.n) < 30
+    with_empty = method.refine_labels(labels, 4, 2, 3)
+    assert (with_empty[:30] == 2).all() and (with_empty[30:] != 2).all()
+
+
+def test_the_last_round_of_a_pose_run_takes_the_likelihood_steps_classes(tmp_path):
+    import json
+
+    from worker.engine.config import ClassifyConfig
+    from worker.engine.io.particles import ParticleStack
+    from worker.engine.pipeline import classify
+    from worker.engine.simulate import write_simulation
+
+    sim = simulate(
+        n=600, k=3, box=32, snr=0.1, rotate=True, shift=2.0, ctf=True, pixel_size=4.0, seed=11, junk=0.25
+    )
+    paths = write_simulation(sim, tmp_path / "data")
+    config = ClassifyConfig(cluster_num=4, round_num=2, epoch_num=1, size=32, device="cpu", umap=False)
+    stages = []
+    with ParticleStack.open(paths["star"]) as stack:
+        result = classify(
+            stack, config, tmp_path / "out", on_event=lambda e: stages.append(getattr(e, "stage", None))
+        )
+    rounds = [json.loads((tmp_path / "out" / f"round_0{r}" / "round.json").read_text()) for r in (1, 2)]
+    assert "refine" not in rounds[0]["timings"] and rounds[1]["timings"]["refine"] > 0
+    assert stages.count("refine") == 3  # one progress event per EM iteration
+    # The written classes are the EM's most probable ones, the empty class's flagged boxes aside.
+    em_classes = np.load(tmp_path / "out" / "round_02" / "method_state.npz")["classes"][:, 0]
+    outside = result.labels != rounds[1]["empty_class"]
+    assert outside.sum() > 0.7 * sim.n and np.array_equal(result.labels[outside], em_classes[outside])

@@ -31,7 +31,7 @@ BAR_FACTOR = 1.5  # peak RSS <= BAR_FACTOR x stored stack + BAR_EXTRA (issue 10'
 BAR_EXTRA = 2 * GIB
 # The realistic family: 10 views of the blob molecule, rotated, shifted, CTF, SNR 0.1, 64 px.
 FAMILY = {"views": 10, "box": 64, "snr": 0.1, "rotate": True, "shift": 4.0, "ctf": True, "seed": 0}
-STAGES = ("preprocess", "initial_labels", "train_embed", "kmeans", "averages", "umap")
+STAGES = ("preprocess", "initial_labels", "train_embed", "kmeans", "refine", "averages", "umap")
 DISK_MARGIN = 1.1  # the stack's bytes on disk times this, plus the STAR file, must be free
 
 Print = Callable[[str], None]

@@ -49,7 +49,7 @@ class StageProgress:
 
     round: int
     stage: str
-    done: int  # particles done so far
+    done: int  # particles done so far (EM iterations for "refine")
     total: int
 
 

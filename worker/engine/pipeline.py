@@ -411,6 +411,18 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
             embedding, labels, empty, k, config.seed + r, run.images.device
         )
     clustered = time.perf_counter()
+    refine_timing: dict[str, float] = {}
+    if last and hasattr(run.method, "refine_labels"):
+        # The likelihood step on the last round's classes (worker/engine/pose.py, item 5).
+        labels = run.method.refine_labels(
+            labels,
+            k,
+            empty_class,
+            config.seed + r,
+            on_iteration=lambda done, total: run.on_event(StageProgress(r, "refine", done, total)),
+        )
+        refine_timing = {"refine": time.perf_counter() - clustered}
+    averaging = time.perf_counter()
     averages = run.averager.average(run.images, labels, k)
     run.averaged_round = r
     classes = outputs.class_table(
@@ -426,7 +438,8 @@ def _one_round(run: _Run, r: int, labels: np.ndarray) -> tuple[np.ndarray, dict]
     timings = run.stage_timings(
         train_embed=trained - round_started,
         kmeans=clustered - trained,
-        averages=averaged - clustered,
+        **refine_timing,
+        averages=averaged - averaging,
         **_umap_timing(layout, laid_out - averaged),
     )
     info = {

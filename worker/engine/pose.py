@@ -15,9 +15,16 @@ One round:
 4. Boxes whose likelihood is no better than an empty box's (worker.engine.empty_boxes) are
    flagged after the EM; when there are enough of them, the pipeline gives them a class in the
    run's last round.
+5. In the last round, the likelihood step runs on the round's classes (`refine_labels`):
+   references from the labels, REFINE_ITERATIONS EM iterations over every class and pose (no
+   class re-seeded: the classes are the network's), and each particle takes its most probable
+   class. KMeans on the embedding alone lost purity that the EM posterior had
+   (benchmarks/network_vs_em.py); started from the network's classes, the EM keeps what the
+   network separated and settles the borders. Earlier rounds need no such step: the next
+   round's EM starts from their labels anyway.
 
 `network=False` is the ablation: the embedding is then the one-hot of the EM class posterior,
-so KMeans returns the EM labels themselves.
+so KMeans returns the EM labels themselves, and the likelihood step starts from them.
 
 Class averages (`average`): each label class is aligned to its reference at the search size,
 and averaged at full size with the CTFs (Wiener-like). The two half sets (even and odd members)
@@ -27,6 +34,7 @@ are refined independently from the same low-passed start, for a gold-standard FR
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -77,6 +85,7 @@ OVER_CLUSTERING = 2.0  # round 1's EM runs with this many times the classes aske
 MIN_OVER_CLASS = 50  # ... while each of them keeps this many particles on average
 MERGED_ITERATIONS = 2  # EM iterations after the merge back to the classes asked for
 MEMBER_CHUNK = 65_536  # a half set's particles scored (and copied) at a time
+REFINE_ITERATIONS = 3  # EM iterations from the last round's classes (README: 2 to 4 measured)
 
 
 class PoseMethod:
@@ -249,6 +258,49 @@ class PoseMethod:
         )
         embedding = embed(network, aligned, config.precision, on_event, round_index)
         return embedding, {"network": network, "loss": loss}
+
+    # -- the last round's likelihood step ---------------------------------------------------
+    def refine_labels(
+        self,
+        labels: np.ndarray,
+        k: int,
+        empty_class: int | None,
+        seed: int,
+        on_iteration: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """The likelihood step on the last round's classes (module doc, item 5): labels (N,) in
+        [0, k) after REFINE_ITERATIONS EM iterations started from `labels`; the boxes flagged as
+        empty stay in `empty_class`, which takes no other. `on_iteration(done, total)` after each iteration."""
+        small, ctfs = self._small, self._ctfs
+        state = EmState(self.state.references, self.state.sigma2, self.state.log_prior, self.state.posterior)
+        state.references = references_from_labels(small, ctfs, labels, k, state)
+        counts = np.bincount(labels, minlength=k).clip(min=1)
+        state.log_prior = torch.log(
+            torch.as_tensor(counts / counts.sum(), dtype=torch.float32, device=small.device)
+        )
+        state.posterior = None  # every particle is scored against every class ...
+        permitted = None
+        if empty_class is not None and self._empty is not None:
+            # ... but the empty class: it keeps the boxes flagged as empty, and only them (its
+            # reference of near-nothing would otherwise take the faintest particles).
+            flagged = torch.as_tensor(self._empty, device=small.device)
+            permitted = torch.ones((len(small), k), dtype=torch.bool, device=small.device)
+            permitted[:, empty_class] = flagged
+            permitted[flagged] = False
+            permitted[flagged, empty_class] = True
+        self.state = run_em(
+            small,
+            ctfs,
+            k,
+            REFINE_ITERATIONS,
+            seed,
+            state=state,
+            on_iteration=None if on_iteration is None else lambda i, _: on_iteration(i, REFINE_ITERATIONS),
+            coarse_iterations=0,
+            reseed=False,
+            permitted=permitted,
+        )
+        return self.state.posterior.classes[:, 0].cpu().numpy().astype(labels.dtype)
 
     # -- averages ---------------------------------------------------------------------------
     def average(self, images: torch.Tensor, labels: np.ndarray, k: int) -> np.ndarray:

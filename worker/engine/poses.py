@@ -146,8 +146,12 @@ def run_em(
     state: EmState | None = None,
     on_iteration: Callable[[int, EmState], None] | None = None,
     coarse_iterations: int = COARSE_ITERATIONS,
+    reseed: bool = True,
+    permitted: torch.Tensor | None = None,
 ) -> EmState:
-    """EM from random subsets (or from `state`) at the search size; returns the final state."""
+    """EM from random subsets (or from `state`) at the search size; returns the final state.
+    With `reseed`, classes that empty out are re-seeded between iterations (module doc).
+    `permitted` (N, K) bool, if given, holds the only classes each particle may take."""
     device = images.device
     if state is None:
         sigma2 = noise_spectrum(images)
@@ -170,6 +174,8 @@ def run_em(
             top = state.posterior.class_probs.topk(PRUNE_CLASSES, dim=1).indices
             allowed = torch.zeros((len(images), k), dtype=torch.bool, device=device)
             allowed.scatter_(1, top, True)
+        if permitted is not None:
+            allowed = permitted if allowed is None else allowed & permitted
         posterior = expectation(
             images,
             ctfs,
@@ -185,7 +191,7 @@ def run_em(
         counts = posterior.class_probs.sum(0)
         state.log_prior = torch.log((counts / counts.sum()).clamp(min=1e-3))
         state.references, state.posterior = _centred(references), posterior
-        reseeded = iteration < iterations and _reseed(images, state, k)
+        reseeded = reseed and iteration < iterations and _reseed(images, state, k)
         if on_iteration is not None:
             on_iteration(iteration, state)
     return state
