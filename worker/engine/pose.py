@@ -270,7 +270,7 @@ class PoseMethod:
     ) -> np.ndarray:
         """The likelihood step on the last round's classes (module doc, item 5): labels (N,) in
         [0, k) after REFINE_ITERATIONS EM iterations started from `labels`; the boxes flagged as
-        empty stay in `empty_class`, which takes no other. `on_iteration(done, total)` after each iteration."""
+        empty stay in `empty_class`, which takes no new members. `on_iteration(done, total)` after each iteration."""
         small, ctfs = self._small, self._ctfs
         state = EmState(self.state.references, self.state.sigma2, self.state.log_prior, self.state.posterior)
         state.references = references_from_labels(small, ctfs, labels, k, state)
@@ -279,13 +279,14 @@ class PoseMethod:
             torch.as_tensor(counts / counts.sum(), dtype=torch.float32, device=small.device)
         )
         state.posterior = None  # every particle is scored against every class ...
+        self.state = state  # (the round's posterior goes now: a large stack holds one at a time)
         permitted = None
         if empty_class is not None and self._empty is not None:
-            # ... but the empty class: it keeps the boxes flagged as empty, and only them (its
-            # reference of near-nothing would otherwise take the faintest particles).
+            # ... but the empty class: it keeps the boxes flagged as empty and takes no new
+            # members (its reference of near-nothing would draw the faintest particles).
             flagged = torch.as_tensor(self._empty, device=small.device)
             permitted = torch.ones((len(small), k), dtype=torch.bool, device=small.device)
-            permitted[:, empty_class] = flagged
+            permitted[:, empty_class] = flagged | torch.as_tensor(labels == empty_class, device=small.device)
             permitted[flagged] = False
             permitted[flagged, empty_class] = True
         self.state = run_em(
