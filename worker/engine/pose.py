@@ -270,7 +270,8 @@ class PoseMethod:
     ) -> np.ndarray:
         """The likelihood step on the last round's classes (module doc, item 5): labels (N,) in
         [0, k) after REFINE_ITERATIONS EM iterations started from `labels`; the boxes flagged as
-        empty stay in `empty_class`, which takes no new members. `on_iteration(done, total)` after each iteration."""
+        empty stay in `empty_class`, which takes no new members. `on_iteration(done, total)`
+        after each iteration."""
         small, ctfs = self._small, self._ctfs
         state = EmState(self.state.references, self.state.sigma2, self.state.log_prior, self.state.posterior)
         state.references = references_from_labels(small, ctfs, labels, k, state)
