@@ -248,15 +248,22 @@ def rotational_average(image: torch.Tensor) -> torch.Tensor:
     return (sums / counts)[ring].reshape(size, size)
 
 
-def centre(reference: torch.Tensor, max_shift: float) -> torch.Tensor:
-    """Shift the reference so it best matches its own rotational average (sign-independent)."""
+def centring_shift(reference: torch.Tensor, max_shift: float) -> torch.Tensor:
+    """The (x, y) shift, in `transform`'s convention, that moves the reference to where it best
+    matches its own rotational average (sign-independent): (2,), sub-pixel, at most max_shift
+    rounded up (and half a pixel)."""
     size = reference.shape[-1]
     target = rotational_average(reference) * soft_mask(size, 0.45 * size, reference.device)
     radius = max(1, math.ceil(max_shift))
     bank = template_bank(target, torch.zeros(1, device=reference.device), radius)
     _, iy, ix, _ = best_template(reference[None], bank)
-    shift = torch.stack([ix - radius, iy - radius], -1)  # reference = target moved by shift
-    return transform(reference[None], torch.zeros(1, device=reference.device), shift)[0]
+    return torch.stack([ix - radius, iy - radius], -1)[0]  # reference = target moved by shift
+
+
+def centre(reference: torch.Tensor, max_shift: float) -> torch.Tensor:
+    """Shift the reference so it best matches its own rotational average (sign-independent)."""
+    shift = centring_shift(reference, max_shift)
+    return transform(reference[None], torch.zeros(1, device=reference.device), shift[None])[0]
 
 
 def align_class(
