@@ -1,7 +1,6 @@
 """The EM stays put on clean, unrotated data: the noise floor does not sink round after round,
 and a view whose mass sits off the box centre keeps its particles inside the shift window."""
 
-import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 

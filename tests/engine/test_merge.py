@@ -44,3 +44,21 @@ def test_round_one_over_clusters_only_while_each_class_keeps_enough_particles():
     assert over_clustered(10, 700) == 14  # 50 particles a class at most
     assert over_clustered(10, 300) == 10  # never fewer than asked
     assert first_iterations(2000, 10) > first_iterations(300, 10)  # the merged classes' iterations
+
+
+def test_classes_the_em_left_empty_take_no_group_of_their_own():
+    # Views A (classes 0 and 1, twins), B (2), C (3) and D (4 and 5, twins); classes 6 and 7
+    # emptied out during the EM. At high SNR the posterior is certain, so nothing but the twins
+    # shares any probability: every other distance ties, the empty classes' included.
+    blocks = [
+        [0.75, 0.25, 0, 0, 0, 0, 0, 0],
+        [0.25, 0.75, 0, 0, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0, 0, 0, 0],
+        [0, 0, 0, 1, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0.7, 0.3, 0, 0],
+        [0, 0, 0, 0, 0.3, 0.7, 0, 0],
+    ]
+    probs, best = _posterior(blocks)  # 8 classes; no particle has 6 or 7 as its best
+    groups = merge_groups(probs, best, 4)
+    assert len(groups) == 8
+    assert groups[:6].tolist() == [0, 0, 1, 2, 3, 3]

@@ -34,14 +34,24 @@ def confusion(class_probs: torch.Tensor, best: torch.Tensor) -> np.ndarray:
 
 def merge_groups(class_probs: torch.Tensor, best: torch.Tensor, k: int) -> np.ndarray:
     """Each of the M >= k classes' group in [0, k): average-linkage clustering of the distance
-    -log(confusion), cut at k groups, numbered in the order of their first class."""
+    -log(confusion), cut at k groups, numbered in the order of their first class.
+
+    Only the classes that are some particle's most probable one take part: a class the EM left
+    empty is as far from every other as two distinct views at high SNR, and given a group of
+    its own it forced two views into one (it joins group 0; no particle carries it)."""
     m = class_probs.shape[1]
     if m <= k:
         return np.arange(m)
-    distance = -np.log(confusion(class_probs, best) + FLOOR)
+    held = np.flatnonzero(torch.bincount(best, minlength=m).cpu().numpy() > 0)
+    groups = np.zeros(m, dtype=int)
+    if len(held) <= k:
+        groups[held] = np.arange(len(held))
+        return groups
+    distance = -np.log(confusion(class_probs, best)[np.ix_(held, held)] + FLOOR)
     distance -= np.diag(np.diag(distance))
     tree = linkage(squareform(np.maximum(distance, 0.0), checks=False), method="average")
     raw = fcluster(tree, t=k, criterion="maxclust")
     _, first = np.unique(raw, return_index=True)
     number = {raw[i]: g for g, i in enumerate(sorted(first))}
-    return np.array([number[r] for r in raw])
+    groups[held] = [number[r] for r in raw]
+    return groups
