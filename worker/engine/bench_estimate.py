@@ -277,10 +277,11 @@ def _mean_averages(n: int, k: int, size: int, storage: int) -> Work:
 
 
 def stage_work(n: int, k: int, rounds: int, box: int, size: int, storage: int, a=ASSUMED) -> dict:
-    """The work of each stage of `cryoclust classify -r ROUNDS` with the default method
-    (pose-em) on a stack with CTF parameters, keyed and summed as the run's round.json timings
-    are: round 0 (rounds 0) has preprocess, initial_labels, averages; later rounds add
-    train_embed and kmeans."""
+    """The work of each stage of `cryoclust classify -r ROUNDS --method pose-em` on a stack with
+    CTF parameters, keyed and summed as the run's round.json timings are: round 0 (rounds 0)
+    has preprocess, initial_labels, averages; later rounds add train_embed and kmeans. The
+    default `pose` adds the network's training and embedding and the last round's likelihood
+    step (3 more EM iterations), which this estimate leaves out."""
     size = min(box - box % 2, size)
     search = min(poses.SEARCH_SIZE, size)
     stages = {
