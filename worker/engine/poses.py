@@ -35,6 +35,7 @@ COARSE_ITERATIONS = 4
 PRUNE_CLASSES = 3  # classes scored per particle after the coarse iterations
 MIN_FRACTION = 0.15  # a class below this share of N/K is re-seeded
 CENTRED_LIMIT = 1  # px: a class's mean shift stays this far inside the shift search window
+CENTRED_MEMBERS = 50  # ... in a class of at least this many particles (a few say nothing)
 NOISE_FLOOR = 0.2  # sigma2 never drops below this share of the particles' own power in a ring
 
 
@@ -107,7 +108,9 @@ def _centred(references: torch.Tensor, posterior: Posterior) -> torch.Tensor:
     the class's mean shift must stay CENTRED_LIMIT px inside the search window. On rotated data
     R(a) d averages out and every reference is centred; a view whose mass sits off the box
     centre in unrotated data would otherwise push its particles to the window's edge, where
-    the clipped shifts blurred its reference until its particles joined another class."""
+    the clipped shifts blurred its reference until its particles joined another class. A class
+    of fewer than CENTRED_MEMBERS particles (round 1's near-empty classes, soon re-seeded) is
+    centred in full: limiting those changed runs on rotated data for no gain."""
     classes, angles, shifts = posterior.best()
     theta = torch.deg2rad(angles.float())
     cos, sin = torch.cos(theta), torch.sin(theta)
@@ -117,7 +120,7 @@ def _centred(references: torch.Tensor, posterior: Posterior) -> torch.Tensor:
         full = centring_shift(reference, SHIFT_RADIUS).float()
         members = classes == c
         d = full
-        if bool(members.any()):
+        if int(members.sum()) >= CENTRED_MEMBERS:
             own, cos_m, sin_m = shifts[members], cos[members], sin[members]
             for fraction in (1.0, 0.5, 0.0):  # the last keeps the reference where it is
                 d = full * fraction
