@@ -255,7 +255,7 @@ def test_ctfs_computed_when_read_equal_the_stored_isotropic_ctfs():
 def test_splitting_a_class_does_not_depend_on_torchs_global_random_state():
     """Re-seeding an emptied class splits the largest one in two; the same stack gives the same
     halves whatever the process drew before (a worker runs many jobs in one process)."""
-    from worker.engine.poses import _split
+    from worker.engine.poses import split_class
 
     sim = simulate(n=200, k=2, snr=0.5, seed=25)
     small = fourier_crop(normalise(torch.from_numpy(sim.images)), SEARCH_SIZE)
@@ -275,7 +275,7 @@ def test_splitting_a_class_does_not_depend_on_torchs_global_random_state():
         halves = []
         for seed in range(6):
             torch.manual_seed(seed)
-            halves.append(torch.stack(_split(images, posterior, 0)))
+            halves.append(torch.stack(split_class(images, posterior, 0)))
         assert all(torch.equal(halves[0], other) for other in halves[1:])
     # the two seeds are the two views' means, in either order
     views = [small[torch.as_tensor(sim.views) == v].mean(0) for v in range(2)]

@@ -131,11 +131,11 @@ def _centred(references: torch.Tensor, posterior: Posterior) -> torch.Tensor:
     return torch.stack(moved)
 
 
-def _split(images: torch.Tensor, posterior: Posterior, largest: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split_class(images: torch.Tensor, posterior: Posterior, index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two seeds from one class: its members at their best poses, split by the sign of their
     first principal component (the direction along which the class is least uniform)."""
     cls, angle, shift = posterior.best()
-    members = torch.nonzero(cls == largest).flatten()
+    members = torch.nonzero(cls == index).flatten()
     aligned = transform(images[members].float(), angle[members], shift[members]).reshape(len(members), -1)
     centred = aligned - aligned.mean(0)
     # The leading eigenvector of the (pixels x pixels) covariance: exact and free of random
@@ -157,7 +157,7 @@ def _reseed(images: torch.Tensor, state: EmState, k: int) -> bool:
         largest = int(torch.argmax(counts))
         if int((state.posterior.classes[:, 0] == largest).sum()) < 4:
             break
-        references[largest], references[index] = _split(images, state.posterior, largest)
+        references[largest], references[index] = split_class(images, state.posterior, largest)
         counts[largest] /= 2
         counts[index] = counts[largest]
         log_prior[largest] = log_prior[index] = log_prior[largest] - float(np.log(2))
