@@ -300,7 +300,7 @@ def stage_work(n: int, k: int, rounds: int, box: int, size: int, storage: int, a
     for r in range(1, rounds + 1):
         if r == 1:  # from random subsets with more classes, on a sample of a large stack
             over = pose.over_clustered(k, sample)
-            train += run_em(
+            start = run_em(
                 sample,
                 over,
                 pose.FIRST_ITERATIONS,
@@ -312,13 +312,16 @@ def stage_work(n: int, k: int, rounds: int, box: int, size: int, storage: int, a
                 posterior=False,
             )
             if over > k:  # merged back to k: the merged classes' references, then EM from them
-                train += expectation(sample, k, 1, fine, search, storage, a)
-                train += maximisation(sample, k, search, likelihood.TOP_POSES, storage, a)
-                train += run_em(
+                start += expectation(sample, k, 1, fine, search, storage, a)
+                start += maximisation(sample, k, search, likelihood.TOP_POSES, storage, a)
+                start += run_em(
                     sample, k, pose.MERGED_ITERATIONS, 0, search, storage, a, fresh=False, posterior=False
                 )
             if sample < n:  # then one pass over every particle
-                train += run_em(n, k, 1, 0, search, storage, a, fresh=False, posterior=False)
+                start += run_em(n, k, 1, 0, search, storage, a, fresh=False, posterior=False)
+            # every start, then each start's fit on a sample (pose._most_likely_first_em)
+            fit = expectation(min(n, pose.FIT_SAMPLE), k, 1, fine, search, storage, a)
+            train += (start + fit) * pose.FIRST_STARTS
         else:  # the labels' references, then EM from them
             train += expectation(n, k, 1, fine, search, storage, a)
             train += maximisation(n, k, search, likelihood.TOP_POSES, storage, a)
