@@ -167,7 +167,9 @@ def test_gpu_estimate_has_the_runs_stages_and_grows_with_n():
         "initial_labels",
         "averages",
     }
-    assert large["seconds"] > 5 * small["seconds"] > 0
+    # ten times the particles: every pass over the stack ten times longer, round 1's starts
+    # (on a sample of at most 20,000 particles) the same
+    assert large["seconds"] > 4 * small["seconds"] > 0
     assert 0 < large["seconds_without_host_work"] < large["seconds"]
     # the device holds at least the stored float16 stack
     assert large["peak_device_bytes"] > 1_000_000 * 64 * 64 * 2

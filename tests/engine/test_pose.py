@@ -382,3 +382,30 @@ def test_the_last_round_of_a_pose_run_takes_the_likelihood_steps_classes(tmp_pat
     em_classes = np.load(tmp_path / "out" / "round_02" / "method_state.npz")["classes"][:, 0]
     outside = result.labels != rounds[1]["empty_class"]
     assert outside.sum() > 0.7 * sim.n and np.array_equal(result.labels[outside], em_classes[outside])
+
+
+def test_round_one_keeps_the_most_likely_of_its_random_starts():
+    from worker.engine.pose import FIRST_STARTS, START_SEED_STEP, _first_em, _most_likely_first_em
+    from worker.engine.poses import FINE_STEP, SHIFT_RADIUS
+
+    sim = simulate(n=600, k=4, snr=0.1, rotate=True, shift=3.0, ctf=True, seed=2, close_pairs=1)
+    _, small, ctfs, _ = _prepared(sim)
+    noise = noise_spectrum(small)
+    starts = [_first_em(small, ctfs, 4, 7 + START_SEED_STEP * s) for s in range(FIRST_STARTS)]
+    fits = [
+        float(
+            expectation(
+                small, ctfs, s.references, noise, s.log_prior, angle_grid(FINE_STEP), SHIFT_RADIUS
+            ).log_likelihood.mean()
+        )
+        for s in starts
+    ]
+    assert len({round(f, 2) for f in fits}) == FIRST_STARTS  # the starts end in different places
+    progress = []
+    kept = _most_likely_first_em(small, ctfs, 4, 7, lambda done, state: progress.append(done))
+    best = int(np.argmax(fits))
+    assert torch.equal(kept.references, starts[best].references)
+    assert progress == list(range(1, len(progress) + 1)) and len(progress) % FIRST_STARTS == 0
+    # here the first start alone would have left a few particles in the wrong class
+    ari = [adjusted_rand_score(sim.views, s.posterior.classes[:, 0].numpy()) for s in starts]
+    assert ari[best] >= ari[0] and ari[best] > 0.99

@@ -4,8 +4,9 @@ CTF in the model (worker.engine.poses), and the Siamese network trained on the a
 One round:
 1. EM at the search size (32 px): round 1 starts from random subsets with twice the classes
    asked for and merges the classes the posterior cannot tell apart back to K (merge.py), so
-   close views are not left in one class; later rounds start from the previous round's labels
-   (each label class aligned to the reference most of it came from).
+   close views are not left in one class; it does so from FIRST_STARTS random starts and keeps
+   the one under which the particles are most probable. Later rounds start from the previous
+   round's labels (each label class aligned to the reference most of it came from).
 2. Every particle is brought to its most probable pose, masked, and the Siamese network (at the
    search size) learns contrastive pairs on these aligned, phase-flipped particles: partners
    from the same EM class, and each second image re-posed by a small random rotation and shift,
