@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.likelihood_step import Capture
 from worker.engine import bench_families as families
 from worker.engine import pipeline
 from worker.engine.bench_metrics import partition_scores
@@ -32,19 +33,6 @@ from worker.engine.poses import EmState, references_from_labels, run_em, split_c
 from worker.engine.simulate import write_simulation
 
 SPLIT_MEMBERS = 20
-
-
-class Capture:
-    """The run's method object and its last round's labels, before the likelihood step."""
-
-    def __init__(self) -> None:
-        self.method: PoseMethod | None = None
-        self.labels: np.ndarray | None = None
-        self.empty_class: int | None = None
-
-    def refine_labels(self, method, labels, k, empty_class, seed, on_iteration=None):
-        self.method, self.labels, self.empty_class = method, labels.copy(), empty_class
-        return labels  # the step is off
 
 
 def from_labels(method: PoseMethod, labels: np.ndarray, k: int) -> EmState:
