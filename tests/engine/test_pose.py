@@ -167,7 +167,9 @@ def test_a_large_stack_iterates_on_a_sample_and_still_scores_every_particle(monk
     _, everyone = _pose_round(images, 3)
     monkeypatch.setattr(pose, "EM_SAMPLE", 300)
     monkeypatch.setattr(pose, "EM_SAMPLE_PER_CLASS", 50)
+    monkeypatch.setattr(pose, "FIT_SAMPLE", 300)  # the starts compared on a sample too
     assert pose.em_sample_size(900, 3) == 300
+    assert pose.first_iterations(900, 3) == pose.FIRST_STARTS * pose._start_iterations(900, 3) + 1
     method, sampled = _pose_round(images, 3)
     assert len(method.state.posterior.classes) == 900
     assert adjusted_rand_index(sim.views, sampled) >= 0.95

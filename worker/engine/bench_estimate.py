@@ -317,11 +317,11 @@ def stage_work(n: int, k: int, rounds: int, box: int, size: int, storage: int, a
                 start += run_em(
                     sample, k, pose.MERGED_ITERATIONS, 0, search, storage, a, fresh=False, posterior=False
                 )
-            if sample < n:  # then one pass over every particle
-                start += run_em(n, k, 1, 0, search, storage, a, fresh=False, posterior=False)
-            # every start, then each start's fit on a sample (pose._most_likely_first_em)
+            # every start, each start's fit on a sample (pose._most_likely_first_em) ...
             fit = expectation(min(n, pose.FIT_SAMPLE), k, 1, fine, search, storage, a)
             train += (start + fit) * pose.FIRST_STARTS
+            if sample < n:  # ... then the kept start's pass over every particle
+                train += run_em(n, k, 1, 0, search, storage, a, fresh=False, posterior=False)
         else:  # the labels' references, then EM from them
             train += expectation(n, k, 1, fine, search, storage, a)
             train += maximisation(n, k, search, likelihood.TOP_POSES, storage, a)

@@ -389,7 +389,8 @@ def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -
     particles the posterior cannot tell apart are then merged back to k (worker.engine.merge) and
     MERGED_ITERATIONS more iterations settle the k classes. On a large stack the iterations run on a seeded sample
     (the references and noise model are settled long before every particle has been scored ten
-    times), then one E- and M-step over every particle gives each its classes and poses."""
+    times); the state's posterior is then None, and the caller's one E- and M-step over every
+    particle gives each its classes and poses."""
     n = len(small)
     sample = em_sample_size(n, k)
     rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if sample < n else None
@@ -423,10 +424,9 @@ def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -
             coarse_iterations=0,
         )
         done += MERGED_ITERATIONS
-    if rows is None:
-        return state
-    state.posterior = None  # the sample's; every particle is scored against all classes next
-    return run_em(small, ctfs, k, 1, seed, state=state, on_iteration=counted, coarse_iterations=0)
+    if rows is not None:
+        state.posterior = None  # the sample's: _most_likely_first_em scores every particle
+    return state
 
 
 def _most_likely_first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -> EmState:
@@ -445,7 +445,7 @@ def _most_likely_first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_itera
     fit_ctfs = ctfs if rows is None else ctfs.take(rows)
     noise = noise_spectrum(fit_images)
     angles = angle_grid(FINE_STEP, small.device)
-    per_start = first_iterations(n, k) // FIRST_STARTS
+    per_start = _start_iterations(n, k)
     best, best_fit = None, -float("inf")
     for start in range(FIRST_STARTS):
 
@@ -459,7 +459,16 @@ def _most_likely_first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_itera
         ).log_likelihood.mean()
         if float(fit) > best_fit:
             best, best_fit = state, float(fit)
-    return best
+    if best.posterior is not None:
+        return best
+    # A large stack's starts ran on samples; only the kept one scores every particle.
+    done = FIRST_STARTS * per_start
+
+    def last(iteration: int, state: EmState) -> None:
+        if on_iteration is not None:
+            on_iteration(done + iteration, state)
+
+    return run_em(small, ctfs, k, 1, seed, state=best, on_iteration=last, coarse_iterations=0)
 
 
 def over_clustered(k: int, n: int) -> int:
@@ -470,8 +479,12 @@ def over_clustered(k: int, n: int) -> int:
 
 def first_iterations(n: int, k: int) -> int:
     """EM iterations of round 1, every start's (the progress bars' length)."""
-    merged = MERGED_ITERATIONS if over_clustered(k, em_sample_size(n, k)) > k else 0
-    return FIRST_STARTS * (FIRST_ITERATIONS + merged + (em_sample_size(n, k) < n))
+    return FIRST_STARTS * _start_iterations(n, k) + (em_sample_size(n, k) < n)
+
+
+def _start_iterations(n: int, k: int) -> int:
+    """EM iterations of one start of round 1 (on the sample of a large stack)."""
+    return FIRST_ITERATIONS + (MERGED_ITERATIONS if over_clustered(k, em_sample_size(n, k)) > k else 0)
 
 
 def _expect_members(
