@@ -19,9 +19,8 @@ from worker.engine import pipeline, pose
 from worker.engine.bench_metrics import partition_scores
 from worker.engine.config import ClassifyConfig
 from worker.engine.io.particles import ParticleStack
-from worker.engine.likelihood import expectation, noise_spectrum
+from worker.engine.likelihood import noise_spectrum
 from worker.engine.pose import PoseMethod
-from worker.engine.poses import FINE_STEP, SHIFT_RADIUS, angle_grid
 from worker.engine.simulate import write_simulation
 
 
@@ -35,18 +34,8 @@ def main(family: str, seed: int) -> None:
 
     def measured(self, *args, **kwargs):
         out = train_round(self, *args, **kwargs)
-        state = self.state
-        seen["em"] = state.posterior.classes[:, 0].cpu().numpy()
-        posterior = expectation(
-            self._small,
-            self._ctfs,
-            state.references,
-            noise_spectrum(self._small),
-            state.log_prior,
-            angle_grid(FINE_STEP),
-            SHIFT_RADIUS,
-        )
-        seen["fit"] = float(posterior.log_likelihood.mean())
+        seen["em"] = self.state.posterior.classes[:, 0].cpu().numpy()
+        seen["fit"] = pose.start_fit(self._small, self._ctfs, self.state, noise_spectrum(self._small))
         return out
 
     PoseMethod.train_round = measured

@@ -387,21 +387,13 @@ def test_the_last_round_of_a_pose_run_takes_the_likelihood_steps_classes(tmp_pat
 
 
 def test_round_one_keeps_the_most_likely_of_its_random_starts():
-    from worker.engine.pose import FIRST_STARTS, START_SEED_STEP, _first_em, _most_likely_first_em
-    from worker.engine.poses import FINE_STEP, SHIFT_RADIUS
+    from worker.engine.pose import FIRST_STARTS, START_SEED_STEP, _first_em, _most_likely_first_em, start_fit
 
     sim = simulate(n=600, k=4, snr=0.1, rotate=True, shift=3.0, ctf=True, seed=2, close_pairs=1)
     _, small, ctfs, _ = _prepared(sim)
     noise = noise_spectrum(small)
     starts = [_first_em(small, ctfs, 4, 7 + START_SEED_STEP * s) for s in range(FIRST_STARTS)]
-    fits = [
-        float(
-            expectation(
-                small, ctfs, s.references, noise, s.log_prior, angle_grid(FINE_STEP), SHIFT_RADIUS
-            ).log_likelihood.mean()
-        )
-        for s in starts
-    ]
+    fits = [start_fit(small, ctfs, s, noise) for s in starts]
     assert len({round(f, 2) for f in fits}) == FIRST_STARTS  # the starts end in different places
     progress = []
     kept = _most_likely_first_em(small, ctfs, 4, 7, lambda done, state: progress.append(done))

@@ -444,7 +444,6 @@ def _most_likely_first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_itera
     fit_images = small if rows is None else small[torch.as_tensor(rows, device=small.device)]
     fit_ctfs = ctfs if rows is None else ctfs.take(rows)
     noise = noise_spectrum(fit_images)
-    angles = angle_grid(FINE_STEP, small.device)
     per_start = _start_iterations(n, k)
     best, best_fit = None, -float("inf")
     for start in range(FIRST_STARTS):
@@ -454,11 +453,9 @@ def _most_likely_first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_itera
                 on_iteration(offset + iteration, state)
 
         state = _first_em(small, ctfs, k, seed + START_SEED_STEP * start, counted)
-        fit = expectation(
-            fit_images, fit_ctfs, state.references, noise, state.log_prior, angles, SHIFT_RADIUS
-        ).log_likelihood.mean()
-        if float(fit) > best_fit:
-            best, best_fit = state, float(fit)
+        fit = start_fit(fit_images, fit_ctfs, state, noise)
+        if fit > best_fit:
+            best, best_fit = state, fit
     if best.posterior is not None:
         return best
     # A large stack's starts ran on samples; only the kept one scores every particle.
@@ -469,6 +466,15 @@ def _most_likely_first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_itera
             on_iteration(done + iteration, state)
 
     return run_em(small, ctfs, k, 1, seed, state=best, on_iteration=last, coarse_iterations=0)
+
+
+def start_fit(images: torch.Tensor, ctfs, state: EmState, noise: torch.Tensor) -> float:
+    """How well a state explains the particles: the mean over them of their log-likelihood summed
+    over every class, fine angle and shift, under the noise spectrum `noise` (the same for every
+    state compared)."""
+    angles = angle_grid(FINE_STEP, images.device)
+    posterior = expectation(images, ctfs, state.references, noise, state.log_prior, angles, SHIFT_RADIUS)
+    return float(posterior.log_likelihood.mean())
 
 
 def over_clustered(k: int, n: int) -> int:
