@@ -106,6 +106,7 @@ class PoseMethod:
         self.state: EmState | None = None
         self._small: torch.Tensor | None = None
         self._ctfs: torch.Tensor | None = None
+        self._power: torch.Tensor | None = None  # noise_spectrum of the search copy, set with it
         self.final_poses: tuple[Posterior, torch.Tensor, int] | None = None  # set by `average`
         self._empty: np.ndarray | None = None  # set by train_round
 
@@ -165,6 +166,7 @@ class PoseMethod:
             self._ctfs = particle_ctfs(
                 self.ctf, len(images), search, self.pixel_size * size / search, self.flipped, images.device
             )
+            self._power = noise_spectrum(self._small)
 
     def train_round(
         self,
@@ -192,7 +194,7 @@ class PoseMethod:
 
         started = time.perf_counter()
         if first:
-            self.state = _most_likely_first_em(small, ctfs, k, seed, progress)
+            self.state = _most_likely_first_em(small, ctfs, k, seed, progress, self._power)
         else:
             self.state.references = references_from_labels(small, ctfs, labels, k, self.state)
             self.state = run_em(
@@ -204,6 +206,7 @@ class PoseMethod:
                 state=self.state,
                 on_iteration=progress,
                 coarse_iterations=0,
+                power=self._power,
             )
         posterior = self.state.posterior
         self._empty = empty_rows(small, self.state, ctfs, seed) if k >= 2 else None
@@ -306,6 +309,7 @@ class PoseMethod:
             coarse_iterations=0,
             reseed=False,
             permitted=permitted,
+            power=self._power,
         )
         return self.state.posterior.classes[:, 0].cpu().numpy().astype(labels.dtype)
 
@@ -384,7 +388,7 @@ def network_sample(n: int, seed: int, device) -> torch.Tensor | None:
     return torch.as_tensor(rows, device=device)
 
 
-def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -> EmState:
+def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None, power=None) -> EmState:
     """Round 1's EM from random subsets, with OVER_CLUSTERING times k classes; the classes whose
     particles the posterior cannot tell apart are then merged back to k (worker.engine.merge) and
     MERGED_ITERATIONS more iterations settle the k classes. On a large stack the iterations run on a seeded sample
@@ -396,6 +400,8 @@ def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -
     rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if sample < n else None
     part = small if rows is None else small[torch.as_tensor(rows, device=small.device)]
     part_ctfs = ctfs if rows is None else ctfs.take(rows)
+    if rows is not None or power is None:
+        power = noise_spectrum(part)
     done = 0
 
     def counted(iteration: int, state: EmState) -> None:
@@ -403,7 +409,7 @@ def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -
             on_iteration(done + iteration, state)
 
     over = over_clustered(k, len(part))
-    state = run_em(part, part_ctfs, over, FIRST_ITERATIONS, seed, on_iteration=counted)
+    state = run_em(part, part_ctfs, over, FIRST_ITERATIONS, seed, on_iteration=counted, power=power)
     done = FIRST_ITERATIONS
     if over > k:
         best = state.posterior.classes[:, 0]
@@ -422,6 +428,7 @@ def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -
             state=state,
             on_iteration=counted,
             coarse_iterations=0,
+            power=power,
         )
         done += MERGED_ITERATIONS
     if rows is not None:
@@ -429,7 +436,9 @@ def _first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -
     return state
 
 
-def _most_likely_first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None) -> EmState:
+def _most_likely_first_em(
+    small: torch.Tensor, ctfs, k: int, seed: int, on_iteration=None, power=None
+) -> EmState:
     """Round 1's EM (_first_em) from FIRST_STARTS random starts, keeping the one under which the
     particles are most probable: the mean over a fixed sample of each particle's log-likelihood
     summed over every class and pose, under one noise model for all (the particles' own power
@@ -443,7 +452,8 @@ def _most_likely_first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_itera
         rows = np.sort(np.random.default_rng(seed).choice(n, FIT_SAMPLE, replace=False))
     fit_images = small if rows is None else small[torch.as_tensor(rows, device=small.device)]
     fit_ctfs = ctfs if rows is None else ctfs.take(rows)
-    noise = noise_spectrum(fit_images)
+    power = noise_spectrum(small) if power is None else power
+    noise = power if rows is None else noise_spectrum(fit_images)
     per_start = _start_iterations(n, k)
     best, best_fit = None, -float("inf")
     for start in range(FIRST_STARTS):
@@ -452,7 +462,7 @@ def _most_likely_first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_itera
             if on_iteration is not None:
                 on_iteration(offset + iteration, state)
 
-        state = _first_em(small, ctfs, k, seed + START_SEED_STEP * start, counted)
+        state = _first_em(small, ctfs, k, seed + START_SEED_STEP * start, counted, power)
         fit = start_fit(fit_images, fit_ctfs, state, noise)
         if fit > best_fit:
             best, best_fit = state, fit
@@ -465,7 +475,7 @@ def _most_likely_first_em(small: torch.Tensor, ctfs, k: int, seed: int, on_itera
         if on_iteration is not None:
             on_iteration(done + iteration, state)
 
-    return run_em(small, ctfs, k, 1, seed, state=best, on_iteration=last, coarse_iterations=0)
+    return run_em(small, ctfs, k, 1, seed, state=best, on_iteration=last, coarse_iterations=0, power=power)
 
 
 def start_fit(images: torch.Tensor, ctfs, state: EmState, noise: torch.Tensor) -> float:

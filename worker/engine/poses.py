@@ -176,12 +176,14 @@ def run_em(
     coarse_iterations: int = COARSE_ITERATIONS,
     reseed: bool = True,
     permitted: torch.Tensor | None = None,
+    power: torch.Tensor | None = None,
 ) -> EmState:
     """EM from random subsets (or from `state`) at the search size; returns the final state.
     With `reseed`, classes that empty out are re-seeded between iterations (module doc).
-    `permitted` (N, K) bool, if given, holds the only classes each particle may take."""
+    `permitted` (N, K) bool, if given, holds the only classes each particle may take.
+    `power` is noise_spectrum(images) where the caller keeps it (one pass over the stack less)."""
     device = images.device
-    power = noise_spectrum(images)
+    power = noise_spectrum(images) if power is None else power
     if state is None:
         state = EmState(
             random_references(images, k, seed), power, torch.full((k,), -float(np.log(k)), device=device)
