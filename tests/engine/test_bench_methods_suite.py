@@ -247,6 +247,14 @@ def test_anchor_cache_round_trip_and_invalidation(tmp_path):
     assert found is not None and np.array_equal(found[1], averages)
     assert load_cached("relion", "easy", 1001, 40, "another-simulator", tmp_path) is None
     assert load_cached("relion", "easy", 1002, 40, families.data_hash(sim), tmp_path) is None
+    # The same seed's stack in other bits (another CPU model) is kept beside it, not over it.
+    other = {**record, "data_hash": "0123456789abcdef", "seconds": 99.0}
+    beside = save_cached("relion", other, averages * 2, tmp_path)
+    assert beside.name == "easy-seed1001-n40-0123456789abcdef.json"
+    assert load_cached("relion", "easy", 1001, 40, families.data_hash(sim), tmp_path)[0]["seconds"] == 12.5
+    found = load_cached("relion", "easy", 1001, 40, "0123456789abcdef", tmp_path)
+    assert found[0]["seconds"] == 99.0 and np.array_equal(found[1], averages * 2)
+    assert save_cached("relion", {**record, "seconds": 13.0}, averages, tmp_path) == path  # a rerun replaces
 
 
 # ----------------------------------------------------------------------------- the suite

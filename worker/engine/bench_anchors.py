@@ -5,7 +5,10 @@ stack on 2 cores.
 Each result lives in benchmarks/results/<anchor>/<family>-seed<seed>-n<N>.json (labels, seconds,
 the exact command, the anchor's version, the hashes of the simulation's parameters and data, and
 the metrics) with the class averages beside it in ...-classes.mrcs. A cached result is reused
-only while both hashes still match, so a changed family or simulator reruns the anchor.
+only while both hashes still match, so a changed family or simulator reruns the anchor. The
+same seed can give a stack that differs in its last bits on another CPU model (the simulator's
+floating-point sums round differently); the anchor's result on that stack is kept beside the
+first, in <family>-seed<seed>-n<N>-<data hash>.json, so each machine finds its own.
 
 Run the held-out anchors in the background (one stack after another), for example:
     nice -n 5 python -m worker.engine.bench_anchors relion --seeds held-out > relion.log 2>&1 &
@@ -35,31 +38,39 @@ def cache_paths(anchor: str, key: str, results: Path = RESULTS) -> tuple[Path, P
     return folder / f"{key}.json", folder / f"{key}-classes.mrcs"
 
 
+def _variants(anchor: str, key: str, data_hash: str, results: Path) -> list[tuple[Path, Path]]:
+    """Where a stack's result may be: under its key, or under its key and data hash."""
+    return [cache_paths(anchor, key, results), cache_paths(anchor, f"{key}-{data_hash}", results)]
+
+
 def load_cached(
     anchor: str, name: str, seed: int, n: int, data_hash: str, results: Path = RESULTS
 ) -> tuple[dict, np.ndarray] | None:
     """The cached record and class averages, or None when absent or made from other data."""
     from worker.engine.io.particles import ParticleStack
 
-    record_path, classes_path = cache_paths(anchor, families.stack_key(name, seed, n), results)
-    if not (record_path.is_file() and classes_path.is_file()):
-        return None
-    record = json.loads(record_path.read_text())
-    if (
-        record.get("params_hash") != families.params_hash(name, seed, n)
-        or record.get("data_hash") != data_hash
-    ):
-        return None
-    with ParticleStack.open(classes_path) as stack:
-        averages = stack.read()
-    return record, averages
+    for record_path, classes_path in _variants(anchor, families.stack_key(name, seed, n), data_hash, results):
+        if not (record_path.is_file() and classes_path.is_file()):
+            continue
+        record = json.loads(record_path.read_text())
+        if (
+            record.get("params_hash") == families.params_hash(name, seed, n)
+            and record.get("data_hash") == data_hash
+        ):
+            with ParticleStack.open(classes_path) as stack:
+                return record, stack.read()
+    return None
 
 
 def save_cached(anchor: str, record: dict, averages: np.ndarray, results: Path = RESULTS) -> Path:
+    """Under the stack's key; beside a record of other data under its key and data hash."""
     from worker.engine.io.mrc import write_stack
 
     key = families.stack_key(record["family"], record["seed"], record["n"])
-    record_path, classes_path = cache_paths(anchor, key, results)
+    plain, hashed = _variants(anchor, key, record["data_hash"], results)
+    record_path, classes_path = plain
+    if plain[0].is_file() and json.loads(plain[0].read_text()).get("data_hash") != record["data_hash"]:
+        record_path, classes_path = hashed
     record_path.parent.mkdir(parents=True, exist_ok=True)
     write_stack(classes_path, averages, record.get("pixel_size", 1.0))
     with temporary_sibling(record_path) as tmp:
