@@ -12,13 +12,17 @@ step's ratio to it (FLOPs counted by worker.engine.bench_flops.step_flops).
 
     PYTHONPATH=. python benchmarks/flop_variants.py --threads 1 2 --precision fp32 bf16
     PYTHONPATH=. python benchmarks/flop_variants.py --network pose --threads 1
+    PYTHONPATH=. python benchmarks/flop_variants.py --device cuda:0 --precision fp32 --batch 128 1024
 
-Results go to benchmarks/results/flop-variants-<network>.json, and a Markdown table to stdout.
+Results go to benchmarks/results/flop-variants-<network>.json (-cuda.json on a GPU), and a
+Markdown table to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import statistics
@@ -39,6 +43,7 @@ VARIANTS = {  # name: (channels_last, paired head, compiled)
     "contiguous, head per branch": (False, False, False),
     "contiguous, paired head": (False, True, False),
     "channels-last, paired head, compiled": (True, True, True),
+    "contiguous, paired head, compiled": (False, True, True),
 }
 
 
@@ -60,21 +65,20 @@ def step(
     optimiser.step()
 
 
-def compare(setup, precision: str, threads: int, rounds: int, steps: int) -> dict:
+def compare(setup, precision: str, threads: int, rounds: int, steps: int, device: torch.device) -> dict:
     reuse_freed_memory()  # as classify does
     torch.set_num_threads(threads)
-    device = torch.device("cpu")
     images, sampler = bench_flops._stack(setup.batch * 8, setup.size, device)
     augment = bench_flops._augment(setup)
     runs = {}
     for name, (channels_last, _, compiled) in VARIANTS.items():
         torch.manual_seed(0)
-        network = SiameseNetwork(setup.size)
+        network = SiameseNetwork(setup.size).to(device)
         if channels_last:
             network = network.to(memory_format=torch.channels_last)
         optimiser = torch.optim.Adam(network.parameters(), lr=1e-4, fused=True)
         pair = torch.compile(network.forward_pair) if compiled else network.forward_pair
-        runs[name] = (network, optimiser, torch.Generator().manual_seed(0), pair)
+        runs[name] = (network, optimiser, torch.Generator(device=device).manual_seed(0), pair)
     seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
     mm: list[float] = []
     for _ in range(rounds):
@@ -95,13 +99,15 @@ def compare(setup, precision: str, threads: int, rounds: int, steps: int) -> dic
                 pair,
             )
             run()  # warm: the other variants ran in between
+            bench_flops._sync(device)
             started = time.perf_counter()
             for _ in range(steps):
                 run()
+            bench_flops._sync(device)
             seconds[name].append((time.perf_counter() - started) / steps)
         mm += bench_flops.matmul_seconds(device, precision, 2)
     flops = bench_flops.step_flops(setup, device, precision)["flops_per_step"]
-    mm_rate = 2 * bench_flops.MATMUL_SIZE["cpu"] ** 3 / statistics.median(mm) / 1e9
+    mm_rate = 2 * bench_flops.MATMUL_SIZE[device.type] ** 3 / statistics.median(mm) / 1e9
     rows = []
     for name, values in seconds.items():
         rate = flops / statistics.median(values) / 1e9
@@ -109,7 +115,9 @@ def compare(setup, precision: str, threads: int, rounds: int, steps: int) -> dic
             {
                 "variant": name,
                 "precision": precision,
-                "threads": threads,
+                "threads": threads if device.type == "cpu" else None,
+                "device": str(device),
+                "batch": setup.batch,
                 "step_seconds": values,
                 "pairs_per_second": setup.batch / statistics.median(values),
                 "step_gflops": rate,
@@ -120,7 +128,7 @@ def compare(setup, precision: str, threads: int, rounds: int, steps: int) -> dic
     return {"rows": rows, "load_average": list(os.getloadavg())}
 
 
-def write(folder: Path, setup, results: list[dict]) -> None:
+def write(folder: Path, setup, results: list[dict], suffix: str) -> None:
     report = {
         "network": setup.name,
         "size": setup.size,
@@ -129,34 +137,49 @@ def write(folder: Path, setup, results: list[dict]) -> None:
         "results": results,
     }
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"flop-variants-{setup.name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (folder / f"flop-variants-{setup.name}{suffix}.json").write_text(json.dumps(report, indent=1) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--network", choices=("reference", "pose"), default="reference")
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="CPU threads (one setting on a GPU)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda:0 (results then go to ...-cuda.json)")
+    parser.add_argument("--batch", type=int, nargs="+", help="pairs per step (default the method's own)")
+    parser.add_argument(
+        "--cudnn-benchmark", action="store_true", help="let cuDNN time its algorithms for each shape first"
+    )
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    setup = bench_flops.setups()[args.network]
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    own = bench_flops.setups()[args.network]
+    threads = args.threads if device.type == "cpu" else args.threads[:1]
+    suffix = (
+        "" if device.type == "cpu" else f"-{device.type}{'-cudnn-benchmark' if args.cudnn_benchmark else ''}"
+    )
     results = []
-    print("| threads | precision | variant | pairs/s | step GFLOP/s | matmul GFLOP/s | ratio | load |")
-    print("|---:|---|---|---:|---:|---:|---:|---|")
-    for threads in args.threads:
-        for precision in args.precision:
-            part = compare(setup, precision, threads, args.rounds, args.steps)
-            results.append(part)
-            write(args.output, setup, results)  # after each part: a long run keeps what it measured
-            load = " ".join(f"{v:.1f}" for v in part["load_average"])
-            for r in part["rows"]:
-                print(
-                    f"| {threads} | {precision} | {r['variant']} | {r['pairs_per_second']:,.0f} | "
-                    f"{r['step_gflops']:,.1f} | {r['matmul_gflops']:,.0f} | {r['ratio']:.0%} | {load} |",
-                    flush=True,
-                )
+    print(
+        "| batch | threads | precision | variant | pairs/s | step GFLOP/s | matmul GFLOP/s | ratio | load |"
+    )
+    print("|---:|---:|---|---|---:|---:|---:|---:|---|")
+    for batch, count, precision in itertools.product(args.batch or [own.batch], threads, args.precision):
+        setup = dataclasses.replace(own, batch=batch)
+        part = compare(setup, precision, count, args.rounds, args.steps, device)
+        results.append(part)
+        write(args.output, own, results, suffix)  # after each part: a long run keeps what it measured
+        load = " ".join(f"{v:.1f}" for v in part["load_average"])
+        for r in part["rows"]:
+            print(
+                f"| {batch} | {count} | {precision} | {r['variant']} | {r['pairs_per_second']:,.0f} | "
+                f"{r['step_gflops']:,.1f} | {r['matmul_gflops']:,.0f} | {r['ratio']:.0%} | {load} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

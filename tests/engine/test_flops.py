@@ -71,3 +71,23 @@ def test_flops_bench_measures_each_thread_count_asked_for(tmp_path, capsys):
     assert all(run["step_gflops"] > 0 and 0 < run["ratio"] for run in report["runs"])
     assert set(report["profiles"]) == {"pose-fp32-1-threads", "pose-fp32-2-threads"}
     assert "| pose | 24 | 32 | fp32 | 1 |" in capsys.readouterr().out
+
+
+def test_channels_last_network_computes_what_the_contiguous_one_does():
+    """fresh_network is channels-last on every device (faster there, train.py); the layout must
+    leave the embedding and the gradients as they are."""
+    from worker.engine.train import fresh_network
+
+    network = fresh_network(SIZE, torch.device("cpu"), 0)
+    plain = SiameseNetwork(SIZE)
+    plain.load_state_dict(network.state_dict())
+    assert network.features[5].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.features[5].weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(8, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    out = network(images.contiguous(memory_format=torch.channels_last))
+    reference = plain(images)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+    out.square().sum().backward()
+    reference.square().sum().backward()
+    for a, b in zip(network.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
