@@ -71,8 +71,8 @@ from worker.engine.preprocess import fourier_crop, normalise
 
 FIRST_ITERATIONS = 10  # EM iterations in round 1 (from random subsets)
 # Round 1's EM runs from this many random starts; the most likely one is kept. Two, not three:
-# on 8 development stacks the third start was kept once, and there its classes were no purer
-# (ARI 0.691 against the second's 0.696), while each start costs a third of round 1's EM.
+# on 12 development stacks a third start would have been kept twice, for ARI -0.005 and +0.036,
+# and it costs half again round 1's EM (README, *Round 1 from random starts*).
 FIRST_STARTS = 2
 START_SEED_STEP = 1_000_003  # seed offset between the starts (the first keeps the round's seed)
 FIT_SAMPLE = 20_000  # the starts are compared on a seeded sample of at most this many particles
