@@ -11,11 +11,15 @@ iterations are about half of round 1's EM. Prints one line per stack.
 """
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from worker.engine import bench_families as families
-from worker.engine import pose
+from worker.engine import pipeline, pose
 from worker.engine.bench_metrics import partition_scores
+from worker.engine.config import ClassifyConfig
+from worker.engine.events import ignore
 from worker.engine.io.particles import ParticleStack
 from worker.engine.simulate import write_simulation
 
@@ -23,13 +27,6 @@ EARLY = (2, 3, 4)  # EM iterations after which each start's fit is recorded
 
 
 def main(family: str, seed: int) -> None:
-    import tempfile
-    from pathlib import Path
-
-    from worker.engine import pipeline
-    from worker.engine.config import ClassifyConfig
-    from worker.engine.events import ignore
-
     sim = families.simulate_family(family, seed)
     folder = Path(tempfile.mkdtemp())
     paths = write_simulation(sim, folder / "data")
