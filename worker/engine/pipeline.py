@@ -165,7 +165,10 @@ def _start(
         on_notice(notice)
     config = config.resolved(str(device))  # the effective parameters, as config.json records them
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)  # a worker runs many jobs: this run's peak only
+        # A worker runs many jobs: this run's peak only. The allocator's statistics exist once
+        # CUDA is initialised; a fresh process that resets them first gets "Invalid device argument".
+        torch.cuda.init()
+        torch.cuda.reset_peak_memory_stats(device)
     size = model_size(stack.box, config.size)
     # Before anything is read: a run that cannot fit stops here with one line, not in the OOM killer.
     fit = check_fits(
