@@ -55,6 +55,7 @@ from worker.engine.likelihood import (
     resample,
     search_mask,
 )
+from worker.engine.local_poses import refine_best
 from worker.engine.merge import merge_groups
 from worker.engine.model import EMBEDDING_DIM
 from worker.engine.pairs import PairSampler
@@ -112,6 +113,9 @@ class PoseMethod:
         self._power: torch.Tensor | None = None  # noise_spectrum of the search copy, set with it
         self.final_poses: tuple[Posterior, torch.Tensor, int] | None = None  # set by `average`
         self._empty: np.ndarray | None = None  # set by train_round
+        # Whether the state is the last round's likelihood step's (refine_labels): only then do
+        # the averages refine the poses locally; earlier rounds' galleries are previews.
+        self.refined = False
 
     # -- the pipeline's hooks ---------------------------------------------------------------
     def set_optics(self, ctf: CtfParams | None, pixel_size: float, flipped: bool) -> None:
@@ -136,7 +140,8 @@ class PoseMethod:
             "class_probs": p.class_probs,
             "log_likelihood": p.log_likelihood,
         }
-        return {key: value.cpu().numpy() for key, value in tensors.items()}
+        arrays = {key: value.cpu().numpy() for key, value in tensors.items()}
+        return {**arrays, "refined": np.array(self.refined)}
 
     def load_state(self, arrays: dict[str, np.ndarray], device) -> None:
         t = {key: torch.as_tensor(value, device=device) for key, value in arrays.items()}
@@ -144,6 +149,7 @@ class PoseMethod:
             t["classes"], t["angles"], t["shifts"], t["weights"], t["class_probs"], t["log_likelihood"]
         )
         self.state = EmState(t["references"], t["sigma2"], t["log_prior"], posterior)
+        self.refined = bool(arrays.get("refined", False))  # states saved before the flag: False
 
     def empty_rows(self) -> np.ndarray | None:
         """The round's boxes that look empty (bool (N,)), or None (see worker.engine.empty_boxes)."""
@@ -181,6 +187,7 @@ class PoseMethod:
         on_event: Callback,
     ) -> tuple[np.ndarray, dict]:
         self._prepare(images)
+        self.refined = False
         small, ctfs, k = self._small, self._ctfs, config.cluster_num
         seed = config.seed * 1000 + round_index
         n = len(images)
@@ -314,6 +321,7 @@ class PoseMethod:
             permitted=permitted,
             power=self._power,
         )
+        self.refined = True
         return self.state.posterior.classes[:, 0].cpu().numpy().astype(labels.dtype)
 
     # -- averages ---------------------------------------------------------------------------
@@ -329,8 +337,11 @@ class PoseMethod:
         references = references_from_labels(small, ctfs, labels, k, state)
         sigma2_full = resample(state.sigma2, size) * (size / small.shape[-1]) ** 2  # per-pixel units
         best = _best_only(state.posterior)  # the neighbours' share of the weight would blur
-        self.final_poses = (best, state.sigma2, k)  # for average_at: the same poses at any size
+        if self.refined:  # the last round's: each best pose refined locally (worker.engine.local_poses)
+            draft, _ = maximisation(full, full_ctfs, best, k, sigma2_full, scale)
+            best = refine_best(full, full_ctfs, best, draft, sigma2_full, scale)
         averages, _ = maximisation(full, full_ctfs, best, k, sigma2_full, scale, sharp=True)
+        self.final_poses = (best, state.sigma2, k)  # for average_at: the same poses at any size
         labels_t = torch.as_tensor(labels, device=full.device)
         parity = torch.zeros(len(labels), dtype=torch.bool, device=full.device)
         for c in range(k):
