@@ -27,9 +27,12 @@ One round:
 `network=False` is the ablation: the embedding is then the one-hot of the EM class posterior,
 so KMeans returns the EM labels themselves, and the likelihood step starts from them.
 
-Class averages (`average`): each label class is aligned to its reference at the search size,
-and averaged at full size with the CTFs (Wiener-like). The two half sets (even and odd members)
-are refined independently from the same low-passed start, for a gold-standard FRC.
+Class averages (`average`): each particle moves by its best pose and is averaged at full size
+with its CTF (Wiener-like). In the last round (after the likelihood step) that pose is first
+refined locally against its class's full-size average (worker.engine.local_poses); earlier
+rounds' averages are previews at the search grid's poses. The two half sets (even and odd
+members) are refined independently from the same low-passed start, for a gold-standard FRC (at
+the search grid's poses: a conservative figure).
 """
 
 from __future__ import annotations
