@@ -60,6 +60,20 @@ class Posterior:
         """Class, angle and shift of each particle's most probable pose."""
         return self.classes[:, 0], self.angles[:, 0], self.shifts[:, 0]
 
+    def best_only(self, angles: torch.Tensor | None = None, shifts: torch.Tensor | None = None) -> Posterior:
+        """Each particle's most probable pose alone, with weight 1; `angles` (N,) and `shifts`
+        (N, 2), where given, move it (the class stays)."""
+        angles = self.angles[:, 0] if angles is None else angles
+        shifts = self.shifts[:, 0] if shifts is None else shifts
+        return Posterior(
+            self.classes[:, :1],
+            angles[:, None],
+            shifts[:, None],
+            torch.ones_like(self.weights[:, :1]),
+            self.class_probs,
+            self.log_likelihood,
+        )
+
 
 def fourier_weights(size: int, device=None) -> torch.Tensor:
     """Weights of rfft2 coefficients that turn their sums into full-spectrum sums."""

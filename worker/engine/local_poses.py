@@ -62,14 +62,7 @@ def refine_best(
                 x, ctf * inverse, ctf**2 * inverse, angles[rows], shifts[rows] * scale, turned
             )
             shifts[rows] = moved / scale
-    return Posterior(
-        best.classes[:, :1],
-        angles[:, None],
-        shifts[:, None],
-        torch.ones_like(angles)[:, None],
-        best.class_probs,
-        best.log_likelihood,
-    )
+    return best.best_only(angles, shifts)
 
 
 def _turned(reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -339,7 +339,7 @@ class PoseMethod:
         state = EmState(self.state.references, self.state.sigma2, self.state.log_prior, self.state.posterior)
         references = references_from_labels(small, ctfs, labels, k, state)
         sigma2_full = resample(state.sigma2, size) * (size / small.shape[-1]) ** 2  # per-pixel units
-        best = _best_only(state.posterior)  # the neighbours' share of the weight would blur
+        best = state.posterior.best_only()  # the neighbours' share of the weight would blur
         if self.refined:  # the last round's: each best pose refined locally (worker.engine.local_poses)
             draft, _ = maximisation(full, full_ctfs, best, k, sigma2_full, scale)
             best = refine_best(full, full_ctfs, best, draft, sigma2_full, scale)
@@ -363,7 +363,7 @@ class PoseMethod:
             halves[:, h], _ = maximisation(
                 full,
                 full_ctfs,
-                _best_only(posterior),
+                posterior.best_only(),
                 k,
                 sigma2_full,
                 scale,
@@ -560,18 +560,6 @@ def _expect_members(
         for field in ("classes", "angles", "shifts", "weights", "class_probs", "log_likelihood"):
             getattr(out, field)[index] = getattr(part, field)
     return out
-
-
-def _best_only(posterior: Posterior) -> Posterior:
-    p = posterior
-    return Posterior(
-        p.classes[:, :1],
-        p.angles[:, :1],
-        p.shifts[:, :1],
-        torch.ones_like(p.weights[:, :1]),
-        p.class_probs,
-        p.log_likelihood,
-    )
 
 
 def _low_passed(images: torch.Tensor, fraction: float) -> torch.Tensor:
