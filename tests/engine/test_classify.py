@@ -143,8 +143,15 @@ def test_runs_with_a_seed_repeat_exactly_and_resume_matches(easy_set, tmp_path):
 def test_events_arrive_in_order(easy_set, tmp_path):
     events = []
     config = ClassifyConfig(
-        cluster_num=3, epoch_num=2, round_num=1, size=32, device="cpu", batch_size=32, method="pose"
-    )
+        cluster_num=3,
+        epoch_num=2,
+        round_num=1,
+        size=32,
+        device="cpu",
+        batch_size=32,
+        method="pose",
+        umap=False,
+    )  # the UMAP stage's events are test_umap_view's (numba compiles umap once per process)
     with ParticleStack.open(easy_set["particles"]) as stack:
         classify(stack, config, tmp_path, events.append)
     # Preprocessing and the initial labels report their progress first, each up to every particle.
@@ -199,7 +206,9 @@ def test_a_callback_can_cancel_between_batches_leaving_complete_rounds_only(easy
         if isinstance(event, LossPoint) and event.round == 2:
             raise JobCancelled()
 
-    config = ClassifyConfig(cluster_num=4, epoch_num=2, round_num=3, size=32, device="cpu", batch_size=64)
+    config = ClassifyConfig(
+        cluster_num=4, epoch_num=2, round_num=3, size=32, device="cpu", batch_size=64, umap=False
+    )
     with ParticleStack.open(easy_set["particles"]) as stack, pytest.raises(JobCancelled):
         classify(stack, config, tmp_path, cancel_in_round_two)
     assert (tmp_path / "round_01" / "labels.csv").is_file()

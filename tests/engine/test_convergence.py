@@ -57,7 +57,9 @@ def noisy_set(tmp_path_factory):
 
 
 def _config(**extra):
-    values = dict(cluster_num=4, epoch_num=1, round_num=3, size=16, seed=1, device="cpu", batch_size=32)
+    values = dict(
+        cluster_num=4, epoch_num=1, round_num=3, size=16, seed=1, device="cpu", batch_size=32, umap=False
+    )
     return ClassifyConfig(method="reference", **{**values, **extra})
 
 

@@ -14,7 +14,7 @@ from worker.engine.io.cryosparc import write_particles_cs
 from worker.engine.io.particles import ParticleStack
 
 # A run of a few seconds: 2 classes, 1 epoch, 1 round, 16 px, on the CPU.
-TINY_RUN = ["-c", "2", "-e", "1", "-r", "1", "-g", "cpu", "--size", "16", "-b", "4", "-q"]
+TINY_RUN = ["-c", "2", "-e", "1", "-r", "1", "-g", "cpu", "--size", "16", "-b", "4", "-q", "--no-umap"]
 
 
 def _cs_project(tmp_path, make_mrc, imported: bool = False):

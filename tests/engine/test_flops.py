@@ -86,7 +86,8 @@ def test_channels_last_network_computes_what_the_contiguous_one_does():
     images = torch.randn(8, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     out = network(images.contiguous(memory_format=torch.channels_last))
     reference = plain(images)
-    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+    # float32 sums in another order (one thread picks other kernels): differences of a few 1e-6
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
     out.square().sum().backward()
     reference.square().sum().backward()
     for a, b in zip(network.parameters(), plain.parameters(), strict=True):

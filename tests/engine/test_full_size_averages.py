@@ -61,7 +61,9 @@ def test_with_known_poses_the_full_size_averages_match_a_direct_average():
 def test_a_run_writes_full_size_averages_with_the_input_pixel_size(tmp_path):
     sim = simulate(n=200, k=2, box=64, snr=0.5, rotate=True, shift=2.0, ctf=True, pixel_size=1.7, seed=8)
     paths = write_simulation(sim, tmp_path / "data")
-    config = ClassifyConfig(method="pose-em", cluster_num=2, epoch_num=1, round_num=1, size=32, device="cpu")
+    config = ClassifyConfig(
+        method="pose-em", cluster_num=2, epoch_num=1, round_num=1, size=32, device="cpu", umap=False
+    )
     with ParticleStack.open(paths["star"]) as stack:
         classify(stack, config, tmp_path / "run")
     summary = json.loads((tmp_path / "run/summary.json").read_text())
@@ -109,7 +111,7 @@ def _run(tmp_path, method: str, box: int = 64, size: int = 32, rounds: int = 2):
     sim = simulate(n=160, k=2, box=box, snr=0.5, rotate=True, shift=2.0, ctf=True, pixel_size=1.7, seed=8)
     paths = write_simulation(sim, tmp_path / "data")
     config = ClassifyConfig(
-        method=method, cluster_num=2, epoch_num=1, round_num=rounds, size=size, device="cpu"
+        method=method, cluster_num=2, epoch_num=1, round_num=rounds, size=size, device="cpu", umap=False
     )
     notices: list[str] = []
     with ParticleStack.open(paths["star"]) as stack:

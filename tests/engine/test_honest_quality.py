@@ -63,7 +63,7 @@ def _unset_header_stack(tmp_path):
 
 def _classify(path, out, capsys, *extra):
     argv = ["classify", str(path), "-o", str(out), "-c", "2", "-e", "1", "-r", "1", "-g", "cpu"]
-    argv += ["--size", "16", "--method", "reference", "-q", *extra]
+    argv += ["--size", "16", "--method", "reference", "-q", "--no-umap", *extra]  # numba: once a process
     assert main(argv) == 0
     captured = capsys.readouterr()
     return captured.out + captured.err

@@ -100,6 +100,8 @@ def test_an_ordinary_run_is_let_through(make_mrc, tmp_path, monkeypatch):
     monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
     path, _ = make_mrc("small.mrcs", n=40, box=16, seed=2)
     with ParticleStack.open(path) as stack:
-        config = ClassifyConfig(method="invariant", cluster_num=2, round_num=1, size=16, device="cpu")
+        config = ClassifyConfig(
+            method="invariant", cluster_num=2, round_num=1, size=16, device="cpu", umap=False
+        )
         result = classify(stack, config, tmp_path / "ok")
     assert len(result.labels) == 40 and np.isin(result.labels, [0, 1]).all()

@@ -74,7 +74,9 @@ def _pose_round(images, k, seed=0, ctf=None, pixel_size=2.0):
 
     method = PoseMethod(network=False)
     method.set_optics(ctf, pixel_size, ctf is not None)
-    config = ClassifyConfig(cluster_num=k, round_num=1, epoch_num=1, size=64, seed=seed, device="cpu")
+    config = ClassifyConfig(
+        cluster_num=k, round_num=1, epoch_num=1, size=64, seed=seed, device="cpu", umap=False
+    )
     embedding, _ = method.train_round(
         images[:, None],
         np.zeros(len(images), dtype=int),
@@ -142,7 +144,7 @@ def test_a_resumed_pose_run_matches_an_unbroken_one(tmp_path):
         simulate(n=240, k=3, box=48, snr=0.5, rotate=True, ctf=True, seed=4), tmp_path / "data"
     )
     config = ClassifyConfig(
-        cluster_num=3, epoch_num=1, round_num=2, size=32, seed=2, device="cpu", method="pose"
+        cluster_num=3, epoch_num=1, round_num=2, size=32, seed=2, device="cpu", method="pose", umap=False
     )
     with ParticleStack.open(paths["star"]) as stack:
         first = classify(stack, config, tmp_path / "a")
@@ -197,7 +199,7 @@ def test_without_the_network_every_em_iteration_reports_its_loss_and_progress():
     events = []
     method = PoseMethod(network=False)
     method.set_optics(None, 2.0, False)
-    config = ClassifyConfig(cluster_num=2, round_num=1, size=64, seed=0, device="cpu")
+    config = ClassifyConfig(cluster_num=2, round_num=1, size=64, seed=0, device="cpu", umap=False)
     assert method.epochs(config) == 1
     method.train_round(
         images[:, None], np.zeros(200, dtype=int), config, 1, torch.Generator().manual_seed(0), events.append
@@ -309,7 +311,9 @@ def test_on_a_large_stack_the_network_learns_from_a_sample_and_embeds_every_part
 
     method = PoseMethod()
     method.set_optics(None, 2.0, False)
-    config = ClassifyConfig(cluster_num=3, round_num=1, epoch_num=2, size=64, seed=0, device="cpu")
+    config = ClassifyConfig(
+        cluster_num=3, round_num=1, epoch_num=2, size=64, seed=0, device="cpu", umap=False
+    )
     events = []
     embedding, _ = method.train_round(
         images[:, None], np.zeros(600, dtype=int), config, 1, torch.Generator().manual_seed(0), events.append
@@ -331,7 +335,9 @@ def test_the_likelihood_step_repairs_classes_the_clustering_got_wrong():
     images, *_ = _prepared(sim)
     method = PoseMethod()
     method.set_optics(sim.ctf, sim.pixel_size, True)
-    config = ClassifyConfig(cluster_num=4, round_num=1, epoch_num=1, size=64, seed=3, device="cpu")
+    config = ClassifyConfig(
+        cluster_num=4, round_num=1, epoch_num=1, size=64, seed=3, device="cpu", umap=False
+    )
     method.train_round(
         images[:, None],
         np.zeros(sim.n, dtype=int),
@@ -386,17 +392,27 @@ def test_the_last_round_of_a_pose_run_takes_the_likelihood_steps_classes(tmp_pat
     assert outside.sum() > 0.7 * sim.n and np.array_equal(result.labels[outside], em_classes[outside])
 
 
-def test_round_one_keeps_the_most_likely_of_its_random_starts():
-    from worker.engine.pose import FIRST_STARTS, START_SEED_STEP, _first_em, _most_likely_first_em, start_fit
+def test_round_one_keeps_the_most_likely_of_its_random_starts(monkeypatch):
+    from worker.engine import pose
+    from worker.engine.pose import FIRST_STARTS, START_SEED_STEP, _most_likely_first_em, start_fit
 
     sim = simulate(n=600, k=4, snr=0.1, rotate=True, shift=3.0, ctf=True, seed=2, close_pairs=1)
     _, small, ctfs, _ = _prepared(sim)
     noise = noise_spectrum(small)
-    starts = [_first_em(small, ctfs, 4, 7 + START_SEED_STEP * s) for s in range(FIRST_STARTS)]
-    fits = [start_fit(small, ctfs, s, noise) for s in starts]
-    assert len({round(f, 2) for f in fits}) == FIRST_STARTS  # the starts end in different places
+    # Each start's EM as it ran inside the choice (the real one, only watched: no start runs twice).
+    starts, seeds, first_em = [], [], pose._first_em
+
+    def watched(*args, **kwargs):
+        seeds.append(args[3])
+        starts.append(first_em(*args, **kwargs))
+        return starts[-1]
+
+    monkeypatch.setattr(pose, "_first_em", watched)
     progress = []
     kept = _most_likely_first_em(small, ctfs, 4, 7, lambda done, state: progress.append(done))
+    assert seeds == [7 + START_SEED_STEP * s for s in range(FIRST_STARTS)]
+    fits = [start_fit(small, ctfs, s, noise) for s in starts]
+    assert len({round(f, 2) for f in fits}) == FIRST_STARTS  # the starts end in different places
     best = int(np.argmax(fits))
     assert torch.equal(kept.references, starts[best].references)
     assert progress == list(range(1, len(progress) + 1)) and len(progress) % FIRST_STARTS == 0

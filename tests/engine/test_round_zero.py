@@ -100,7 +100,20 @@ def test_more_rounds_later_go_on_from_round_zero_as_an_unbroken_run(easy_set, tm
 def test_the_command_line_takes_zero_rounds(easy_set, tmp_path, capsys):
     out = tmp_path / "cli"
     status = main(
-        ["classify", str(easy_set["particles"]), "-o", str(out), "-r", "0", "-c", "4", "-g", "cpu", "-q"]
+        [
+            "classify",
+            str(easy_set["particles"]),
+            "-o",
+            str(out),
+            "-r",
+            "0",
+            "-c",
+            "4",
+            "-g",
+            "cpu",
+            "-q",
+            "--no-umap",
+        ]
     )
     assert status == 0
     printed = capsys.readouterr().out

@@ -48,7 +48,14 @@ def test_float16_storage_gives_the_float32_classes(easy_stack, tmp_path, method)
     labels = {}
     for storage in ("float32", "float16"):
         config = ClassifyConfig(
-            method=method, cluster_num=4, round_num=1, epoch_num=3, size=32, device="cpu", storage=storage
+            method=method,
+            cluster_num=4,
+            round_num=1,
+            epoch_num=3,
+            size=32,
+            device="cpu",
+            storage=storage,
+            umap=False,
         )
         with ParticleStack.open(star) as stack:
             labels[storage] = classify(stack, config, tmp_path / storage).labels
@@ -67,7 +74,9 @@ def test_a_reference_run_stores_float32_and_a_pose_run_float16(easy_stack, tmp_p
 
     _, star = easy_stack
     for method, expected in [("reference", "float32"), ("pose-em", "float16")]:
-        config = ClassifyConfig(method=method, cluster_num=4, round_num=1, epoch_num=1, size=32, device="cpu")
+        config = ClassifyConfig(
+            method=method, cluster_num=4, round_num=1, epoch_num=1, size=32, device="cpu", umap=False
+        )
         with ParticleStack.open(star) as stack:
             classify(stack, config, tmp_path / method)
         recorded = json.loads((tmp_path / method / "config.json").read_text())["parameters"]
