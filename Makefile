@@ -31,12 +31,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# Two pytest workers: most API, worker and page tests wait on processes of their own, so two
+# share the machine's cores; one torch thread each, so neither oversubscribes the other.
+PYTEST_PARALLEL = -n 2 --dist loadgroup
+
 test: lint browser services
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_PARALLEL)
 
 # Engine and API only: no Chromium, no root (Redis and PostgreSQL are still used).
 test-fast: lint services
-	$(PY) -m pytest tests/engine tests/service
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_PARALLEL) tests/engine tests/service
 
 bench: $(STAMP)
 	$(VENV)/bin/cryoclust bench
