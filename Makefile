@@ -32,8 +32,10 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # Two pytest workers: most API, worker and page tests wait on processes of their own, so two
-# share the machine's cores; one torch thread each, so neither oversubscribes the other.
-PYTEST_PARALLEL = -n 2 --dist loadgroup
+# share the machine's cores; one torch thread each, so neither oversubscribes the other. A test
+# file stays on one worker (its module-scoped stacks are made once). Not loadgroup: pytest 9.2
+# keeps test ids where pytest-xdist 3.8 no longer writes its group names.
+PYTEST_PARALLEL = -n 2 --dist loadfile
 
 test: lint browser services
 	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_PARALLEL)

@@ -16,12 +16,3 @@ def db_url(request) -> Iterator[str]:
     """
     with database_url(request.param) as url:
         yield url
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for `pytest -n 2 --dist loadgroup` (what `make test` runs): a file's tests stay on one
-    worker, so its module-scoped stacks are made once, and the page tests share one server and one
-    Chromium. Without pytest-xdist's -n the marks do nothing."""
-    for item in items:
-        group = "browser" if item.get_closest_marker("browser") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
