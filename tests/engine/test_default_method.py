@@ -31,7 +31,7 @@ def test_the_default_beats_reference_and_invariant_on_rotated_ctf_views():
     sim = simulate(n=800, k=10, snr=0.1, rotate=True, shift=4.0, ctf=True, seed=21)
     flipped = phase_flip(sim.images, sim.ctf, sim.pixel_size)
     images = fourier_crop(normalise(torch.from_numpy(flipped)), 32)[:, None]
-    config = ClassifyConfig(cluster_num=10, epoch_num=5, round_num=1, size=32, device="cpu", umap=False)
+    config = ClassifyConfig(cluster_num=10, epoch_num=5, round_num=1, size=32, device="cpu")
     default = _ari(ClassifyConfig.method, images, sim, config, rounds=1)
     reference = _ari("reference", images, sim, replace(config, epoch_num=2), rounds=1)
     invariant = _ari("invariant", images, sim, config, rounds=1)

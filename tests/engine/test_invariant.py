@@ -31,7 +31,7 @@ def test_polar_descriptor_ignores_rotation():
 def test_invariant_beats_reference_on_a_rotated_stack():
     sim = simulate(400, 3, 32, snr=0.5, rotate=True, shift=1, seed=1)
     images = normalised(sim.images)
-    config = ClassifyConfig(cluster_num=3, epoch_num=2, batch_size=64, size=32, device="cpu", umap=False)
+    config = ClassifyConfig(cluster_num=3, epoch_num=2, batch_size=64, size=32, device="cpu")
     labels = initial_labels(images[:, 0].numpy(), 3, 0)
     events = []
     method = get_method("invariant")

@@ -74,9 +74,7 @@ def _pose_round(images, k, seed=0, ctf=None, pixel_size=2.0):
 
     method = PoseMethod(network=False)
     method.set_optics(ctf, pixel_size, ctf is not None)
-    config = ClassifyConfig(
-        cluster_num=k, round_num=1, epoch_num=1, size=64, seed=seed, device="cpu", umap=False
-    )
+    config = ClassifyConfig(cluster_num=k, round_num=1, epoch_num=1, size=64, seed=seed, device="cpu")
     embedding, _ = method.train_round(
         images[:, None],
         np.zeros(len(images), dtype=int),
@@ -199,7 +197,7 @@ def test_without_the_network_every_em_iteration_reports_its_loss_and_progress():
     events = []
     method = PoseMethod(network=False)
     method.set_optics(None, 2.0, False)
-    config = ClassifyConfig(cluster_num=2, round_num=1, size=64, seed=0, device="cpu", umap=False)
+    config = ClassifyConfig(cluster_num=2, round_num=1, size=64, seed=0, device="cpu")
     assert method.epochs(config) == 1
     method.train_round(
         images[:, None], np.zeros(200, dtype=int), config, 1, torch.Generator().manual_seed(0), events.append
@@ -311,9 +309,7 @@ def test_on_a_large_stack_the_network_learns_from_a_sample_and_embeds_every_part
 
     method = PoseMethod()
     method.set_optics(None, 2.0, False)
-    config = ClassifyConfig(
-        cluster_num=3, round_num=1, epoch_num=2, size=64, seed=0, device="cpu", umap=False
-    )
+    config = ClassifyConfig(cluster_num=3, round_num=1, epoch_num=2, size=64, seed=0, device="cpu")
     events = []
     embedding, _ = method.train_round(
         images[:, None], np.zeros(600, dtype=int), config, 1, torch.Generator().manual_seed(0), events.append
@@ -335,9 +331,7 @@ def test_the_likelihood_step_repairs_classes_the_clustering_got_wrong():
     images, *_ = _prepared(sim)
     method = PoseMethod()
     method.set_optics(sim.ctf, sim.pixel_size, True)
-    config = ClassifyConfig(
-        cluster_num=4, round_num=1, epoch_num=1, size=64, seed=3, device="cpu", umap=False
-    )
+    config = ClassifyConfig(cluster_num=4, round_num=1, epoch_num=1, size=64, seed=3, device="cpu")
     method.train_round(
         images[:, None],
         np.zeros(sim.n, dtype=int),
