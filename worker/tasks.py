@@ -283,9 +283,10 @@ def _run(
         if notice:
             recorder.notice(notice)
         config = ClassifyConfig.from_dict(params).resolved(str(actual))
-        recorder.set_effective(config.to_dict())
         out_dir = settings.data_dir / "jobs" / job_id
         with open_stack(settings.data_dir, dataset) as stack:  # a derived dataset: its subset
+            config = config.for_stack(stack.box, stack.pixel_size)
+            recorder.set_effective(config.to_dict())
             result = run_pipeline(
                 stack,
                 config,

@@ -111,6 +111,8 @@ def test_classify_command_recovers_the_classes_and_writes_every_output(easy_set,
     assert summary["device"] == "cpu" and summary["device_peak_bytes"] is None  # a GPU's peak only
     config = json.loads((out / "config.json").read_text())
     assert config["command"] == ["cryoclust", *argv]
+    # the averages' mask, left to the run: 85 % of the 48 px box of 2 Å
+    assert config["parameters"]["mask_diameter"] == pytest.approx(0.85 * 48 * 2.0)
 
 
 def test_runs_with_a_seed_repeat_exactly_and_resume_matches(easy_set, tmp_path):

@@ -55,9 +55,13 @@ def test_auto_options_follow_the_method_and_explicit_values_win():
         assert (effective.phase_flip, effective.align_averages, effective.device) == (on, on, "cpu")
     assert ClassifyConfig(method="reference", phase_flip=True).resolved().phase_flip is True
     assert ClassifyConfig(method="invariant", align_averages=False).aligns_averages is False
-    # resolving twice changes nothing; undecided parameters are none
+    # resolving twice changes nothing; no parameter is left undecided but the mask diameter,
+    # which the stack's box decides
     once = ClassifyConfig().resolved("cpu")
-    assert once.resolved() == once and AUTO not in once.to_dict().values()
+    undecided = [name for name, value in once.to_dict().items() if value is AUTO]
+    assert once.resolved() == once and undecided == ["mask_diameter"]
+    assert once.for_stack(64, 2.0).mask_diameter == 108.8  # 85 % of 128 Å
+    assert ClassifyConfig(mask_diameter=150.0).for_stack(64, 2.0).mask_diameter == 150.0
 
 
 def test_cli_defaults_and_flags_come_from_the_definition():
@@ -85,6 +89,12 @@ def test_cli_defaults_and_flags_come_from_the_definition():
         "invariant",
         "stacks",
     )
+    assert (
+        config_from_args(
+            parse_args(["classify", "x.mrcs", "-o", "out", "--mask-diameter", "150"])
+        ).mask_diameter
+        == 150
+    )
 
 
 @pytest.mark.parametrize(
@@ -94,6 +104,7 @@ def test_cli_defaults_and_flags_come_from_the_definition():
         (["--size", "33"], "--size: 33: must be even"),
         (["-g", "gpu"], "cpu, cuda or cuda:N"),
         (["-e", "x"], "'x' is not a valid int"),
+        (["--mask-diameter", "0"], "--mask-diameter: 0: must be above 0"),
     ],
 )
 def test_cli_refuses_out_of_range_values_with_the_flag_named(flags, message, capsys):

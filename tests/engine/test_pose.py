@@ -109,6 +109,30 @@ def test_aligned_averager_half_sets_are_independent_on_pure_noise():
         assert quality is None or quality > 16.0, quality
 
 
+def test_the_averages_are_masked_at_the_mask_diameter_and_match_the_views_better_for_it():
+    from worker.engine.quality import view_match
+
+    sim = simulate(n=200, k=2, snr=0.1, rotate=True, shift=3.0, ctf=True, seed=14)
+    images = normalise(torch.from_numpy(phase_flip(sim.images, sim.ctf, sim.pixel_size)))
+    method, _ = _pose_round(images, 2, ctf=sim.ctf, pixel_size=sim.pixel_size)
+    averages = {}
+    for diameter in (None, 64.0, 1e4):  # Å at 2 Å/px; None: 85 % of the 64 px box
+        method.mask_diameter = diameter
+        averages[diameter] = method.average(images[:, None], sim.views, 2)
+    coords = np.arange(64) - 32
+    radius = np.hypot(coords[:, None], coords[None, :])
+    edge = 3  # px of cosine fall-off beyond the radius
+    assert np.all(averages[None][:, radius > 0.425 * 64 + edge] == 0)
+    assert np.all(averages[64.0][:, radius > 16 + edge] == 0)
+    # Inside the circle the mask leaves the averages as they are, less their background level.
+    inside = averages[64.0][:, radius < 16] - averages[1e4][:, radius < 16]
+    np.testing.assert_allclose(inside, inside[:, :1].repeat(inside.shape[1], 1), atol=1e-5)
+    for c in range(2):
+        masked = view_match(averages[None][c], sim.clean_views[c])["correlation"]
+        unmasked = view_match(averages[1e4][c], sim.clean_views[c])["correlation"]
+        assert masked > unmasked, (c, masked, unmasked)
+
+
 @pytest.mark.parametrize("averager_name", ["pose", "aligned"])
 def test_on_unrotated_data_aligned_averages_match_the_views_as_well_as_plain_means(averager_name):
     from worker.engine.align import AlignedAverager

@@ -25,9 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.engine.config import DEFAULT_MASK_FRACTION
+
 ITERATIONS = 25
 THREADS = 2
-DIAMETER_FRACTION = 0.85  # of the box: the molecules fit within 0.8 box, plus the shifts
+# Of the box: the molecules fit within 0.8 box, plus the shifts. The same share as the pose
+# methods' own mask on their averages, so both tools mask alike.
+DIAMETER_FRACTION = DEFAULT_MASK_FRACTION
 BINARY = "relion_refine"
 OUTPUT = "class2d"  # relion_refine wants --o inside an existing folder
 

@@ -20,6 +20,9 @@ STORAGES = ("float16", "float32")  # the preprocessed stack in memory
 STORAGE_BYTES = {"float16": 2, "float32": 4}
 # The one method that passes every bar (README "Benchmark of methods"); "reference" is the original.
 DEFAULT_METHOD = "pose"
+# The pose methods' class averages are masked with a soft circle this share of the box wide
+# unless --mask-diameter says otherwise; the benchmark gives RELION the same diameter.
+DEFAULT_MASK_FRACTION = 0.85
 # A device asked for but missing falls back to cpu (worker/engine/devices.py).
 DEFAULT_DEVICE = "cuda:0"
 DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]{1,2})?|mps)$"
@@ -273,6 +276,19 @@ PARAMETERS: tuple[Param, ...] = (
         help="Align members in-plane before averaging, for sharper class averages.",
     ),
     Param(
+        "mask_diameter",
+        float,
+        AUTO,
+        "Mask diameter (Å)",
+        flags=("--mask-diameter",),
+        above=0,
+        maximum=100000,
+        auto=f"{DEFAULT_MASK_FRACTION:.0%} of the box",
+        help="Diameter of the soft circular mask on the pose methods' class averages, as "
+        "RELION's --particle_diameter: a little wider than the particle. Outside it an average "
+        "holds only noise.",
+    ),
+    Param(
         "umap",
         bool,
         True,
@@ -306,6 +322,7 @@ class ClassifyConfig:
     storage: str | None = default("storage")
     phase_flip: bool | None = default("phase_flip")
     align_averages: bool | None = default("align_averages")
+    mask_diameter: float | None = default("mask_diameter")
     umap: bool = default("umap")
 
     def __post_init__(self) -> None:
@@ -332,6 +349,13 @@ class ClassifyConfig:
             if values[p.name] is AUTO and p.resolve is not None:
                 values[p.name] = p.resolve(values)
         return replace(self, **values)
+
+    def for_stack(self, box: int, pixel_size: float) -> ClassifyConfig:
+        """With the one "auto" that the data decides set as well: the mask diameter,
+        DEFAULT_MASK_FRACTION of a box of `box` px at `pixel_size` Å (to 0.1 Å)."""
+        if self.mask_diameter is not None:
+            return self
+        return replace(self, mask_diameter=round(DEFAULT_MASK_FRACTION * box * pixel_size, 1))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -163,7 +163,8 @@ def _start(
     device, notice = resolve_device(config.resolved().device)
     if notice and on_notice:
         on_notice(notice)
-    config = config.resolved(str(device))  # the effective parameters, as config.json records them
+    # the effective parameters, as config.json records them
+    config = config.resolved(str(device)).for_stack(stack.box, stack.pixel_size)
     if device.type == "cuda":
         # A worker runs many jobs: this run's peak only. The allocator's statistics exist once
         # CUDA is initialised; a fresh process that resets them first gets "Invalid device argument".
@@ -206,7 +207,8 @@ def _start(
     pixel_size = stack.pixel_size * stack.box / size
     method = get_method(config.method)
     if hasattr(method, "set_optics"):
-        method.set_optics(stack.ctf, pixel_size, config.flips_phase and stack.ctf is not None)
+        flipped = config.flips_phase and stack.ctf is not None
+        method.set_optics(stack.ctf, pixel_size, flipped, config.mask_diameter)
     return _Run(
         stack,
         config,

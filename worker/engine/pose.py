@@ -43,8 +43,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from worker.engine.align import transform
-from worker.engine.config import ClassifyConfig
+from worker.engine.align import soft_mask, transform
+from worker.engine.config import DEFAULT_MASK_FRACTION, ClassifyConfig
 from worker.engine.ctf import CtfParams
 from worker.engine.empty_boxes import empty_rows
 from worker.engine.events import Callback, EpochDone, LossPoint
@@ -110,6 +110,7 @@ class PoseMethod:
         self.ctf: CtfParams | None = None
         self.pixel_size = 1.0
         self.flipped = False
+        self.mask_diameter: float | None = None  # Å; None: DEFAULT_MASK_FRACTION of the box
         self.state: EmState | None = None
         self._small: torch.Tensor | None = None
         self._ctfs: torch.Tensor | None = None
@@ -121,9 +122,13 @@ class PoseMethod:
         self.refined = False
 
     # -- the pipeline's hooks ---------------------------------------------------------------
-    def set_optics(self, ctf: CtfParams | None, pixel_size: float, flipped: bool) -> None:
-        """The particles' CTFs, the pixel size at the model size, and whether they were flipped."""
+    def set_optics(
+        self, ctf: CtfParams | None, pixel_size: float, flipped: bool, mask_diameter: float | None = None
+    ) -> None:
+        """The particles' CTFs, the pixel size at the model size, whether they were flipped, and
+        the diameter in Å of the averages' mask (None: DEFAULT_MASK_FRACTION of the box)."""
         self.ctf, self.pixel_size, self.flipped = ctf, pixel_size, flipped
+        self.mask_diameter = mask_diameter
 
     def epochs(self, config: ClassifyConfig) -> int:
         """The network's epochs per round; without the network, one pass (of EM iterations)."""
@@ -344,6 +349,7 @@ class PoseMethod:
             draft, _ = maximisation(full, full_ctfs, best, k, sigma2_full, scale)
             best = refine_best(full, full_ctfs, best, draft, sigma2_full, scale)
         averages, _ = maximisation(full, full_ctfs, best, k, sigma2_full, scale, sharp=True)
+        averages = _masked(averages, self._average_mask(size, self.pixel_size, full.device))
         self.final_poses = (best, state.sigma2, k)  # for average_at: the same poses at any size
         labels_t = torch.as_tensor(labels, device=full.device)
         parity = torch.zeros(len(labels), dtype=torch.bool, device=full.device)
@@ -386,7 +392,28 @@ class PoseMethod:
         search = self._small.shape[-1]
         sigma2_full = resample(sigma2, size) * (size / search) ** 2  # per-pixel units
         averages, _ = maximisation(full, ctfs, best, k, sigma2_full, size / search, sharp=True)
+        averages = _masked(averages, self._average_mask(size, pixel_size, full.device))
         return averages.cpu().numpy().astype(np.float32)
+
+    def _average_mask(self, size: int, pixel_size: float, device) -> torch.Tensor:
+        """The soft circle the averages are masked with, at `size` px of `pixel_size` Å. Outside
+        the particle an average holds only noise (the half sets stay unmasked: their FRC is
+        measured over the whole box, as before)."""
+        if self.mask_diameter is None:
+            radius = DEFAULT_MASK_FRACTION * size / 2
+        else:
+            radius = self.mask_diameter / 2 / pixel_size
+        return soft_mask(size, radius, device)
+
+
+def _masked(averages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(K, S, S) averages less their background level (their mean where the mask is 0), masked.
+    Normalised particles have a mean of 0 over the box, so an average's background is not 0:
+    masked as it is, that level would become a disc."""
+    outside = mask == 0
+    if bool(outside.any()):
+        averages = averages - averages[:, outside].mean(1)[:, None, None]
+    return averages * mask
 
 
 def em_sample_size(n: int, k: int) -> int:
