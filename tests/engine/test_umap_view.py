@@ -13,9 +13,9 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-from worker.engine.cluster import UMAP_MIN_PARTICLES, _sample_rows, umap_2d
+from worker.engine.cluster import UMAP_MIN_PARTICLES, _sample_rows, exact_neighbours, umap_2d
 from worker.engine.config import ClassifyConfig
 from worker.engine.events import StageProgress
 from worker.engine.io.particles import ParticleStack
@@ -65,6 +65,18 @@ def test_the_same_seed_gives_the_same_layout(blobs, layout):
     embedding, _ = blobs
     xy, _ = layout
     assert np.array_equal(umap_2d(embedding, 7, sample=1000, chunk=700), xy)
+
+
+def test_a_stack_no_larger_than_the_sample_is_laid_out_from_exact_neighbours(blobs):
+    embedding, truth = blobs[0][:1500], blobs[1][:1500]
+    indices, distances = exact_neighbours(embedding, 15)
+    expected = NearestNeighbors(n_neighbors=15).fit(embedding).kneighbors(embedding)
+    assert np.array_equal(indices[:, 0], np.arange(1500)) and np.all(distances[:, 0] == 0)
+    np.testing.assert_allclose(distances, expected[0], rtol=1e-4, atol=1e-4)
+    assert (indices == expected[1]).mean() > 0.999  # ties aside
+    xy = umap_2d(embedding, 3)  # 1,500 <= the sample: fitted on all, nothing transformed
+    found = KMeans(3, n_init=10, random_state=0).fit_predict(xy)
+    assert adjusted_rand_score(truth, found) > 0.9 and np.array_equal(umap_2d(embedding, 3), xy)
 
 
 def test_too_few_particles_get_no_layout():

@@ -163,15 +163,23 @@ def umap_2d(
 
     embedding = np.ascontiguousarray(embedding, dtype=np.float32)
     rows = _sample_rows(n, sample, torch.Generator().manual_seed(seed)).numpy()
+    neighbours = min(UMAP_NEIGHBOURS, len(rows) - 1)
+    if len(rows) == n:
+        # Nothing to place afterwards, so no search index is needed: the exact neighbours from
+        # torch spare numba compiling umap's nearest-neighbour descent, most of the tens of
+        # seconds a process's first layout took (README, UMAP view).
+        found = {"precomputed_knn": (*exact_neighbours(embedding, neighbours), None)}
+    else:
+        # Below 4,096 points umap otherwise takes exact distances through a Python call per pair
+        # (10 s for 2,000); its nearest-neighbour descent takes 0.5 s.
+        found = {"force_approximation_algorithm": True}
     reducer = umap.UMAP(
         n_components=2,
-        n_neighbors=min(UMAP_NEIGHBOURS, len(rows) - 1),
+        n_neighbors=neighbours,
         random_state=seed,
         transform_seed=seed,
         n_jobs=1,
-        # Below 4,096 points umap otherwise takes exact distances through a Python call per pair
-        # (10 s for 2,000); its nearest-neighbour descent takes 0.5 s.
-        force_approximation_algorithm=True,
+        **found,
     )
     out = np.empty((n, 2), dtype=np.float32)
     with warnings.catch_warnings():
@@ -187,3 +195,23 @@ def umap_2d(
             if on_progress:
                 on_progress(len(rows) + start + len(block), n)
     return out
+
+
+NEIGHBOUR_ROWS = 2048  # points whose distances to all others are held at a time (2048 x N floats)
+
+
+def exact_neighbours(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each of the (N, D) points' k nearest points, itself first, and their Euclidean
+    distances, ascending: (N, k) int64 indices and (N, k) float32 distances, as umap's
+    `precomputed_knn` takes them."""
+    x = torch.from_numpy(points)
+    indices = np.empty((len(x), k), dtype=np.int64)
+    distances = np.empty((len(x), k), dtype=np.float32)
+    for start in range(0, len(x), NEIGHBOUR_ROWS):
+        block = torch.cdist(x[start : start + NEIGHBOUR_ROWS], x)
+        own = torch.arange(len(block))
+        block[own, own + start] = 0.0  # the matrix-product formula leaves rounding error there
+        values, index = block.clamp_(min=0.0).topk(k, largest=False)
+        indices[start : start + len(block)] = index.numpy()
+        distances[start : start + len(block)] = values.numpy()
+    return indices, distances
