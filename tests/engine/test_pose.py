@@ -278,6 +278,20 @@ def test_ctfs_computed_when_read_equal_the_stored_isotropic_ctfs():
         read[3]
 
 
+@pytest.mark.parametrize("rows", [40, 1500])  # fewer rows than pixels (the Gram matrix), and more
+def test_the_split_axis_is_the_covariances_leading_eigenvector(rows):
+    from worker.engine.poses import leading_axis
+
+    generator = torch.Generator().manual_seed(rows)
+    data = torch.randn(rows, 1024, generator=generator)
+    data[:, :16] += 3 * torch.randn(rows, 1, generator=generator)  # one strong direction
+    centred = data - data.mean(0)
+    _, vectors = torch.linalg.eigh((centred.T @ centred).double())
+    axis = leading_axis(centred)
+    assert axis.dtype == centred.dtype and float(axis.norm()) == pytest.approx(1.0, abs=1e-6)
+    assert float((axis.double() @ vectors[:, -1]).abs()) > 1 - 1e-6
+
+
 def test_splitting_a_class_does_not_depend_on_torchs_global_random_state():
     """Re-seeding an emptied class splits the largest one in two; the same stack gives the same
     halves whatever the process drew before (a worker runs many jobs in one process)."""

@@ -138,14 +138,25 @@ def split_class(images: torch.Tensor, posterior: Posterior, index: int) -> tuple
     members = torch.nonzero(cls == index).flatten()
     aligned = transform(images[members].float(), angle[members], shift[members]).reshape(len(members), -1)
     centred = aligned - aligned.mean(0)
-    # The leading eigenvector of the (pixels x pixels) covariance: exact and free of random
-    # numbers (a randomized PCA here drew from torch's global generator, so a run's classes
-    # depended on what the process had computed before).
-    _, vectors = torch.linalg.eigh((centred.T @ centred).double())
-    axis = vectors[:, -1].to(centred.dtype)
+    axis = leading_axis(centred)
     side = (centred @ (axis * torch.sign(axis[axis.abs().argmax()]))) > 0
     size = images.shape[-1]
     return aligned[side].mean(0).reshape(size, size), aligned[~side].mean(0).reshape(size, size)
+
+
+def leading_axis(centred: torch.Tensor) -> torch.Tensor:
+    """The unit leading eigenvector of the covariance of (M, P) centred rows, up to sign: exact
+    and free of random numbers (a randomized PCA here drew from torch's global generator, so a
+    run's classes depended on what the process had computed before). With fewer rows than
+    pixels it comes from the (M x M) Gram matrix instead, the same axis at a fraction of the
+    cost: eigh of 1,024 pixels at the search size took 0.09 s a split, 3.7 s of a 2,000-particle
+    run's round 1."""
+    if len(centred) < centred.shape[1]:
+        _, vectors = torch.linalg.eigh((centred @ centred.T).double())
+        axis = centred.T.double() @ vectors[:, -1]
+        return (axis / axis.norm()).to(centred.dtype)
+    _, vectors = torch.linalg.eigh((centred.T @ centred).double())
+    return vectors[:, -1].to(centred.dtype)
 
 
 def _reseed(images: torch.Tensor, state: EmState, k: int) -> bool:
