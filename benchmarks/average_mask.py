@@ -9,46 +9,25 @@ prints the bench's view correlation of each, per view and averaged.
 """
 
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
-from worker.engine import bench_families as families
+from benchmarks.local_poses import ORIGINAL_AVERAGE, last_averaging
 from worker.engine.bench_metrics import view_correlations
-from worker.engine.bench_suite import run_pipeline_method
-from worker.engine.pose import PoseMethod
-from worker.engine.simulate import write_simulation
 
 WIDER_THAN_ANY_BOX = 1e9  # Å
 
 
 def main(name: str, seeds: list[int]) -> None:
-    calls = []
-    original = PoseMethod.average
-
-    def recorded(self, images, labels, k):
-        calls.append((self, images, labels, k))
-        return original(self, images, labels, k)
-
-    PoseMethod.average = recorded
-    k = families.class_count(name)
-    for seed in seeds:
-        sim = families.simulate_family(name, seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            star = write_simulation(sim, Path(tmp) / "stack")["star"]
-            labels, _, _ = run_pipeline_method("pose", star, k, "cpu", Path(tmp) / "run")
-        method, images, final_labels, k = calls[-1]
-        assert np.array_equal(final_labels, labels)
+    for seed, sim, method, images, labels, k, _ in last_averaging(name, seeds):
         for variant, diameter in (("unmasked", WIDER_THAN_ANY_BOX), ("masked", None)):
             method.mask_diameter = diameter
-            averages = original(method, images, labels, k)
+            averages = ORIGINAL_AVERAGE(method, images, labels, k)
             values = view_correlations(sim.views, labels, averages, sim.clean_views)
             print(
                 f"{name} {seed} {variant}: view {np.mean(values):.4f} {[round(v, 3) for v in values]}",
                 flush=True,
             )
-        calls.clear()
 
 
 if __name__ == "__main__":

@@ -22,36 +22,49 @@ from worker.engine.bench_suite import run_pipeline_method
 from worker.engine.pose import PoseMethod
 from worker.engine.simulate import write_simulation
 
+ORIGINAL_AVERAGE = PoseMethod.average
 
-def main(name: str, seeds: list[int]) -> None:
+
+def last_averaging(name: str, seeds: list[int]):
+    """For each seed, a `--method pose` run (the bench's parameters) on the family's stack:
+    yields (seed, sim, method, images, labels, k, seconds), the method object in its final state and
+    the arguments of its last `average` call, which ORIGINAL_AVERAGE(method, images, labels, k)
+    repeats."""
     calls = []
-    original = PoseMethod.average
 
     def recorded(self, images, labels, k):
         calls.append((self, images, labels, k))
-        return original(self, images, labels, k)
+        return ORIGINAL_AVERAGE(self, images, labels, k)
 
     PoseMethod.average = recorded
-    k = families.class_count(name)
-    for seed in seeds:
-        sim = families.simulate_family(name, seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            star = write_simulation(sim, Path(tmp) / "stack")["star"]
-            labels, _, seconds = run_pipeline_method("pose", star, k, "cpu", Path(tmp) / "run")
-        method, images, final_labels, k = calls[-1]
-        assert np.array_equal(final_labels, labels)
+    try:
+        k = families.class_count(name)
+        for seed in seeds:
+            sim = families.simulate_family(name, seed)
+            with tempfile.TemporaryDirectory() as tmp:
+                star = write_simulation(sim, Path(tmp) / "stack")["star"]
+                labels, _, seconds = run_pipeline_method("pose", star, k, "cpu", Path(tmp) / "run")
+            method, images, final_labels, k = calls[-1]
+            assert np.array_equal(final_labels, labels)
+            yield seed, sim, method, images, labels, k, seconds
+            calls.clear()
+    finally:
+        PoseMethod.average = ORIGINAL_AVERAGE
+
+
+def main(name: str, seeds: list[int]) -> None:
+    for seed, sim, method, images, labels, k, seconds in last_averaging(name, seeds):
         for variant, refined in (("grid", False), ("refined", True)):
             method.refined = refined
             started = time.perf_counter()
-            averages = original(method, images, labels, k)
+            averages = ORIGINAL_AVERAGE(method, images, labels, k)
             took = time.perf_counter() - started
             values = view_correlations(sim.views, labels, averages, sim.clean_views)
             print(
-                f"{name} {seed} {variant}: view {np.mean(values):.4f} ({took:.1f} s of {seconds:.0f} s)"
-                f" {[round(v, 3) for v in values]}",
+                f"{name} {seed} {variant}: view {np.mean(values):.4f}"
+                f" ({took:.1f} s of {seconds:.0f} s) {[round(v, 3) for v in values]}",
                 flush=True,
             )
-        calls.clear()
 
 
 if __name__ == "__main__":
