@@ -23,6 +23,7 @@ export function problem(p, value, limit = Infinity) {
     return "";
   }
   if (p.type !== "integer" && p.type !== "number") return "";
+  if (value === null) return p.default === null ? "" : "a number is needed"; // left empty: auto
   const most = Math.min(p.maximum ?? Infinity, limit);
   if (p.minimum != null && value < p.minimum) return `at least ${fmtInt(p.minimum)}`;
   if (value > most) return `at most ${fmtInt(most)}${most < (p.maximum ?? Infinity) ? " (the number of particles)" : ""}`;
@@ -104,6 +105,7 @@ export class JobForm {
       input = h("input", {
         id, name: p.name, type: "number", min: p.minimum ?? p.exclusive_minimum, max: p.maximum,
         step: p.multiple_of ?? (kind === "int" ? "1" : "any"), inputmode: kind === "int" ? "numeric" : "decimal",
+        placeholder: p.default === null ? `auto: ${p.auto}` : "",
       });
     }
     const error = h("span", { class: "field-error", "aria-live": "polite" });
@@ -166,8 +168,10 @@ export class JobForm {
       else if (kind === "text") value = control.value.trim();
       else {
         const raw = control.value.trim();
-        value = Number(raw);
-        if (raw === "" || !Number.isFinite(value)) message = "a number is needed";
+        value = raw === "" && p.default === null ? null : Number(raw); // empty: auto, decided by the run
+        if (control.validity?.badInput || (value !== null && (raw === "" || !Number.isFinite(value)))) {
+          message = "a number is needed";
+        }
         else if (kind === "int" && !Number.isInteger(value)) message = "a whole number is needed";
       }
       // At most one class per particle: the dataset's size caps the number of classes.

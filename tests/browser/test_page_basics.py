@@ -79,6 +79,11 @@ def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
         expect(page.locator(f"#job-{field} option:checked")).to_have_text(f"auto: {BY_NAME[field].auto}")
     expect(page.locator("#job-device")).to_have_value("")
     expect(page.locator("#job-device")).to_have_attribute("placeholder", f"auto: {BY_NAME['device'].auto}")
+    # a number left to the run: empty, with its rule as the placeholder
+    expect(page.locator("#job-mask_diameter")).to_have_value("")
+    expect(page.locator("#job-mask_diameter")).to_have_attribute(
+        "placeholder", f"auto: {BY_NAME['mask_diameter'].auto}"
+    )
     assert page.locator("#job-form .help").count() == len(PARAMETERS) + 1  # a line of help for every field
 
     cases = [
@@ -92,6 +97,7 @@ def test_job_form_checks_ranges_like_the_api(page, server, sim_stack):
         ("size", "4", "at least 8"),
         ("seed", "-1", "at least 0"),
         ("device", "gpu", "cuda:N"),
+        ("mask_diameter", "0", "above 0"),
     ]
     for field, value, message in cases:
         page.fill(f"#job-{field}", value)
