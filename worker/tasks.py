@@ -283,10 +283,11 @@ def _run(
         if notice:
             recorder.notice(notice)
         config = ClassifyConfig.from_dict(params).resolved(str(actual))
+        recorder.set_effective(config.to_dict())  # a stack that fails to open leaves these
         out_dir = settings.data_dir / "jobs" / job_id
         with open_stack(settings.data_dir, dataset) as stack:  # a derived dataset: its subset
             config = config.for_stack(stack.box, stack.pixel_size)
-            recorder.set_effective(config.to_dict())
+            recorder.set_effective(config.to_dict())  # and the mask diameter its box decides
             result = run_pipeline(
                 stack,
                 config,

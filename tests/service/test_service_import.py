@@ -100,6 +100,7 @@ def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vani
         first = job = client.post("/api/jobs", json={"dataset_id": dataset["id"], **TINY}).json()
         done = wait_for_job(client, job["id"], timeout=180)
         assert done["status"] == "succeeded", done
+        assert done["effective_params"]["mask_diameter"] > 0  # decided from the stack's box
         labels = client.get(f"/api/jobs/{job['id']}/rounds/final/labels.csv").text.splitlines()
         assert len(labels) == 61 and "Extract/job003/b.mrcs" in labels[-1]
 
@@ -124,6 +125,9 @@ def test_imported_files_are_read_in_place_and_jobs_fail_when_they_change_or_vani
             job = client.post("/api/jobs", json={"dataset_id": imported[name]["id"], **TINY}).json()
             failed = wait_for_job(client, job["id"], timeout=60)
             assert failed["status"] == "failed" and words in failed["error"], (name, failed)
+            # recorded before the stack was opened; the mask diameter it would decide stays auto
+            effective = failed["effective_params"]
+            assert effective["device"] == "cpu" and effective["mask_diameter"] is None, (name, effective)
 
         # A stack of the star vanishes: its job fails naming that stack; deleting the dataset
         # leaves the lab's remaining files alone.
