@@ -169,10 +169,9 @@ export class JobForm {
       else {
         const raw = control.value.trim();
         value = raw === "" && p.default === null ? null : Number(raw); // empty: auto, decided by the run
-        if (control.validity?.badInput || (value !== null && (raw === "" || !Number.isFinite(value)))) {
-          message = "a number is needed";
-        }
-        else if (kind === "int" && !Number.isInteger(value)) message = "a whole number is needed";
+        const unreadable = control.validity?.badInput || (value !== null && (raw === "" || !Number.isFinite(value)));
+        if (unreadable) message = "a number is needed";
+        else if (value !== null && kind === "int" && !Number.isInteger(value)) message = "a whole number is needed";
       }
       // At most one class per particle: the dataset's size caps the number of classes.
       const limit = p.name === "cluster_num" && ds ? ds.n_particles : Infinity;
