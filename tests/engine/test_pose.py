@@ -6,6 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from worker.engine import pose
 from worker.engine.ctf import phase_flip
 from worker.engine.likelihood import Posterior, expectation, maximisation, noise_spectrum, particle_ctfs
 from worker.engine.pose import PoseMethod
@@ -184,8 +185,6 @@ def test_a_large_stack_iterates_on_a_sample_and_still_scores_every_particle(monk
     every particle: the classes stay those of a run on every particle."""
     from sklearn.metrics import adjusted_rand_score as adjusted_rand_index
 
-    import worker.engine.pose as pose
-
     sim = simulate(n=900, k=3, snr=0.5, rotate=True, shift=2.0, seed=21)
     images = normalise(torch.from_numpy(sim.images))
     _, everyone = _pose_round(images, 3)
@@ -333,7 +332,6 @@ def test_on_a_large_stack_the_network_learns_from_a_sample_and_embeds_every_part
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score as adjusted_rand_index
 
-    import worker.engine.pose as pose
     from worker.engine.config import ClassifyConfig
     from worker.engine.events import LossPoint
 
@@ -361,7 +359,7 @@ def test_on_a_large_stack_the_network_learns_from_a_sample_and_embeds_every_part
     assert adjusted_rand_index(sim.views, labels) >= 0.95
 
 
-def test_the_likelihood_step_repairs_classes_the_clustering_got_wrong():
+def test_the_likelihood_step_repairs_classes_the_clustering_got_wrong(monkeypatch):
     from worker.engine.config import ClassifyConfig
     from worker.engine.simulate import simulate as simulate_stack
 
@@ -383,13 +381,33 @@ def test_the_likelihood_step_repairs_classes_the_clustering_got_wrong():
     wrong = rng.random(sim.n) < 0.25
     labels = sim.views.copy()
     labels[wrong] = (sim.views[wrong] + rng.integers(1, 4, wrong.sum())) % 4
-    calls = []
+    calls, fits = [], []
+    real_fit = pose.start_fit
+
+    def recorded_fit(images, ctfs, state, noise, allowed=None):
+        fits.append(
+            (real_fit(images, ctfs, state, noise, allowed), state.posterior.classes[:, 0].numpy().copy())
+        )
+        return fits[-1][0]
+
+    monkeypatch.setattr(pose, "start_fit", recorded_fit)
     refined = method.refine_labels(
         labels, 4, None, 3, on_iteration=lambda done, total: calls.append((done, total))
     )
     assert adjusted_rand_score(sim.views, labels) < 0.6
     assert adjusted_rand_score(sim.views, refined) > 0.95
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+    # One fit per iteration; the iterations go on while the fit rises, and the labels are the
+    # best fit's: those of the last iteration, or of the one before where the fit fell.
+    values = [value for value, _ in fits]
+    assert 1 <= len(fits) <= pose.REFINE_ITERATIONS
+    assert all(b > a for a, b in zip(values[:-2], values[1:-1]))
+    stopped = len(fits) < pose.REFINE_ITERATIONS
+    if stopped:
+        assert values[-1] <= values[-2]
+    assert np.array_equal(refined, fits[-2 if stopped else -1][1])
+    assert [total for _, total in calls] == [pose.REFINE_ITERATIONS] * len(calls)
+    assert calls[-1] == (pose.REFINE_ITERATIONS, pose.REFINE_ITERATIONS)
+    assert [done for done, _ in calls[:-1]] == list(range(1, len(calls)))
     # Boxes flagged as empty keep the class they were given, and it takes no new members.
     method._empty = np.arange(sim.n) < 30
     with_empty = method.refine_labels(labels, 4, 2, 3)
@@ -417,7 +435,9 @@ def test_the_last_round_of_a_pose_run_takes_the_likelihood_steps_classes(tmp_pat
         )
     rounds = [json.loads((tmp_path / "out" / f"round_0{r}" / "round.json").read_text()) for r in (1, 2)]
     assert "refine" not in rounds[0]["timings"] and rounds[1]["timings"]["refine"] > 0
-    assert stages.count("refine") == 3  # one progress event per EM iteration
+    # One progress event per EM iteration, and a last one that fills the bar if the step stopped
+    # early (its fit fell).
+    assert 2 <= stages.count("refine") <= pose.REFINE_ITERATIONS + 1
     # The written classes are the EM's most probable ones, the empty class's flagged boxes aside.
     em_classes = np.load(tmp_path / "out" / "round_02" / "method_state.npz")["classes"][:, 0]
     outside = result.labels != rounds[1]["empty_class"]
@@ -425,7 +445,6 @@ def test_the_last_round_of_a_pose_run_takes_the_likelihood_steps_classes(tmp_pat
 
 
 def test_round_one_keeps_the_most_likely_of_its_random_starts(monkeypatch):
-    from worker.engine import pose
     from worker.engine.pose import FIRST_STARTS, START_SEED_STEP, _most_likely_first_em, start_fit
 
     sim = simulate(n=600, k=4, snr=0.1, rotate=True, shift=3.0, ctf=True, seed=2, close_pairs=1)

@@ -64,6 +64,7 @@ from worker.engine.model import EMBEDDING_DIM
 from worker.engine.pairs import PairSampler
 from worker.engine.poses import (
     FINE_STEP,
+    PRUNE_CLASSES,
     SEARCH_SIZE,
     SHIFT_RADIUS,
     EmState,
@@ -97,7 +98,7 @@ OVER_CLUSTERING = 2.0  # round 1's EM runs with this many times the classes aske
 MIN_OVER_CLASS = 50  # ... while each of them keeps this many particles on average
 MERGED_ITERATIONS = 2  # EM iterations after the merge back to the classes asked for
 MEMBER_CHUNK = 65_536  # a half set's particles scored (and copied) at a time
-REFINE_ITERATIONS = 3  # EM iterations from the last round's classes (README: 2 to 4 measured)
+REFINE_ITERATIONS = 6  # the most EM iterations from the last round's classes (they stop when the fit falls)
 
 
 class PoseMethod:
@@ -316,21 +317,54 @@ class PoseMethod:
             permitted[:, empty_class] = flagged | torch.as_tensor(labels == empty_class, device=small.device)
             permitted[flagged] = False
             permitted[flagged, empty_class] = True
-        self.state = run_em(
-            small,
-            ctfs,
-            k,
-            REFINE_ITERATIONS,
-            seed,
-            state=state,
-            on_iteration=None if on_iteration is None else lambda i, _: on_iteration(i, REFINE_ITERATIONS),
-            coarse_iterations=0,
-            reseed=False,
-            permitted=permitted,
-            power=self._power,
-        )
+        self.state = self._iterate_while_fit_rises(state, k, seed, permitted, on_iteration)
         self.refined = True
         return self.state.posterior.classes[:, 0].cpu().numpy().astype(labels.dtype)
+
+    def _iterate_while_fit_rises(self, state: EmState, k: int, seed: int, permitted, on_iteration) -> EmState:
+        """EM iterations from `state` (whose posterior is None), one at a time, while each leaves
+        the particles more probable than the one before, at most REFINE_ITERATIONS; returns the
+        state of the best fit. The fit is start_fit's, over each particle's PRUNE_CLASSES most
+        probable classes (on a seeded sample of FIT_SAMPLE particles of a larger stack). Where
+        the last round's classes are already good, further iterations let a view spread into its
+        neighbours' classes, and the fit falls as they do (README, *The last round's likelihood
+        step*)."""
+        small, ctfs = self._small, self._ctfs
+        n = len(small)
+        rows = None
+        if n > FIT_SAMPLE:
+            rows = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n, FIT_SAMPLE, replace=False)))
+            rows = rows.to(small.device)
+        fit_images = small if rows is None else small[rows]
+        fit_ctfs = ctfs if rows is None else ctfs.take(rows.cpu().numpy())
+        best, best_fit = state, -float("inf")
+        for iteration in range(1, REFINE_ITERATIONS + 1):
+            # One iteration a call: the first scores every class (no posterior yet), the later
+            # ones prune, as one call of several iterations would.
+            state = run_em(
+                small,
+                ctfs,
+                k,
+                1,
+                seed,
+                state=state,
+                coarse_iterations=0,
+                reseed=False,
+                permitted=permitted,
+                power=self._power,
+            )
+            probs = state.posterior.class_probs if rows is None else state.posterior.class_probs[rows]
+            likely = torch.zeros_like(probs, dtype=torch.bool)
+            likely.scatter_(1, probs.topk(min(PRUNE_CLASSES, k), dim=1).indices, True)
+            fit = start_fit(fit_images, fit_ctfs, state, self._power, allowed=likely)
+            if fit <= best_fit:
+                break
+            best, best_fit = EmState(state.references, state.sigma2, state.log_prior, state.posterior), fit
+            if on_iteration is not None:
+                on_iteration(iteration, REFINE_ITERATIONS)
+        if on_iteration is not None:
+            on_iteration(REFINE_ITERATIONS, REFINE_ITERATIONS)  # the bar ends full when it stops early
+        return best
 
     # -- averages ---------------------------------------------------------------------------
     def average(self, images: torch.Tensor, labels: np.ndarray, k: int) -> np.ndarray:
@@ -523,12 +557,16 @@ def _most_likely_first_em(
     return run_em(small, ctfs, k, 1, seed, state=best, on_iteration=last, coarse_iterations=0, power=power)
 
 
-def start_fit(images: torch.Tensor, ctfs, state: EmState, noise: torch.Tensor) -> float:
+def start_fit(
+    images: torch.Tensor, ctfs, state: EmState, noise: torch.Tensor, allowed: torch.Tensor | None = None
+) -> float:
     """How well a state explains the particles: the mean over them of their log-likelihood summed
-    over every class, fine angle and shift, under the noise spectrum `noise` (the same for every
-    state compared)."""
+    over every class (or each particle's `allowed` ones, (N, K) bool), fine angle and shift,
+    under the noise spectrum `noise` (the same for every state compared)."""
     angles = angle_grid(FINE_STEP, images.device)
-    posterior = expectation(images, ctfs, state.references, noise, state.log_prior, angles, SHIFT_RADIUS)
+    posterior = expectation(
+        images, ctfs, state.references, noise, state.log_prior, angles, SHIFT_RADIUS, allowed=allowed
+    )
     return float(posterior.log_likelihood.mean())
 
 
