@@ -17,9 +17,10 @@ One round:
    flagged after the EM; when there are enough of them, the pipeline gives them a class in the
    run's last round.
 5. In the last round, the likelihood step runs on the round's classes (`refine_labels`):
-   references from the labels, REFINE_ITERATIONS EM iterations over every class and pose (no
-   class re-seeded: the classes are the network's), and each particle takes its most probable
-   class. KMeans on the embedding alone lost purity that the EM posterior had
+   references from the labels, then EM iterations over every class and pose (no class
+   re-seeded: the classes are the network's) while each leaves the particles more probable
+   than the one before, at most REFINE_ITERATIONS, and each particle takes its most probable
+   class under the best of them. KMeans on the embedding alone lost purity that the EM posterior had
    (benchmarks/network_vs_em.py); started from the network's classes, the EM keeps what the
    network separated and settles the borders. Earlier rounds need no such step: the next
    round's EM starts from their labels anyway.
@@ -296,9 +297,9 @@ class PoseMethod:
         on_iteration: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """The likelihood step on the last round's classes (module doc, item 5): labels (N,) in
-        [0, k) after REFINE_ITERATIONS EM iterations started from `labels`; the boxes flagged as
-        empty stay in `empty_class`, which takes no new members. `on_iteration(done, total)`
-        after each iteration."""
+        [0, k) after the EM iterations started from `labels` (_iterate_while_fit_rises); the
+        boxes flagged as empty stay in `empty_class`, which takes no new members.
+        `on_iteration(done, total)` after each iteration, and (total, total) at the end."""
         small, ctfs = self._small, self._ctfs
         state = EmState(self.state.references, self.state.sigma2, self.state.log_prior, self.state.posterior)
         state.references = references_from_labels(small, ctfs, labels, k, state)
