@@ -34,6 +34,8 @@ def main(family: str, seeds: list[int]) -> None:
 
     def recorded_fit(images, ctfs, state, noise, allowed=None):
         fit = real_fit(images, ctfs, state, noise, allowed)
+        if truth.get("rows") is None:  # round 1's choice of start, not the step
+            return fit
         truth["rows"].append(f"{len(truth['rows']) + 1}:{scores(state.posterior.labels)}/{fit:.3f}")
         return truth["rows_fit"].pop(0) if truth["rows_fit"] else fit
 
@@ -41,7 +43,8 @@ def main(family: str, seeds: list[int]) -> None:
         # Rising figures for the step to go on, so every iteration runs; the real ones are printed.
         truth["rows"], truth["rows_fit"] = [], [float(i) for i in range(ITERATIONS)]
         refined = real_refine(self, labels, k, empty_class, seed)
-        print(f"{family} {truth['seed']} net {scores(labels)} | " + " ".join(truth["rows"]), flush=True)
+        rows, truth["rows"] = truth["rows"], None
+        print(f"{family} {truth['seed']} net {scores(labels)} | " + " ".join(rows), flush=True)
         return refined
 
     pose.start_fit, pose.PoseMethod.refine_labels = recorded_fit, refine
