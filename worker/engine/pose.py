@@ -20,8 +20,8 @@ One round:
    references from the labels, then EM iterations over every class and pose (no class
    re-seeded: the classes are the network's) while each leaves the particles more probable
    than the one before, at most REFINE_ITERATIONS, and each particle takes its most probable
-   class under the best of them. KMeans on the embedding alone lost purity that the EM posterior had
-   (benchmarks/network_vs_em.py); started from the network's classes, the EM keeps what the
+   class under the best of them. KMeans on the embedding alone lost purity that the EM
+   posterior had (benchmarks/network_vs_em.py); started from the network's classes, the EM keeps what the
    network separated and settles the borders. Earlier rounds need no such step: the next
    round's EM starts from their labels anyway.
 
@@ -331,13 +331,10 @@ class PoseMethod:
         neighbours' classes, and the fit falls as they do (README, *The last round's likelihood
         step*)."""
         small, ctfs = self._small, self._ctfs
-        n = len(small)
-        rows = None
-        if n > FIT_SAMPLE:
-            rows = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n, FIT_SAMPLE, replace=False)))
-            rows = rows.to(small.device)
-        fit_images = small if rows is None else small[rows]
-        fit_ctfs = ctfs if rows is None else ctfs.take(rows.cpu().numpy())
+        rows = fit_rows(len(small), seed)
+        index = None if rows is None else torch.as_tensor(rows, device=small.device)
+        fit_images = small if rows is None else small[index]
+        fit_ctfs = ctfs if rows is None else ctfs.take(rows)
         best, best_fit = state, -float("inf")
         for iteration in range(1, REFINE_ITERATIONS + 1):
             # One iteration a call: the first scores every class (no posterior yet), the later
@@ -354,7 +351,7 @@ class PoseMethod:
                 permitted=permitted,
                 power=self._power,
             )
-            probs = state.posterior.class_probs if rows is None else state.posterior.class_probs[rows]
+            probs = state.posterior.class_probs if rows is None else state.posterior.class_probs[index]
             likely = torch.zeros_like(probs, dtype=torch.bool)
             likely.scatter_(1, probs.topk(min(PRUNE_CLASSES, k), dim=1).indices, True)
             fit = start_fit(fit_images, fit_ctfs, state, self._power, allowed=likely)
@@ -527,9 +524,7 @@ def _most_likely_first_em(
     (blobs10-lowsnr-pink), and this likelihood ranked the three starts exactly as their ARI
     (README, *Round 1 from random starts*, for why two are run)."""
     n = len(small)
-    rows = None
-    if n > FIT_SAMPLE:
-        rows = np.sort(np.random.default_rng(seed).choice(n, FIT_SAMPLE, replace=False))
+    rows = fit_rows(n, seed)
     fit_images = small if rows is None else small[torch.as_tensor(rows, device=small.device)]
     fit_ctfs = ctfs if rows is None else ctfs.take(rows)
     power = noise_spectrum(small) if power is None else power
@@ -556,6 +551,14 @@ def _most_likely_first_em(
             on_iteration(done + iteration, state)
 
     return run_em(small, ctfs, k, 1, seed, state=best, on_iteration=last, coarse_iterations=0, power=power)
+
+
+def fit_rows(n: int, seed: int) -> np.ndarray | None:
+    """The particles a fit (start_fit) is taken over: None (all) up to FIT_SAMPLE, else a sorted
+    seeded sample of FIT_SAMPLE."""
+    if n <= FIT_SAMPLE:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, FIT_SAMPLE, replace=False))
 
 
 def start_fit(
