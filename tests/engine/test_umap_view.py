@@ -121,3 +121,29 @@ def test_importing_the_pipeline_does_not_import_umap():
     code = "import sys, worker.engine.pipeline; print('umap' in sys.modules, 'numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+LAYOUT_IN_A_NEW_PROCESS = """
+import json, numpy as np
+from worker.engine.cluster import umap_2d
+import umap.layouts
+points = np.random.default_rng(5).normal(size=(300, 20)).astype(np.float32)
+xy = umap_2d(points, 2)
+epoch = umap.layouts._nb_optimize_layout_euclidean_single_epoch.stats
+print(json.dumps({"hits": sum(epoch.cache_hits.values()), "path": epoch.cache_path, "xy": xy.tolist()}))
+"""
+
+
+def test_a_later_process_loads_umaps_compiled_functions_from_numbas_cache():
+    # The first process compiles umap's functions and saves them (or loads an earlier
+    # process's); the second must load them instead of compiling them again.
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", LAYOUT_IN_A_NEW_PROCESS], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(2)
+    ]
+    assert runs[1]["hits"] == 1 and runs[1]["path"]  # the layout's epochs came from the disk
+    assert runs[0]["xy"] == runs[1]["xy"]  # and lay the points out as the compiled ones do

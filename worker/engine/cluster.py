@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -157,10 +158,7 @@ def umap_2d(
     n = len(embedding)
     if n < UMAP_MIN_PARTICLES:
         return None
-    with warnings.catch_warnings():  # umap says on import that ParametricUMAP needs TensorFlow
-        warnings.simplefilter("ignore", ImportWarning)
-        import umap  # numba compiles on first use: only the worker that draws a UMAP pays for it
-
+    umap = _umap_module()
     embedding = np.ascontiguousarray(embedding, dtype=np.float32)
     rows = _sample_rows(n, sample, torch.Generator().manual_seed(seed)).numpy()
     neighbours = min(UMAP_NEIGHBOURS, len(rows) - 1)
@@ -195,6 +193,35 @@ def umap_2d(
             if on_progress:
                 on_progress(len(rows) + start + len(block), n)
     return out
+
+
+def _umap_module():
+    """umap, imported on first use (only the worker that draws a UMAP pays for it), with numba's
+    on-disk cache switched on for the functions it compiles on first call.
+
+    umap does not ask for the cache (pynndescent, which it imports, does), so every process
+    compiled them afresh: about 10 s of a process's first layout on a 2-core machine, against
+    2-3 s for the layout itself (README, *UMAP view*). With the cache (numba's own: umap's
+    __pycache__, or NUMBA_CACHE_DIR; keyed by the source file and the CPU) only the first
+    process on a machine compiles them, and later ones load the machine code.
+    """
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    with warnings.catch_warnings():  # umap says on import that ParametricUMAP needs TensorFlow
+        warnings.simplefilter("ignore", ImportWarning)
+        import umap
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith("umap."):
+            continue
+        for value in list(vars(module).values()):
+            if (
+                isinstance(value, CPUDispatcher)
+                and value.__module__ == name
+                and isinstance(value._cache, NullCache)
+            ):
+                value.enable_caching()
+    return umap
 
 
 NEIGHBOUR_ROWS = 2048  # points whose distances to all others are held at a time (2048 x N floats)
