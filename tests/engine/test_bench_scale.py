@@ -13,7 +13,7 @@ import pytest
 from cryoclust.cli import parse_args
 from worker.engine import bench_estimate as est
 from worker.engine import bench_scale as scale
-from worker.engine import likelihood, poses
+from worker.engine import likelihood, pose, poses
 from worker.engine.commands import bench
 
 GIB = 2**30
@@ -161,7 +161,14 @@ def test_work_seconds_is_a_roofline_plus_host_transfers_and_launches():
 def test_gpu_estimate_has_the_runs_stages_and_grows_with_n():
     small, large = est.gpu_estimate(100_000, 10, 1, 64), est.gpu_estimate(1_000_000, 10, 1, 64)
     assert small["estimate"] is True
-    assert set(small["timings"]) == {"preprocess", "initial_labels", "train_embed", "kmeans", "averages"}
+    assert set(small["timings"]) == {
+        "preprocess",
+        "initial_labels",
+        "train_embed",
+        "kmeans",
+        "refine",
+        "averages",
+    }
     assert set(est.gpu_estimate(100_000, 10, 0, 64)["timings"]) == {
         "preprocess",
         "initial_labels",
@@ -203,3 +210,15 @@ def test_a_runs_last_round_is_scored_against_the_truth(tmp_path):
     write_labels_csv(tmp_path / "out" / "round_02" / "labels.csv", 1 - sim.views, names)  # classes swapped
     scores = scale.scores_against_truth(paths["truth"], tmp_path / "out")
     assert scores["ari"] == pytest.approx(1.0) and scores["nmi"] == pytest.approx(1.0)  # the last round's
+
+
+def test_the_likelihood_step_is_estimated_at_its_most_iterations():
+    n, k = 100_000, 10
+    fine = est.angle_count(poses.FINE_STEP)
+    full = est.expectation(n, k, k, fine, 32, 2, est.ASSUMED).flops  # an E-step over every class
+    pruned = est.expectation(n, k, poses.PRUNE_CLASSES, fine, 32, 2, est.ASSUMED).flops
+    step = est.gpu_estimate(n, k, 1, 64)["stages"]["refine"]["flops"]
+    # the first iteration scores every class, the later ones the likeliest few; each adds an
+    # M-step and a fit on a sample, so the step costs more than its E-steps alone
+    e_steps = full + (pose.REFINE_ITERATIONS - 1) * pruned
+    assert e_steps < step < e_steps + pose.REFINE_ITERATIONS * full

@@ -279,9 +279,9 @@ def _mean_averages(n: int, k: int, size: int, storage: int) -> Work:
 def stage_work(n: int, k: int, rounds: int, box: int, size: int, storage: int, a=ASSUMED) -> dict:
     """The work of each stage of `cryoclust classify -r ROUNDS --method pose-em` on a stack with
     CTF parameters, keyed and summed as the run's round.json timings are: round 0 (rounds 0)
-    has preprocess, initial_labels, averages; later rounds add train_embed and kmeans. The
-    default `pose` adds the network's training and embedding and the last round's likelihood
-    step (3 more EM iterations), which this estimate leaves out."""
+    has preprocess, initial_labels, averages; later rounds add train_embed, kmeans and the last
+    round's likelihood step (refine, at its most: likelihood_step). The default `pose` adds the
+    network's training and embedding, which this estimate leaves out."""
     size = min(box - box % 2, size)
     search = min(poses.SEARCH_SIZE, size)
     stages = {
@@ -329,8 +329,23 @@ def stage_work(n: int, k: int, rounds: int, box: int, size: int, storage: int, a
         train += Work(pcie_bytes=n * k * 4)  # the class posteriors to the host: the embedding
     stages["train_embed"] = train
     stages["kmeans"] = Work(pcie_bytes=n * EMBEDDING_DIM * 4) + kmeans(n, EMBEDDING_DIM, k, a) * rounds
+    stages["refine"] = likelihood_step(n, k, search, storage, a)
     stages["averages"] = _round_averages(n, k, size, storage, a) * rounds
     return stages
+
+
+def likelihood_step(n: int, k: int, search: int, storage: int, a: Assumptions) -> Work:
+    """pose.refine_labels at its most: the labels' references, then REFINE_ITERATIONS EM
+    iterations (the first over every class, the later ones pruned), each followed by its fit
+    over PRUNE_CLASSES classes on at most FIT_SAMPLE particles. Where the fit falls the step
+    stops sooner: this is its upper bound."""
+    fine = angle_count(poses.FINE_STEP)
+    iterations = pose.REFINE_ITERATIONS
+    work = expectation(n, k, 1, fine, search, storage, a)
+    work += maximisation(n, k, search, likelihood.TOP_POSES, storage, a)
+    work += run_em(n, k, iterations, 0, search, storage, a, fresh=False, posterior=False)
+    fit_rows = min(n, pose.FIT_SAMPLE)
+    return work + expectation(fit_rows, k, min(poses.PRUNE_CLASSES, k), fine, search, storage, a) * iterations
 
 
 def device_peak_bytes(n: int, k: int, rounds: int, box: int, size: int, storage: int) -> int:
