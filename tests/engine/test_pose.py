@@ -471,3 +471,24 @@ def test_round_one_keeps_the_most_likely_of_its_random_starts(monkeypatch):
     # (here ARI 0.987 against 0.996), which is why the README measures the choice on whole runs.
     ari = [adjusted_rand_score(sim.views, s.posterior.classes[:, 0].numpy()) for s in starts]
     assert min(ari) > 0.98 and ari[best] > 0.98
+
+
+def test_round_ones_starts_side_by_side_keep_what_one_after_another_keeps():
+    """On two CPU threads the starts run at once, one thread each (worker.engine.side_by_side):
+    the same start is kept, with the same classes, and progress still counts up in order."""
+    from worker.engine.pose import _most_likely_first_em
+
+    sim = simulate(n=300, k=3, snr=0.5, rotate=True, shift=2.0, seed=24)
+    _, small, ctfs, _ = _prepared(sim)
+    before, runs = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):  # the suite runs on one thread: the starts one after another
+            torch.set_num_threads(threads)
+            progress = []
+            kept = _most_likely_first_em(small, ctfs, 3, 5, lambda done, state, p=progress: p.append(done))
+            runs.append((kept.posterior.classes[:, 0].numpy(), progress))
+    finally:
+        torch.set_num_threads(before)
+    (alone, progress_alone), (together, progress_together) = runs
+    assert adjusted_rand_score(alone, together) == 1.0 and adjusted_rand_score(sim.views, together) > 0.95
+    assert progress_together == progress_alone == list(range(1, len(progress_alone) + 1))

@@ -74,6 +74,7 @@ from worker.engine.poses import (
     run_em,
 )
 from worker.engine.preprocess import fourier_crop, normalise
+from worker.engine.side_by_side import side_by_side
 
 FIRST_ITERATIONS = 10  # EM iterations in round 1 (from random subsets)
 # Round 1's EM runs from this many random starts; the most likely one is kept. Two, not three:
@@ -530,16 +531,19 @@ def _most_likely_first_em(
     power = noise_spectrum(small) if power is None else power
     noise = power if rows is None else noise_spectrum(fit_images)
     per_start = _start_iterations(n, k)
-    best, best_fit = None, -float("inf")
-    for start in range(FIRST_STARTS):
 
-        def counted(iteration: int, state: EmState, offset: int = start * per_start) -> None:
-            if on_iteration is not None:
-                on_iteration(offset + iteration, state)
+    def one_start(start: int, report) -> tuple[EmState, float]:
+        def counted(iteration: int, state: EmState) -> None:
+            if report is not None:
+                report(start * per_start + iteration, state)
 
         state = _first_em(small, ctfs, k, seed + START_SEED_STEP * start, counted, power)
-        fit = start_fit(fit_images, fit_ctfs, state, noise)
-        if fit > best_fit:
+        return state, start_fit(fit_images, fit_ctfs, state, noise)
+
+    # On a CPU the starts run at once, one thread each (worker.engine.side_by_side).
+    best, best_fit = None, -float("inf")
+    for state, fit in side_by_side(one_start, FIRST_STARTS, small.device, on_iteration):
+        if fit > best_fit:  # in start order: a tie keeps the earlier start
             best, best_fit = state, fit
     if best.posterior is not None:
         return best
