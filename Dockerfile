@@ -23,7 +23,9 @@ COPY frontend frontend
 RUN pip install .
 
 USER cryoclust
+# NUMBA_CACHE_DIR on the volume: the UMAP view's compiled functions outlive the container.
 ENV CRYOCLUST_DATA_DIR=/data \
+    NUMBA_CACHE_DIR=/data/.numba-cache \
     CRYOCLUST_FRONTEND_DIR=/app/frontend \
     CRYOCLUST_HOST=0.0.0.0 \
     CRYOCLUST_PORT=8000

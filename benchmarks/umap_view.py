@@ -1,11 +1,15 @@
 """What the UMAP view costs the worker: worker/engine/cluster.py's umap_2d on N points of a 20-d
 embedding (three Gaussian blobs), each size in a fresh process, called twice: the first call
-includes numba's compilation (once per worker process), the second is what every later job of
-that worker pays. Wall and CPU seconds; the layout is checked to repeat bitwise for the seed.
+includes numba's compilation, or its loading from numba's on-disk cache where an earlier
+process left it there; the second is what every later job of that worker pays. Wall and CPU
+seconds; the layout is checked to repeat bitwise for the seed.
 
 Example:
   .venv/bin/python benchmarks/umap_view.py                  # 2,000 and 100,000 points
   .venv/bin/python benchmarks/umap_view.py --sizes 300000
+  # a machine's first process (empty cache), then any later one:
+  export NUMBA_CACHE_DIR=$(mktemp -d)
+  .venv/bin/python benchmarks/umap_view.py --sizes 2000; .venv/bin/python benchmarks/umap_view.py --sizes 2000
 """
 
 from __future__ import annotations
