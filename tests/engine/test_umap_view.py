@@ -1,6 +1,7 @@
-"""The UMAP view of the embedding: fitted on a seeded sample, the rest placed with `transform`;
-it keeps well-separated classes apart, covers every particle, repeats for a seed, and only the
-last round of a run (with umap on) gets one."""
+"""The UMAP view of the embedding: fitted on a seeded sample, the rest placed with `transform`,
+both from exact neighbours (pynndescent's index is never built); it keeps well-separated classes
+apart, covers every particle, repeats for a seed, and only the last round of a run (with umap
+on) gets one."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-from worker.engine.cluster import UMAP_MIN_PARTICLES, _sample_rows, exact_neighbours, umap_2d
+from worker.engine.cluster import (
+    UMAP_MIN_PARTICLES,
+    ExactSearch,
+    _sample_rows,
+    exact_neighbours,
+    umap_2d,
+)
 from worker.engine.config import ClassifyConfig
 from worker.engine.events import StageProgress
 from worker.engine.io.particles import ParticleStack
@@ -77,6 +84,28 @@ def test_a_stack_no_larger_than_the_sample_is_laid_out_from_exact_neighbours(blo
     xy = umap_2d(embedding, 3)  # 1,500 <= the sample: fitted on all, nothing transformed
     found = KMeans(3, n_init=10, random_state=0).fit_predict(xy)
     assert adjusted_rand_score(truth, found) > 0.9 and np.array_equal(umap_2d(embedding, 3), xy)
+
+
+def test_neither_path_builds_pynndescents_index(blobs, monkeypatch):
+    # Its nearest-neighbour descent is what numba took minutes to compile in a new process.
+    import pynndescent
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pynndescent's index was built")
+
+    monkeypatch.setattr(pynndescent.NNDescent, "__init__", refuse)
+    embedding, _ = blobs
+    assert np.isfinite(umap_2d(embedding[:1200], 4, sample=1000, chunk=700)).all()  # fit, transform
+    assert np.isfinite(umap_2d(embedding[:600], 4, sample=1000)).all()  # fit alone
+
+
+def test_the_transform_search_finds_the_exact_neighbours_among_the_fitted_points(blobs):
+    embedding, _ = blobs
+    fitted, queries = embedding[:2000], embedding[2000:2600]
+    indices, distances = ExactSearch(fitted).query(queries, 15, epsilon=0.12)
+    expected = NearestNeighbors(n_neighbors=15).fit(fitted).kneighbors(queries)
+    np.testing.assert_allclose(distances, expected[0], rtol=1e-4, atol=1e-4)
+    assert (indices == expected[1]).mean() > 0.999  # ties aside
 
 
 def test_too_few_particles_get_no_layout():

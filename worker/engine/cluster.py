@@ -162,28 +162,25 @@ def umap_2d(
     embedding = np.ascontiguousarray(embedding, dtype=np.float32)
     rows = _sample_rows(n, sample, torch.Generator().manual_seed(seed)).numpy()
     neighbours = min(UMAP_NEIGHBOURS, len(rows) - 1)
-    if len(rows) == n:
-        # Nothing to place afterwards, so no search index is needed: the exact neighbours from
-        # torch spare numba compiling umap's nearest-neighbour descent, most of the tens of
-        # seconds a process's first layout took (README, UMAP view).
-        found = {"precomputed_knn": (*exact_neighbours(embedding, neighbours), None)}
-    else:
-        # Below 4,096 points umap otherwise takes exact distances through a Python call per pair
-        # (10 s for 2,000); its nearest-neighbour descent takes 0.5 s.
-        found = {"force_approximation_algorithm": True}
+    # Exact neighbours from torch, for the fit and for `transform` (ExactSearch), so that umap
+    # never builds pynndescent's index: numba compiling its nearest-neighbour descent took most
+    # of a process's first layout (README, UMAP view).
+    fitted = embedding[rows]
+    search = ExactSearch(fitted) if len(rows) < n else None
     reducer = umap.UMAP(
         n_components=2,
         n_neighbors=neighbours,
         random_state=seed,
         transform_seed=seed,
         n_jobs=1,
-        **found,
+        precomputed_knn=(*exact_neighbours(fitted, neighbours), search),
     )
     out = np.empty((n, 2), dtype=np.float32)
     with warnings.catch_warnings():
-        # umap's advice (a graph in several pieces, as well-separated classes give) is not the user's to act on
+        # umap's advice (a graph in several pieces, as well-separated classes give) is not the
+        # user's to act on, nor its notice that an index other than its own cannot transform.
         warnings.simplefilter("ignore", UserWarning)
-        out[rows] = reducer.fit_transform(embedding[rows])
+        out[rows] = reducer.fit_transform(fitted)
         if on_progress:
             on_progress(len(rows), n)
         rest = np.setdiff1d(np.arange(n), rows, assume_unique=True)
@@ -231,14 +228,38 @@ def exact_neighbours(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     """Each of the (N, D) points' k nearest points, itself first, and their Euclidean
     distances, ascending: (N, k) int64 indices and (N, k) float32 distances, as umap's
     `precomputed_knn` takes them."""
-    x = torch.from_numpy(points)
-    indices = np.empty((len(x), k), dtype=np.int64)
-    distances = np.empty((len(x), k), dtype=np.float32)
-    for start in range(0, len(x), NEIGHBOUR_ROWS):
-        block = torch.cdist(x[start : start + NEIGHBOUR_ROWS], x)
-        own = torch.arange(len(block))
-        block[own, own + start] = 0.0  # the matrix-product formula leaves rounding error there
+    return nearest_among(points, points, k, itself=True)
+
+
+def nearest_among(
+    queries: np.ndarray, points: np.ndarray, k: int, itself: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's k nearest of the (N, D) points and their Euclidean distances, ascending:
+    (M, k) int64 and float32. With `itself`, the queries are the points (each one's own distance
+    is then exactly 0: the matrix-product formula leaves rounding error there)."""
+    q, x = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)), torch.from_numpy(points)
+    indices = np.empty((len(q), k), dtype=np.int64)
+    distances = np.empty((len(q), k), dtype=np.float32)
+    for start in range(0, len(q), NEIGHBOUR_ROWS):
+        block = torch.cdist(q[start : start + NEIGHBOUR_ROWS], x)
+        if itself:
+            own = torch.arange(len(block))
+            block[own, own + start] = 0.0
         values, index = block.clamp_(min=0.0).topk(k, largest=False)
         indices[start : start + len(block)] = index.numpy()
         distances[start : start + len(block)] = values.numpy()
     return indices, distances
+
+
+class ExactSearch:
+    """The search index umap's `transform` queries, answered exactly by torch among the
+    fitted points, in place of pynndescent's approximate one (umap calls `query` and reads
+    `_angular_trees`)."""
+
+    _angular_trees = False  # umap picks the approximate search's epsilon from it; unused here
+
+    def __init__(self, fitted: np.ndarray) -> None:
+        self._fitted = np.ascontiguousarray(fitted, dtype=np.float32)
+
+    def query(self, queries: np.ndarray, k: int, epsilon: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        return nearest_among(queries, self._fitted, k)
